@@ -1,0 +1,156 @@
+"""The exceptions alpaca-di raises.
+
+Every error the library raises derives from :class:`AlpacaDIError`, so one
+``except AlpacaDIError`` catches them all. Server error codes from Alpaca's
+streams map to the subclasses below through :func:`error_for_code`::
+
+    from alpaca_di.errors import AuthenticationError, error_for_code
+
+    err = error_for_code(402, "auth failed")
+    assert isinstance(err, AuthenticationError)
+
+No message built here ever contains a secret key: callers pass the server's
+message and, at most, a masked key fingerprint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = [
+    "AlpacaAPIError",
+    "AlpacaDIError",
+    "AuthenticationError",
+    "ConfigurationError",
+    "ConnectionClosedError",
+    "ConnectionLimitError",
+    "InsufficientSubscriptionError",
+    "ProtocolError",
+    "ServerError",
+    "SlowClientError",
+    "SymbolLimitError",
+    "error_for_code",
+]
+
+
+class AlpacaDIError(Exception):
+    """Base class of every exception raised by alpaca-di."""
+
+
+class ConfigurationError(AlpacaDIError, ValueError):
+    """A setting is missing or invalid; the message names the field and its env var."""
+
+
+class ProtocolError(AlpacaDIError, ValueError):
+    """A frame from the server could not be decoded or does not follow the protocol."""
+
+
+class ConnectionClosedError(AlpacaDIError):
+    """The hub or subscription was closed and can no longer be used."""
+
+
+class ServerError(AlpacaDIError):
+    """An error message sent by Alpaca's stream server (``{"T": "error", ...}``).
+
+    Attributes:
+        code: Alpaca's numeric error code (402, 405, 406, ...).
+        server_message: the server's own text, verbatim.
+    """
+
+    def __init__(self, code: int, server_message: str, detail: str = "") -> None:
+        self.code = code
+        self.server_message = server_message
+        text = f"{server_message} ({code})"
+        super().__init__(f"{text}: {detail}" if detail else text)
+
+
+class AuthenticationError(ServerError):
+    """402: the key pair was rejected. Never retried: the keys will not get better."""
+
+
+class SymbolLimitError(ServerError):
+    """405: the subscription would exceed the plan's symbol limit.
+
+    Attributes:
+        symbols: the ``(channel, symbol)`` pairs that were rejected and rolled back.
+    """
+
+    def __init__(
+        self,
+        code: int,
+        server_message: str,
+        detail: str = "",
+        symbols: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        self.symbols = tuple(symbols)
+        if self.symbols and not detail:
+            listed = ", ".join(f"{channel}:{symbol}" for channel, symbol in self.symbols[:20])
+            more = f" and {len(self.symbols) - 20} more" if len(self.symbols) > 20 else ""
+            detail = f"rejected and rolled back {listed}{more}"
+        super().__init__(code, server_message, detail)
+
+
+class ConnectionLimitError(ServerError):
+    """406: another session already holds this key's slot on this endpoint.
+
+    alpaca-di retries it with backoff inside a grace window (Alpaca reaps a dead
+    socket after about 90 s) and raises this error only when the window is over.
+    """
+
+
+class SlowClientError(ServerError):
+    """407: the server dropped us for reading too slowly."""
+
+
+class InsufficientSubscriptionError(ServerError):
+    """409: the account's plan does not include this feed (for example ``sip``)."""
+
+
+class AlpacaAPIError(AlpacaDIError):
+    """A REST call to Alpaca failed.
+
+    Attributes:
+        status_code: the HTTP status, when there was a response.
+        api_message: the API's own message.
+    """
+
+    def __init__(self, api_message: str, status_code: int | None = None) -> None:
+        self.status_code = status_code
+        self.api_message = api_message
+        prefix = f"HTTP {status_code}: " if status_code is not None else ""
+        super().__init__(f"{prefix}{api_message}")
+
+
+_BY_CODE: dict[int, type[ServerError]] = {
+    402: AuthenticationError,
+    405: SymbolLimitError,
+    406: ConnectionLimitError,
+    407: SlowClientError,
+    409: InsufficientSubscriptionError,
+}
+
+
+def error_for_code(code: int, message: str, *, feed: str | None = None) -> ServerError:
+    """Build the exception for an Alpaca stream error code.
+
+    ``feed`` makes the 409 message name the feed and the one to use instead::
+
+        error_for_code(409, "insufficient subscription", feed="sip")
+        # InsufficientSubscriptionError("insufficient subscription (409): the plan of
+        # this account does not include the 'sip' feed; use feed='iex' instead")
+    """
+    cls = _BY_CODE.get(code, ServerError)
+    detail = ""
+    if cls is InsufficientSubscriptionError and feed:
+        detail = (
+            f"the plan of this account does not include the {feed!r} feed; "
+            "use feed='iex' (set ALPACA_FEED=iex) instead"
+        )
+    elif cls is ConnectionLimitError:
+        detail = (
+            "another connection with this key is open on this endpoint "
+            "(another process, or a socket Alpaca has not reaped yet)"
+        )
+    elif cls is AuthenticationError:
+        detail = "check APCA_API_KEY_ID / APCA_API_SECRET_KEY and the paper/live setting"
+    return cls(code, message, detail)

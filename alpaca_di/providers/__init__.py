@@ -1,0 +1,5 @@
+"""dependency-injector providers: the connection registry and stream resources."""
+
+from alpaca_di.providers.registry import ConnectionRegistry, Lease
+
+__all__ = ["ConnectionRegistry", "Lease"]

@@ -1,0 +1,259 @@
+"""ConnectionRegistry: the one place connections live, keyed by (credentials, endpoint).
+
+Every container shares :meth:`ConnectionRegistry.default` unless its ``registry``
+provider is overridden (tests do that for isolation). A lease keeps a hub alive;
+the socket opens at the hub's first subscription and closes, with a close
+frame, when the last lease is released::
+
+    registry = ConnectionRegistry()
+    lease = registry.acquire(creds, StreamKind.STOCK, "wss://stream.data.alpaca.markets/v2/iex")
+    lease.hub.subscribe(print, quotes=["AAPL"])
+    ...
+    lease.release()            # last lease: socket closed, runtime thread stopped
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import threading
+import weakref
+from dataclasses import dataclass
+from typing import ClassVar
+
+import structlog
+
+from alpaca_di.protocol import StreamKind
+from alpaca_di.services.health import ConnectionHealth, HealthReport
+from alpaca_di.services.hub import StreamHub
+from alpaca_di.settings import Credentials
+from alpaca_di.transport.backoff import Backoff
+from alpaca_di.transport.connection import check_url
+from alpaca_di.transport.options import ConnectionOptions
+from alpaca_di.transport.runtime import Runtime
+
+__all__ = ["ConnectionRegistry", "Lease"]
+
+_log = structlog.get_logger("alpaca_di.registry")
+_Key = tuple[Credentials, str]
+
+
+@dataclass
+class _Entry:
+    hub: StreamHub
+    leases: int
+    on_runtime: bool
+
+
+class Lease:
+    """A claim on one shared hub. Release it exactly once (extra releases are no-ops)."""
+
+    def __init__(self, registry: ConnectionRegistry, key: _Key, entry: _Entry) -> None:
+        self._registry = registry
+        self._key = key
+        self._entry = entry
+        self._released = False
+
+    @property
+    def hub(self) -> StreamHub:
+        """The shared hub this lease keeps alive."""
+        return self._entry.hub
+
+    @property
+    def released(self) -> bool:
+        """True once released."""
+        return self._released
+
+    def release(self, timeout: float = 2.0) -> None:
+        """Give the lease back; the last one closes the connection.
+
+        Off the hub's loop this blocks until the close frame is exchanged (bounded
+        by ``timeout``); on the loop it schedules the close (use :meth:`arelease`).
+        """
+        if self._take():
+            self._registry._release(self._key, self._entry, timeout)
+
+    async def arelease(self) -> None:
+        """Give the lease back and, if it was the last, await the clean close."""
+        if self._take():
+            await self._registry._arelease(self._key, self._entry)
+
+    def _take(self) -> bool:
+        with self._registry._lock:
+            if self._released:
+                return False
+            self._released = True
+            return True
+
+    def __repr__(self) -> str:
+        state = "released" if self._released else "held"
+        return f"<Lease {state} {self._entry.hub!r}>"
+
+
+class ConnectionRegistry:
+    """Shared hubs keyed by (credentials, endpoint), with lease counts.
+
+    Thread-safe: any number of threads racing to first use get one hub. Acquired
+    inside a running event loop, a new hub runs on that loop; otherwise on the
+    process-wide runtime thread (started on demand, stopped when its last hub
+    closes).
+    """
+
+    _default: ClassVar[ConnectionRegistry | None] = None
+    _default_lock: ClassVar[threading.Lock] = threading.Lock()
+    _all: ClassVar[weakref.WeakSet[ConnectionRegistry]] = weakref.WeakSet()
+
+    def __init__(self, runtime: Runtime | None = None) -> None:
+        self._lock = threading.RLock()
+        self._entries: dict[_Key, _Entry] = {}
+        self._runtime = runtime or Runtime.shared()
+        self._closing: set[asyncio.Task[None]] = set()
+        ConnectionRegistry._all.add(self)
+
+    @classmethod
+    def default(cls) -> ConnectionRegistry:
+        """The process-wide registry every container shares by default."""
+        with cls._default_lock:
+            if cls._default is None:
+                cls._default = cls()
+            return cls._default
+
+    def acquire(
+        self,
+        credentials: Credentials,
+        kind: StreamKind | str,
+        endpoint: str,
+        options: ConnectionOptions | None = None,
+        *,
+        backoff: Backoff | None = None,
+    ) -> Lease:
+        """Lease the hub for (credentials, endpoint), creating it on first use.
+
+        No network is touched here: the socket opens at the first subscription
+        (or :meth:`StreamHub.wait_ready`). ``options`` of later acquirers of an
+        existing hub are ignored (a warning is logged when they differ).
+        """
+        if not isinstance(credentials, Credentials):
+            raise TypeError(f"credentials must be Credentials, got {type(credentials).__name__}")
+        kind = StreamKind(kind)
+        options = options or ConnectionOptions()
+        check_url(endpoint, allow_insecure=options.allow_insecure)
+        key = (credentials, endpoint)
+        loop = _running_loop()
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and (entry.hub.closed or entry.hub.loop.is_closed()):
+                del self._entries[key]
+                entry = None
+            if entry is None:
+                on_runtime = loop is None
+                hub_loop = self._runtime.acquire() if on_runtime else loop
+                assert hub_loop is not None
+                hub = StreamHub(
+                    kind=kind,
+                    endpoint=endpoint,
+                    credentials=credentials,
+                    options=options,
+                    loop=hub_loop,
+                    backoff=backoff,
+                )
+                entry = self._entries[key] = _Entry(hub, 0, on_runtime)
+            elif entry.hub.kind is not kind:
+                raise ValueError(
+                    f"{endpoint} is already open as a {entry.hub.kind.value} stream, "
+                    f"not {kind.value}"
+                )
+            elif entry.hub.options != options:
+                _log.warning(
+                    "registry.options_ignored",
+                    endpoint=endpoint,
+                    fingerprint=credentials.fingerprint,
+                    reason="the shared connection already exists with other options",
+                )
+            entry.leases += 1
+            return Lease(self, key, entry)
+
+    def hubs(self) -> list[StreamHub]:
+        """Every live hub."""
+        with self._lock:
+            return [entry.hub for entry in self._entries.values()]
+
+    def leases(self, credentials: Credentials, endpoint: str) -> int:
+        """How many leases hold the hub of (credentials, endpoint)."""
+        with self._lock:
+            entry = self._entries.get((credentials, endpoint))
+            return entry.leases if entry else 0
+
+    def health(self) -> HealthReport:
+        """A report on every live connection of this registry."""
+        connections: list[ConnectionHealth] = [hub.health() for hub in self.hubs()]
+        return HealthReport.of(connections)
+
+    def close_all(self, timeout: float = 2.0) -> None:
+        """Close every hub now, whatever its lease count (used at interpreter exit)."""
+        with self._lock:
+            entries = list(self._entries.items())
+            self._entries.clear()
+        for _key, entry in entries:
+            self._close_entry(entry, timeout)
+
+    # -- internals ---------------------------------------------------------------
+
+    def _detach(self, key: _Key, entry: _Entry) -> bool:
+        """Drop one lease; True when it was the last and the entry is gone."""
+        with self._lock:
+            entry.leases -= 1
+            if entry.leases > 0:
+                return False
+            if self._entries.get(key) is entry:
+                del self._entries[key]
+            return True
+
+    def _release(self, key: _Key, entry: _Entry, timeout: float) -> None:
+        if self._detach(key, entry):
+            self._close_entry(entry, timeout)
+
+    async def _arelease(self, key: _Key, entry: _Entry) -> None:
+        if self._detach(key, entry):
+            await self._aclose_entry(entry)
+
+    def _close_entry(self, entry: _Entry, timeout: float) -> None:
+        hub = entry.hub
+        if hub._on_loop():
+            # Releasing on the hub's own loop: it cannot block, so close in a task
+            # and give the runtime back only once the close frame went out.
+            task = hub.loop.create_task(self._aclose_entry(entry))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+            return
+        try:
+            hub.close(timeout)
+        except Exception:
+            _log.exception("registry.close_failed", endpoint=hub.endpoint)
+        finally:
+            if entry.on_runtime:
+                self._runtime.release()
+
+    async def _aclose_entry(self, entry: _Entry) -> None:
+        try:
+            await entry.hub.aclose()
+        except Exception:
+            _log.exception("registry.close_failed", endpoint=entry.hub.endpoint)
+        finally:
+            if entry.on_runtime:
+                self._runtime.release()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    # Without this an app that never shut down would leave Alpaca holding its
+    # slot for ~90 s; with a close frame the slot frees at once.
+    for registry in list(ConnectionRegistry._all):
+        registry.close_all(timeout=1.0)

@@ -1,0 +1,103 @@
+"""Daemon worker threads that run sync handlers, so none runs on the reader's loop.
+
+Unlike ``concurrent.futures.ThreadPoolExecutor`` the threads are daemons: a
+handler blocked forever cannot stop the interpreter from exiting. The pool is
+reference-counted: it starts with the first sync-handler subscription and its
+threads end with the last one.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from typing import ClassVar
+
+import structlog
+
+__all__ = ["HandlerPool"]
+
+_log = structlog.get_logger("alpaca_di.workers")
+_STOP = object()
+
+
+class HandlerPool:
+    """A growable set of daemon threads fed from one job queue."""
+
+    _shared: ClassVar[HandlerPool | None] = None
+    _shared_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, max_workers: int = 64) -> None:
+        self.max_workers = max_workers
+        self._lock = threading.Lock()
+        self._jobs: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
+        self._users = 0
+
+    @classmethod
+    def shared(cls) -> HandlerPool:
+        """The process-wide pool."""
+        with cls._shared_lock:
+            if cls._shared is None:
+                cls._shared = cls()
+            return cls._shared
+
+    @property
+    def threads(self) -> int:
+        """How many worker threads are alive."""
+        return sum(thread.is_alive() for thread in self._threads)
+
+    def acquire(self) -> None:
+        """Count one more user of the pool."""
+        with self._lock:
+            self._users += 1
+
+    def release(self) -> None:
+        """Drop one user; the last one stops every worker thread."""
+        with self._lock:
+            if self._users == 0:
+                return
+            self._users -= 1
+            if self._users:
+                return
+            threads, self._threads, self._idle = self._threads, [], 0
+            stale, self._jobs = self._jobs, queue.SimpleQueue()
+        for _ in threads:
+            stale.put(_STOP)
+        current = threading.current_thread()
+        for thread in threads:
+            if thread is not current:
+                thread.join(timeout=1.0)
+
+    def submit(self, job: Callable[[], None]) -> None:
+        """Run ``job`` on a worker thread, starting one if all are busy."""
+        with self._lock:
+            self._jobs.put(job)
+            if self._idle == 0 and len(self._threads) < self.max_workers:
+                thread = threading.Thread(
+                    target=self._work,
+                    args=(self._jobs,),
+                    name=f"alpaca-di-handler-{len(self._threads)}",
+                    daemon=True,
+                )
+                self._threads.append(thread)
+                self._idle += 1
+                thread.start()
+
+    def _work(self, jobs: queue.SimpleQueue[object]) -> None:
+        while True:
+            job = jobs.get()
+            if job is _STOP:
+                return
+            with self._lock:
+                if jobs is self._jobs:
+                    self._idle -= 1
+            try:
+                job()  # type: ignore[operator]
+            except Exception:  # jobs handle their own errors; this is a last resort
+                _log.exception("workers.job_failed")
+            finally:
+                with self._lock:
+                    if jobs is self._jobs:
+                        self._idle += 1

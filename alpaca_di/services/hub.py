@@ -1,0 +1,632 @@
+"""StreamHub: the handle on one shared connection, fanning messages out to consumers.
+
+Every consumer of a (credentials, endpoint) pair gets the same hub, usually
+from the container (``container.stock_stream()``). The hub keeps reference
+counts per (channel, symbol), sends only deltas, parses each message once and
+hands it to every interested :class:`~alpaca_di.services.Subscription`::
+
+    hub = app.alpaca.stock_stream()
+    sub = hub.subscribe(on_quote, quotes=["AAPL", "MSFT"], trades=["AAPL"])
+    hub.wait_ready(timeout=10)
+    print(hub.health().state)          # "connected"
+    sub.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import structlog
+
+from alpaca_di.errors import ConnectionClosedError, ProtocolError, ServerError
+from alpaca_di.protocol import StreamKind, SubscriptionState, validate_channel, validate_symbol
+from alpaca_di.protocol.models import parse
+from alpaca_di.services.health import ConnectionHealth, StateTransition
+from alpaca_di.services.subscription import Handler, Subscription
+from alpaca_di.settings import Credentials
+from alpaca_di.transport.backoff import Backoff
+from alpaca_di.transport.connection import Connection
+from alpaca_di.transport.options import ConnectionOptions, OverflowPolicy
+from alpaca_di.transport.states import ConnectionState
+
+__all__ = ["StateListener", "StreamHub"]
+
+StateListener = Callable[[ConnectionState, ConnectionState], None]
+Pair = tuple[str, str]
+
+# corrections and cancel errors ride on the trades subscription (Alpaca sends them
+# to every trades subscriber), so they count against the wire's trades entry.
+_WIRE_CHANNEL = {"corrections": "trades", "cancel_errors": "trades"}
+_OVERFLOW_POLICIES = ("drop_oldest", "drop_newest", "conflate", "error")
+_USE_DEFAULT: Any = object()
+_log = structlog.get_logger("alpaca_di.hub")
+
+
+def _wire(pair: Pair) -> Pair:
+    channel = _WIRE_CHANNEL.get(pair[0])
+    return (channel, pair[1]) if channel else pair
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+class StreamHub:
+    """One shared connection and all of its consumers.
+
+    Thread-safe: subscribe, add, remove and close from any thread, from async
+    tasks, or from inside handlers. State lives on the hub's loop (the runtime
+    thread's loop in a sync app, the app's own loop in an async app); calls from
+    elsewhere are handed to it and never block it.
+
+    Example::
+
+        hub = container.stock_stream()
+
+        def on_quote(quote): ...
+        async def on_trade(trade): ...
+
+        quotes = hub.subscribe(on_quote, quotes=["AAPL", "MSFT"])
+        trades = hub.subscribe(on_trade, trades=["*"], maxsize=1000, overflow="drop_newest")
+        hub.wait_ready(timeout=10)
+    """
+
+    def __init__(
+        self,
+        *,
+        kind: StreamKind,
+        endpoint: str,
+        credentials: Credentials,
+        options: ConnectionOptions,
+        loop: asyncio.AbstractEventLoop,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.kind = kind
+        self.endpoint = endpoint
+        self.options = options
+        self.fingerprint = credentials.fingerprint
+        self._loop = loop
+        self._state = SubscriptionState()
+        self._connection = Connection(
+            endpoint,
+            kind=kind,
+            credentials=credentials,
+            options=options,
+            subscriptions=self._state,
+            listener=self,
+            loop=loop,
+            backoff=backoff,
+        )
+        self._subs: set[Subscription] = set()
+        self._index: dict[str, dict[str, set[Subscription]]] = {}
+        self._routes: dict[Pair, tuple[tuple[Subscription, ...], bool]] = {}
+        self._acked: set[Pair] = set()
+        self._changed = threading.Condition()
+        self._async_waiters: list[asyncio.Future[None]] = []
+        self._listeners: list[StateListener] = []
+        self._closing = False
+        self._close_task: asyncio.Task[None] | None = None
+        self._retired = [0, 0, 0]  # delivered, dropped, errors of closed subscriptions
+        self.unrouted = 0
+        self._log = _log.bind(kind=kind.value, endpoint=endpoint, fingerprint=self.fingerprint)
+
+    # -- public API --------------------------------------------------------------
+
+    @property
+    def state(self) -> ConnectionState:
+        """The connection's current state."""
+        return self._connection.state
+
+    @property
+    def closed(self) -> bool:
+        """True once the hub was closed (its last lease released)."""
+        return self._closing
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the connection runs on."""
+        return self._loop
+
+    def subscribe(
+        self,
+        handler: Handler | None = None,
+        *,
+        trades: Iterable[str] | str = (),
+        quotes: Iterable[str] | str = (),
+        bars: Iterable[str] | str = (),
+        updated_bars: Iterable[str] | str = (),
+        daily_bars: Iterable[str] | str = (),
+        statuses: Iterable[str] | str = (),
+        lulds: Iterable[str] | str = (),
+        corrections: Iterable[str] | str = (),
+        cancel_errors: Iterable[str] | str = (),
+        orderbooks: Iterable[str] | str = (),
+        news: Iterable[str] | str = (),
+        trade_updates: bool = False,
+        maxsize: int | None = _USE_DEFAULT,
+        overflow: OverflowPolicy | None = None,
+        raw: bool = False,
+    ) -> Subscription:
+        """Subscribe a consumer; returns its :class:`Subscription` at once.
+
+        Args:
+            handler: called with each message (sync or ``async def``); ``None`` to
+                read the subscription as an iterator instead.
+            trades, quotes, ...: symbols per channel (``"*"`` for all). Only the
+                channels of this hub's kind are accepted.
+            trade_updates: on the trading hub, receive order updates (never dropped).
+            maxsize: queue bound (default 10,000); ``None`` is unbounded, a memory
+                risk with a consumer slower than the feed.
+            overflow: ``drop_oldest`` (default), ``drop_newest``, ``conflate`` (keep
+                the latest per channel and symbol) or ``error`` (close the
+                subscription with :class:`SubscriptionOverflowError`).
+            raw: deliver the decoded dicts (shared, read-only) instead of
+                alpaca-py models.
+
+        Raises:
+            ValueError: an unknown channel for this kind, or an invalid symbol.
+            ConnectionClosedError: the hub is closed.
+
+        Example::
+
+            sub = hub.subscribe(print, quotes=["AAPL"], trades="*", overflow="conflate")
+        """
+        if self._closing:
+            raise ConnectionClosedError(f"the {self.kind.value} hub is closed")
+        if handler is not None and not callable(handler):
+            raise TypeError(f"handler must be callable or None, got {type(handler).__name__}")
+        if not isinstance(trade_updates, bool):
+            raise TypeError("trade_updates must be True or False")
+        if not isinstance(raw, bool):
+            raise TypeError("raw must be True or False")
+        channels = {
+            "trades": trades,
+            "quotes": quotes,
+            "bars": bars,
+            "updated_bars": updated_bars,
+            "daily_bars": daily_bars,
+            "statuses": statuses,
+            "lulds": lulds,
+            "corrections": corrections,
+            "cancel_errors": cancel_errors,
+            "orderbooks": orderbooks,
+            "news": news,
+        }
+        pairs = self._pairs({name: value for name, value in channels.items() if value})
+        if trade_updates:
+            validate_channel(self.kind, "trade_updates")
+            pairs.add(("trade_updates", "*"))
+        size = self.options.queue_maxsize if maxsize is _USE_DEFAULT else maxsize
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
+            raise ValueError(f"maxsize must be a positive int or None, got {maxsize!r}")
+        policy = self.options.overflow if overflow is None else overflow
+        if policy not in _OVERFLOW_POLICIES:
+            raise ValueError(
+                f"overflow must be one of {', '.join(_OVERFLOW_POLICIES)}; got {overflow!r}"
+            )
+        caller_loop = _running_loop()
+        sub = Subscription(
+            self,
+            handler,
+            maxsize=size,
+            overflow=policy,
+            raw=raw,
+            consumer_loop=caller_loop or self._loop,
+            never_drop=self.kind is StreamKind.TRADING,
+        )
+        if caller_loop is not None:
+            sub._start()
+        elif sub._async_handler:
+            self._call(sub._start)
+        self._change(sub, pairs, add=True)
+        return sub
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        """Connect if needed and block until connected.
+
+        Raises the named error when the connection failed (``AuthenticationError``,
+        ``InsufficientSubscriptionError``, ``ConnectionLimitError`` after the
+        grace window), ``TimeoutError`` when time runs out. Do not call it on the
+        hub's own loop: ``await hub.ready()`` there.
+        """
+        _check_timeout(timeout)
+        if self._on_loop():
+            raise RuntimeError("wait_ready() would block the event loop; use await hub.ready()")
+        self._call(self._connection.start)
+        self._wait(self._ready_check, timeout)
+
+    async def ready(self, timeout: float = 10.0) -> None:
+        """Async form of :meth:`wait_ready`; never blocks the calling loop."""
+        _check_timeout(timeout)
+        if not self._on_loop():
+            await asyncio.to_thread(self.wait_ready, timeout)
+            return
+        self._connection.start()
+        await self._await(self._ready_check, timeout)
+
+    def add_state_listener(self, listener: StateListener) -> Callable[[], None]:
+        """Call ``listener(state, previous)`` on every transition; returns a remover.
+
+        Listeners run on the hub's loop and must not block.
+        """
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def health(self) -> ConnectionHealth:
+        """A snapshot of this connection's health (safe to call from any thread)."""
+        conn = self._connection
+        subs = list(self._subs)
+        stats = [sub.stats for sub in subs]
+        per_channel = {
+            channel: sum(1 for holders in list(symbols.values()) if holders)
+            for channel, symbols in list(self._index.items())
+        }
+        last = conn.last_message_monotonic
+        last_at = (
+            datetime.now(timezone.utc) - timedelta(seconds=self._loop.time() - last)
+            if last is not None
+            else None
+        )
+        state = conn.state
+        return ConnectionHealth(
+            kind=self.kind.value,
+            endpoint=self.endpoint,
+            fingerprint=self.fingerprint,
+            state=state.value,
+            state_since=conn.history.since,
+            healthy=state
+            in (
+                ConnectionState.IDLE,
+                ConnectionState.CONNECTING,
+                ConnectionState.AUTHENTICATING,
+                ConnectionState.CONNECTED,
+            ),
+            consumers=len(subs),
+            subscriptions={channel: count for channel, count in per_channel.items() if count},
+            messages_received=conn.messages_received,
+            messages_delivered=self._retired[0] + sum(s.delivered for s in stats),
+            messages_dropped=self._retired[1] + sum(s.dropped for s in stats),
+            malformed=conn.malformed,
+            handler_errors=self._retired[2] + sum(s.errors for s in stats),
+            reconnects=conn.reconnects,
+            last_message_at=last_at,
+            last_error=_error_text(conn.last_error),
+            transitions=[
+                StateTransition(state=c.state.value, at=c.at, error=c.error)
+                for c in conn.history.changes[-10:]
+            ],
+        )
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Close every subscription and the socket (with a close frame).
+
+        Blocks until done when called off the hub's loop; on the loop it schedules
+        the close and returns (``await hub.aclose()`` there to wait).
+        """
+        if self._on_loop():
+            if not self._closing:
+                task = self._loop.create_task(self.aclose())
+                task.add_done_callback(_log_task_error)
+            return
+        try:
+            future = asyncio.run_coroutine_threadsafe(self.aclose(), self._loop)
+        except RuntimeError:  # the loop is gone: nothing left to close on it
+            self._close_subscriptions()
+            self._closing = True
+            return
+        try:
+            future.result(timeout)
+        except TimeoutError:
+            self._log.error("hub.close_timeout", timeout=timeout)
+
+    async def aclose(self) -> None:
+        """Close every subscription and the socket; waits for the close handshake.
+
+        May be awaited from any loop; the work runs on the hub's loop.
+        """
+        if not self._on_loop():
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.aclose(), self._loop))
+            return
+        if self._close_task is None:
+            self._closing = True
+            self._close_task = self._loop.create_task(self._shutdown())
+        await asyncio.shield(self._close_task)
+
+    async def _shutdown(self) -> None:
+        try:
+            self._close_subscriptions()
+            await self._connection.close()
+        finally:
+            self._notify()
+
+    def __repr__(self) -> str:
+        return (
+            f"<StreamHub {self.kind.value} {self.endpoint} {self.fingerprint} "
+            f"{self.state.value} consumers={len(self._subs)}>"
+        )
+
+    # -- consumer bookkeeping (subscriptions call these) -----------------------------------
+
+    def _pairs(self, channels: Mapping[str, Any]) -> set[Pair]:
+        pairs: set[Pair] = set()
+        for channel, symbols in channels.items():
+            validate_channel(self.kind, channel)
+            if channel == "trade_updates":
+                if symbols is not True:
+                    raise ValueError("trade_updates takes True, not symbols")
+                pairs.add(("trade_updates", "*"))
+                continue
+            if isinstance(symbols, str):
+                symbols = [symbols]
+            elif not isinstance(symbols, Iterable):
+                raise TypeError(
+                    f"{channel} must be a symbol or an iterable of symbols, "
+                    f"got {type(symbols).__name__}"
+                )
+            for symbol in symbols:
+                pairs.add((channel, validate_symbol(self.kind, symbol)))
+        return pairs
+
+    def _change(self, sub: Subscription, pairs: set[Pair], *, add: bool) -> None:
+        self._call(self._apply, sub, pairs, add)
+
+    def _detach(self, sub: Subscription) -> None:
+        try:
+            self._call(self._forget, sub)
+        except ConnectionClosedError:
+            pass
+
+    def _apply(self, sub: Subscription, pairs: set[Pair], add: bool) -> None:
+        if self._closing:
+            sub._mark_closed(None)
+            return
+        if sub.closed:
+            return
+        self._subs.add(sub)
+        if add:
+            changed = pairs - sub.pairs
+            for pair in changed:
+                self._index.setdefault(pair[0], {}).setdefault(pair[1], set()).add(sub)
+                wire = _wire(pair)
+                self._state.add(wire[0], (wire[1],))
+                if wire not in self._acked:
+                    sub.unconfirmed.add(pair)
+            sub.pairs |= changed
+        else:
+            changed = pairs & sub.pairs
+            self._unindex(sub, changed, release=True)
+        if changed:
+            self._routes.clear()
+            self._connection.request_flush()
+        self._connection.start()
+
+    def _forget(self, sub: Subscription) -> None:
+        if sub in self._subs:
+            self._subs.discard(sub)
+            self._unindex(sub, set(sub.pairs), release=True)
+            self._routes.clear()
+            self._connection.request_flush()
+            stats = sub.stats
+            self._retired[0] += stats.delivered
+            self._retired[1] += stats.dropped
+            self._retired[2] += stats.errors
+
+    def _unindex(self, sub: Subscription, pairs: set[Pair], *, release: bool) -> None:
+        for pair in pairs:
+            holders = self._index.get(pair[0], {}).get(pair[1])
+            if holders is not None:
+                holders.discard(sub)
+                if not holders:
+                    del self._index[pair[0]][pair[1]]
+            if release:
+                wire = _wire(pair)
+                self._state.remove(wire[0], (wire[1],))
+        sub.pairs -= pairs
+        sub.unconfirmed -= pairs
+
+    def _close_subscriptions(self) -> None:
+        on_loop = self._on_loop()
+        for sub in list(self._subs):
+            sub._mark_closed(None)
+            if on_loop:
+                self._forget(sub)
+
+    # -- the connection's listener interface (runs on the loop) ---------------------------
+
+    def on_batch(self, messages: list[tuple[str, str, dict[str, Any]]]) -> None:
+        routes = self._routes
+        batches: dict[Subscription, list[tuple[str, str, Any]]] = {}
+        for channel, symbol, raw in messages:
+            route = routes.get((channel, symbol))
+            if route is None:
+                route = self._route(channel, symbol, raw)
+            targets, needs_model = route
+            if not targets:
+                self.unrouted += 1
+                continue
+            raw_item: tuple[str, str, Any] = (channel, symbol, raw)
+            item = raw_item
+            if needs_model:
+                try:
+                    item = (channel, symbol, parse(channel, symbol, raw))
+                except ProtocolError as exc:
+                    self._connection._count_malformed(str(exc))
+                    continue
+            for sub in targets:
+                batch = batches.get(sub)
+                if batch is None:
+                    batches[sub] = batch = []
+                batch.append(raw_item if sub.raw else item)
+        for sub, batch in batches.items():
+            sub._push(batch)
+
+    def _route(
+        self, channel: str, symbol: str, raw: Mapping[str, Any]
+    ) -> tuple[tuple[Subscription, ...], bool]:
+        by_symbol = self._index.get(channel)
+        if not by_symbol:
+            return (), False
+        if channel == "news":
+            wanted = [s for s in (raw.get("symbols") or ()) if isinstance(s, str)] + ["*"]
+            found: dict[Subscription, None] = {}
+            for wanted_symbol in wanted:
+                found.update(dict.fromkeys(by_symbol.get(wanted_symbol, ())))
+            targets = tuple(found)
+            return targets, any(not sub.raw for sub in targets)
+        found = dict.fromkeys(by_symbol.get(symbol, ()))
+        found.update(dict.fromkeys(by_symbol.get("*", ())))
+        targets = tuple(found)
+        route = (targets, any(not sub.raw for sub in targets))
+        self._routes[(channel, symbol)] = route
+        return route
+
+    def on_ack(self, channels: Mapping[str, tuple[str, ...]]) -> None:
+        self._acked = {
+            (channel, symbol) for channel, symbols in channels.items() for symbol in symbols
+        }
+        for sub in self._subs:
+            if sub.unconfirmed:
+                sub.unconfirmed = {p for p in sub.unconfirmed if _wire(p) not in self._acked}
+        self._notify()
+
+    def on_rejected(self, pairs: list[Pair], error: ServerError) -> None:
+        rejected = set(pairs)
+        for sub in list(self._subs):
+            dropped = {pair for pair in sub.pairs if _wire(pair) in rejected}
+            if dropped:
+                self._unindex(sub, dropped, release=False)
+                sub.rejection = error
+        self._routes.clear()
+        self._notify()
+
+    def on_state(
+        self, state: ConnectionState, previous: ConnectionState, error: BaseException | None
+    ) -> None:
+        if state is ConnectionState.RECONNECTING:
+            self._acked = set()
+        if state is ConnectionState.FAILED:
+            for sub in list(self._subs):
+                sub._fail(error or ConnectionClosedError("connection failed"))
+        for listener in list(self._listeners):
+            try:
+                listener(state, previous)
+            except Exception:
+                self._log.exception("hub.state_listener_failed")
+        self._notify()
+
+    def on_malformed(self, reason: str) -> None:
+        """Counted by the connection; nothing else to do."""
+
+    # -- waiting ---------------------------------------------------------------------------
+
+    def _ready_check(self) -> bool:
+        state = self._connection.state
+        if state is ConnectionState.CONNECTED:
+            return True
+        if state is ConnectionState.FAILED:
+            raise self._connection.last_error or ConnectionClosedError("connection failed")
+        if state is ConnectionState.CLOSED or self._closing:
+            raise ConnectionClosedError(f"the {self.kind.value} hub is closed")
+        return False
+
+    def _confirmed_check(self, sub: Subscription) -> bool:
+        if sub.rejection is not None:
+            raise sub.rejection
+        if sub.closed:
+            raise ConnectionClosedError("subscription is closed")
+        if self._connection.state is ConnectionState.FAILED:
+            raise self._connection.last_error or ConnectionClosedError("connection failed")
+        return not sub.unconfirmed
+
+    def _wait_confirmed(self, sub: Subscription, timeout: float) -> None:
+        _check_timeout(timeout)
+        if self._on_loop():
+            raise RuntimeError(
+                "wait_confirmed() would block the event loop; use await sub.confirmed()"
+            )
+        self._wait(lambda: self._confirmed_check(sub), timeout)
+
+    async def _await_confirmed(self, sub: Subscription, timeout: float) -> None:
+        _check_timeout(timeout)
+        if not self._on_loop():
+            await asyncio.to_thread(self._wait_confirmed, sub, timeout)
+            return
+        await self._await(lambda: self._confirmed_check(sub), timeout)
+
+    def _wait(self, check: Callable[[], bool], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not check():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(self._timeout_message(timeout))
+                self._changed.wait(remaining)
+
+    async def _await(self, check: Callable[[], bool], timeout: float) -> None:
+        deadline = self._loop.time() + timeout
+        while not check():
+            remaining = deadline - self._loop.time()
+            if remaining <= 0:
+                raise TimeoutError(self._timeout_message(timeout))
+            waiter: asyncio.Future[None] = self._loop.create_future()
+            self._async_waiters.append(waiter)
+            try:
+                await asyncio.wait_for(waiter, remaining)
+            except asyncio.TimeoutError:
+                pass
+
+    def _timeout_message(self, timeout: float) -> str:
+        error = _error_text(self._connection.last_error)
+        return (
+            f"{self.kind.value} stream {self.endpoint} not ready within {timeout} s "
+            f"(state {self.state.value}{'; last error: ' + error if error else ''})"
+        )
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+        waiters, self._async_waiters = self._async_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- threading -------------------------------------------------------------------------
+
+    def _on_loop(self) -> bool:
+        return _running_loop() is self._loop
+
+    def _call(self, function: Callable[..., None], *args: Any) -> None:
+        if self._on_loop():
+            function(*args)
+            return
+        try:
+            self._loop.call_soon_threadsafe(function, *args)
+        except RuntimeError:
+            raise ConnectionClosedError(
+                f"the {self.kind.value} hub's event loop is closed"
+            ) from None
+
+
+def _check_timeout(timeout: float) -> None:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+
+
+def _error_text(error: BaseException | None) -> str | None:
+    if error is None:
+        return None
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _log_task_error(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        _log.error("hub.close_failed", error=_error_text(task.exception()))

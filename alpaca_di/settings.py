@@ -1,0 +1,550 @@
+"""Credentials and settings.
+
+``AlpacaSettings`` reads the key pair and every tuning knob from the environment (or an
+``.env`` file) and turns them into what the rest of the library takes::
+
+    from alpaca_di.settings import AlpacaSettings
+
+    settings = AlpacaSettings()           # APCA_API_KEY_ID, APCA_API_SECRET_KEY, ALPACA_*
+    settings.credentials()                # Credentials(PK******ABCD)
+    settings.to_options()                 # ConnectionOptions(...)
+
+``Credentials`` is the key under which connections are shared: two containers
+holding equal credentials share one socket per endpoint::
+
+    from alpaca_di import Credentials
+
+    creds = Credentials("PKTEST1234ABCD", "not-shown")
+    print(creds)              # Credentials(PK******ABCD)
+    creds.secret              # SecretStr('**********')
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, get_args
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AliasChoices,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+from alpaca_di.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from alpaca_di.transport.options import ConnectionOptions
+
+__all__ = ["AlpacaSettings", "Credentials", "settings_from_mapping"]
+
+
+@dataclass(frozen=True, eq=False)
+class Credentials:
+    """An Alpaca key pair. Frozen, hashable, and safe to print or log.
+
+    Equality and hashing use the key id and the secret, so two distinct key
+    pairs never share a connection, while the secret itself appears in no
+    ``repr``, ``str`` or log line: ``fingerprint`` is the masked key id.
+
+    Example::
+
+        a = Credentials("PKAAAA1111", "s3cret")
+        b = Credentials("PKAAAA1111", SecretStr("s3cret"))
+        assert a == b and hash(a) == hash(b)
+        assert "s3cret" not in repr(a)
+    """
+
+    key_id: str
+    secret: SecretStr
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __init__(self, key_id: str, secret: str | SecretStr) -> None:
+        if not isinstance(key_id, str) or not key_id.strip():
+            raise ValueError("Credentials: key_id (APCA_API_KEY_ID) must be a non-empty string")
+        if isinstance(secret, str):
+            secret = SecretStr(secret)
+        if not isinstance(secret, SecretStr) or not secret.get_secret_value():
+            raise ValueError(
+                "Credentials: secret (APCA_API_SECRET_KEY) must be a non-empty string"
+            )
+        object.__setattr__(self, "key_id", key_id.strip())
+        object.__setattr__(self, "secret", secret)
+        object.__setattr__(self, "_hash", hash((self.key_id, secret.get_secret_value())))
+
+    @property
+    def fingerprint(self) -> str:
+        """The key id with all but its first two and last four characters masked."""
+        key = self.key_id
+        if len(key) <= 6:
+            return key[:1] + "*" * (len(key) - 1)
+        return key[:2] + "*" * (len(key) - 6) + key[-4:]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Credentials):
+            return NotImplemented
+        return (
+            self.key_id == other.key_id
+            and self.secret.get_secret_value() == other.secret.get_secret_value()
+        )
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __repr__(self) -> str:
+        return f"Credentials({self.fingerprint})"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> tuple[object, ...]:
+        raise TypeError("Credentials cannot be pickled: that would write the secret out")
+
+
+StockFeed = Literal["iex", "sip", "delayed_sip", "test", "boats", "overnight"]
+CryptoFeed = Literal["us", "us-1", "eu-1"]
+OptionFeed = Literal["indicative", "opra"]
+Sharing = Literal["local", "redis"]
+# Same values as alpaca_di.transport.options.OverflowPolicy, repeated so that this leaf
+# module imports the transport package only when to_options() is called.
+Overflow = Literal["drop_oldest", "drop_newest", "conflate", "error"]
+
+_PAPER_TRADING_STREAM = "wss://paper-api.alpaca.markets/stream"
+_LIVE_TRADING_STREAM = "wss://api.alpaca.markets/stream"
+_PAPER_API = "https://paper-api.alpaca.markets"
+_LIVE_API = "https://api.alpaca.markets"
+
+# Key id and secret: the names alpaca-py documents first, then the ALPACA_ spellings.
+_KEY_ENV = ("APCA_API_KEY_ID", "ALPACA_API_KEY")
+_SECRET_ENV = ("APCA_API_SECRET_KEY", "ALPACA_SECRET_KEY")
+_ENV_PREFIX = "ALPACA_"
+# What pydantic prints in place of a SecretStr: a "secret" equal to it was copied from a dump.
+_MASK = "**********"
+_NONE_WORDS = frozenset({"none", "null", "off", "disabled"})
+
+
+class AlpacaSettings(BaseSettings):
+    """Everything alpaca-di needs to reach Alpaca, read from the environment.
+
+    Sources, highest priority first: keyword arguments, environment variables, an
+    ``.env`` file in the working directory, the defaults below. The key pair comes from
+    ``APCA_API_KEY_ID`` / ``APCA_API_SECRET_KEY`` (alpaca-py's names; ``ALPACA_API_KEY``
+    / ``ALPACA_SECRET_KEY`` also work); every other field from ``ALPACA_<FIELD>``, for
+    example ``ALPACA_FEED=sip`` or ``ALPACA_PING_INTERVAL=none``. Names are
+    case-insensitive and an empty variable counts as unset.
+
+    A missing or invalid value raises one :class:`~alpaca_di.errors.ConfigurationError`
+    that lists every bad field with the variable to set; it never contains the secret,
+    and neither does ``repr()`` (the key id is shown masked, like
+    :attr:`Credentials.fingerprint`).
+
+    Example::
+
+        settings = AlpacaSettings()                        # env + .env
+        settings = AlpacaSettings(api_key="PK...", secret_key="...", feed="sip")
+        creds = settings.credentials()                     # Credentials(PK******ABCD)
+        options = settings.to_options()                    # ConnectionOptions(feed="sip", ...)
+
+        app.config.alpaca.from_pydantic(settings)          # dependency-injector
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=_ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,
+        extra="ignore",
+        populate_by_name=True,
+        validate_default=True,
+    )
+
+    api_key: str = Field(
+        validation_alias=AliasChoices(*_KEY_ENV, "api_key"),
+        description="Alpaca API key id (APCA_API_KEY_ID).",
+    )
+    secret_key: SecretStr = Field(
+        validation_alias=AliasChoices(*_SECRET_ENV, "secret_key"),
+        description="Alpaca API secret key (APCA_API_SECRET_KEY). Never printed.",
+    )
+    paper: bool = Field(True, description="Paper trading (True) or live (False).")
+    feed: StockFeed = Field("iex", description="Stock data feed.")
+    crypto_feed: CryptoFeed = Field("us", description="Crypto data location.")
+    option_feed: OptionFeed = Field("indicative", description="Option data feed.")
+    allow_insecure: bool = Field(
+        False,
+        description="Allow plain ws:// and http:// to hosts that are not loopback.",
+    )
+    data_stream_url: str = Field(
+        "wss://stream.data.alpaca.markets",
+        description="Base URL of the market data streams; the path of each feed is appended.",
+    )
+    trading_stream_url: str | None = Field(
+        None,
+        description="Full URL of the trading stream; None: paper or live default.",
+    )
+    api_url: str | None = Field(None, description="REST base URL; None: paper or live default.")
+    backoff_initial: PositiveFloat = Field(0.5, description="First reconnect delay (s).")
+    backoff_max: PositiveFloat = Field(30.0, description="Longest reconnect delay (s).")
+    connection_limit_grace: NonNegativeFloat = Field(
+        90.0, description="How long 406 connection limit exceeded is retried (s)."
+    )
+    ping_interval: PositiveFloat | None = Field(
+        10.0, description="Keepalive ping period (s); None disables pings."
+    )
+    ping_timeout: PositiveFloat | None = Field(20.0, description="Pong deadline (s).")
+    data_timeout: PositiveFloat | None = Field(
+        None, description="Recycle a subscribed socket mute for this long (s); None: off."
+    )
+    open_timeout: PositiveFloat = Field(10.0, description="Handshake + auth deadline (s).")
+    close_timeout: PositiveFloat = Field(1.0, description="Close handshake deadline (s).")
+    queue_maxsize: PositiveInt | None = Field(
+        10_000, description="Default per-subscription queue bound; None: unbounded."
+    )
+    overflow: Overflow = Field("drop_oldest", description="Full-queue policy.")
+    sharing: Sharing = Field("local", description="Connection sharing: local or redis.")
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", description="Redis URL used when sharing='redis'."
+    )
+
+    def __init__(self, **values: Any) -> None:
+        """Read the settings; see the class docstring. Raises ConfigurationError."""
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            problems = _problems(exc, _secret_candidates(values, from_env=True), config=False)
+        except SettingsError as exc:
+            problems = [f"could not read the settings sources: {_first_line(exc)}"]
+        else:
+            return
+        # Raised outside the except block: the ValidationError (which quotes the input,
+        # secret included) must not ride along as __context__.
+        raise ConfigurationError(_format(problems))
+
+    @classmethod
+    def load(cls, **overrides: Any) -> AlpacaSettings:
+        """Read the settings with ``overrides`` on top; same as ``AlpacaSettings(**overrides)``.
+
+        Example::
+
+            settings = AlpacaSettings.load(feed="sip", paper=False)
+        """
+        return cls(**overrides)
+
+    # -- derived values ------------------------------------------------------------------
+
+    @property
+    def resolved_trading_stream_url(self) -> str:
+        """``trading_stream_url``, or the paper/live default when it is ``None``."""
+        if self.trading_stream_url is not None:
+            return self.trading_stream_url
+        return _PAPER_TRADING_STREAM if self.paper else _LIVE_TRADING_STREAM
+
+    @property
+    def resolved_api_url(self) -> str:
+        """``api_url``, or the paper/live REST default when it is ``None``."""
+        if self.api_url is not None:
+            return self.api_url
+        return _PAPER_API if self.paper else _LIVE_API
+
+    def credentials(self) -> Credentials:
+        """The key pair as :class:`Credentials` (the sharing key of connections)."""
+        return Credentials(self.api_key, self.secret_key)
+
+    def to_options(self) -> ConnectionOptions:
+        """The connection tuning knobs as a :class:`ConnectionOptions`."""
+        from alpaca_di.transport.options import ConnectionOptions
+
+        return ConnectionOptions(
+            backoff_initial=self.backoff_initial,
+            backoff_max=self.backoff_max,
+            connection_limit_grace=self.connection_limit_grace,
+            ping_interval=self.ping_interval,
+            ping_timeout=self.ping_timeout,
+            data_timeout=self.data_timeout,
+            open_timeout=self.open_timeout,
+            close_timeout=self.close_timeout,
+            allow_insecure=self.allow_insecure,
+            feed=self.feed,
+            queue_maxsize=self.queue_maxsize,
+            overflow=self.overflow,
+        )
+
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            if name == "api_key" and isinstance(value, str):
+                value = _mask_key(value)
+            elif name == "redis_url" and isinstance(value, str):
+                value = _mask_url_password(value)
+            yield name, value
+
+    # -- validation ----------------------------------------------------------------------
+
+    @field_validator("api_key", mode="after")
+    @classmethod
+    def _check_key(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("secret_key", mode="after")
+    @classmethod
+    def _check_secret(cls, value: SecretStr) -> SecretStr:
+        secret = value.get_secret_value()
+        if not secret.strip():
+            raise ValueError("must not be empty")
+        if secret == _MASK:
+            raise ValueError(
+                "is the masked placeholder '**********', not a secret; it was probably "
+                "copied from a JSON dump: pass the real value"
+            )
+        return value
+
+    @field_validator("feed", "crypto_feed", "option_feed", "overflow", "sharing", mode="before")
+    @classmethod
+    def _normalise_word(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator(
+        "ping_interval",
+        "ping_timeout",
+        "data_timeout",
+        "queue_maxsize",
+        "trading_stream_url",
+        "api_url",
+        mode="before",
+    )
+    @classmethod
+    def _none_words(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in _NONE_WORDS:
+            return None
+        return value
+
+    @field_validator("data_stream_url", "trading_stream_url", mode="after")
+    @classmethod
+    def _check_ws_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        return _check_url(value, ("wss", "ws"), allow_insecure=_allow_insecure(info))
+
+    @field_validator("api_url", mode="after")
+    @classmethod
+    def _check_api_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        return _check_url(value, ("https", "http"), allow_insecure=_allow_insecure(info))
+
+    @field_validator("redis_url", mode="after")
+    @classmethod
+    def _check_redis_url(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(
+                f"scheme {parts.scheme + '://' if parts.scheme else '(none)'} is not supported; "
+                "use redis://, rediss:// or unix://"
+            )
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _check_backoff(self) -> AlpacaSettings:
+        if self.backoff_max < self.backoff_initial:
+            raise ValueError(
+                f"backoff_max ({self.backoff_max}) must be >= backoff_initial "
+                f"({self.backoff_initial}): set {_env_label('backoff_max')} and "
+                f"{_env_label('backoff_initial')}"
+            )
+        return self
+
+
+def settings_from_mapping(mapping: Mapping[str, Any] | None) -> AlpacaSettings:
+    """Build :class:`AlpacaSettings` from a dependency-injector ``Configuration`` dict.
+
+    Keys are field names (``api_key``, ``secret_key``, ``feed``...); unknown keys are
+    ignored. Only the mapping is read (no environment, no ``.env``): the configuration
+    is the single source of truth. A ``None`` value counts as unset for fields that
+    cannot be ``None`` (``Configuration`` yields ``None`` for options never loaded),
+    and is kept for those that can (``ping_interval=None`` disables pings).
+
+    Errors raise one :class:`~alpaca_di.errors.ConfigurationError` naming each config key
+    and its environment variable, never the secret.
+
+    Example::
+
+        config = providers.Configuration()
+        config.from_pydantic(AlpacaSettings())
+        settings = settings_from_mapping(config())
+    """
+    if mapping is None:
+        mapping = {}
+    if not isinstance(mapping, Mapping):
+        raise ConfigurationError(
+            f"Alpaca configuration must be a mapping of setting names, got "
+            f"{type(mapping).__name__}"
+        )
+    data: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if not isinstance(key, str):
+            continue
+        field_name = _LOC_TO_FIELD.get(key, key)
+        if value is None and field_name in _FIELDS and not _NULLABLE[field_name]:
+            continue
+        data[key] = value
+    try:
+        settings = AlpacaSettings.model_validate(data)
+    except ValidationError as exc:
+        problems = _problems(exc, _secret_candidates(data, from_env=False), config=True)
+    else:
+        return settings
+    raise ConfigurationError(_format(problems))
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+_FIELDS: dict[str, FieldInfo] = dict(AlpacaSettings.model_fields)
+_NULLABLE: dict[str, bool] = {
+    name: type(None) in get_args(info.annotation) for name, info in _FIELDS.items()
+}
+_ALIASES: dict[str, tuple[str, ...]] = {"api_key": _KEY_ENV, "secret_key": _SECRET_ENV}
+_LOC_TO_FIELD: dict[str, str] = {
+    **{name: name for name in _FIELDS},
+    **{alias: name for name, aliases in _ALIASES.items() for alias in aliases},
+}
+# Fields whose input value may be quoted in an error message.
+_QUOTABLE = frozenset(_FIELDS) - {"api_key", "secret_key", "redis_url"}
+
+
+def _env_label(field_name: str) -> str:
+    aliases = _ALIASES.get(field_name)
+    if aliases:
+        return f"{aliases[0]} (or {', '.join(aliases[1:])})"
+    return _ENV_PREFIX + field_name.upper()
+
+
+def _allow_insecure(info: ValidationInfo) -> bool:
+    return bool(info.data.get("allow_insecure", False))
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_url(value: str, schemes: tuple[str, str], *, allow_insecure: bool) -> str:
+    secure, plain = schemes
+    value = value.strip()
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+        parts.port  # noqa: B018  (raises ValueError on a bad port)
+    except ValueError as exc:
+        raise ValueError(f"is not a valid URL ({exc})") from None
+    if parts.scheme not in schemes:
+        shown = f"{parts.scheme}://" if parts.scheme else "no scheme"
+        raise ValueError(f"must start with {secure}:// (or {plain}:// for loopback), got {shown}")
+    if not host:
+        raise ValueError(f"has no host; expected {secure}://host[:port]")
+    if "@" in parts.netloc:
+        raise ValueError("must not carry credentials (user:password@) in it")
+    if parts.query or parts.fragment:
+        raise ValueError("must not have a query string or fragment")
+    if parts.scheme == plain and not allow_insecure and not _is_loopback(host):
+        raise ValueError(
+            f"plain {plain}:// to {host!r} would send the secret key unencrypted; use "
+            f"{secure}://, or set ALPACA_ALLOW_INSECURE=true (loopback hosts "
+            "127.0.0.0/8, ::1 and localhost are always allowed)"
+        )
+    return value.rstrip("/")
+
+
+def _mask_key(key: str) -> str:
+    if len(key) <= 6:
+        return key[:1] + "*" * (len(key) - 1)
+    return key[:2] + "*" * (len(key) - 6) + key[-4:]
+
+
+def _mask_url_password(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<unparsable URL>"
+    if not password:
+        return url
+    netloc = parts.netloc.replace(f":{password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def _secret_candidates(values: Mapping[str, Any], *, from_env: bool) -> list[str]:
+    """Strings that must never appear in an error message."""
+    found: list[str] = []
+    names = {"secret_key", *_SECRET_ENV}
+    for key, value in values.items():
+        if key in names:
+            found.append(value.get_secret_value() if isinstance(value, SecretStr) else str(value))
+    if from_env:
+        upper = {name.upper() for name in _SECRET_ENV}
+        found.extend(v for k, v in os.environ.items() if k.upper() in upper)
+    return [s for s in found if s]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _problems(exc: ValidationError, secrets: list[str], *, config: bool) -> list[str]:
+    problems: list[str] = []
+    for error in exc.errors(include_url=False):
+        loc = error.get("loc", ())
+        field_name = _LOC_TO_FIELD.get(str(loc[0]), str(loc[0])) if loc else ""
+        message = str(error.get("msg", "is invalid"))
+        message = message.removeprefix("Value error, ")
+        if not field_name:  # model-level check: its message names the fields itself
+            problems.append(message)
+            continue
+        env = _env_label(field_name) if field_name in _FIELDS else None
+        if config:
+            subject = f"config key {field_name!r}"
+            hint = f" (environment variable {env})" if env else ""
+        else:
+            subject = field_name
+            hint = f": set {env}" if env else ""
+        if error.get("type") == "missing":
+            problems.append(f"{subject} is missing{hint}")
+            continue
+        shown = ""
+        value = error.get("input")
+        quotable = field_name in _QUOTABLE and isinstance(value, (str, int, float))
+        if quotable and len(str(value)) <= 200:
+            shown = f"={value!r}"
+        problems.append(f"{subject}{shown} is invalid: {message}{hint}")
+    return [_redact(problem, secrets) for problem in problems]
+
+
+def _redact(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, "<secret>")
+    return text
+
+
+def _format(problems: list[str]) -> str:
+    if len(problems) == 1:
+        return f"invalid Alpaca settings: {problems[0]}"
+    listed = "\n".join(f"  - {problem}" for problem in problems)
+    return f"invalid Alpaca settings ({len(problems)} problems):\n{listed}"

@@ -1,0 +1,88 @@
+"""Tuning knobs of one connection, shared by every consumer of it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["ConnectionOptions", "OverflowPolicy"]
+
+OverflowPolicy = Literal["drop_oldest", "drop_newest", "conflate", "error"]
+
+
+@dataclass(frozen=True)
+class ConnectionOptions:
+    """How a connection reconnects, keeps alive and buffers.
+
+    The defaults suit a production app; tests shorten them::
+
+        from alpaca_di.transport import ConnectionOptions
+
+        fast = ConnectionOptions(backoff_initial=0.01, backoff_max=0.05, data_timeout=1.0)
+
+    Attributes:
+        backoff_initial: first reconnect delay in seconds (jittered, doubles each try).
+        backoff_max: longest reconnect delay in seconds.
+        connection_limit_grace: how long ``406 connection limit exceeded`` is retried
+            before :class:`~alpaca_di.errors.ConnectionLimitError` is raised (Alpaca
+            reaps a dead socket after about 90 s).
+        ping_interval: seconds between keepalive pings; ``None`` disables them.
+        ping_timeout: seconds to wait for a pong before the socket counts as dead.
+        data_timeout: opt-in: recycle a connected socket that has subscriptions but
+            delivered nothing for this many seconds. ``None`` disables it.
+        open_timeout: seconds allowed for the TCP + WebSocket handshake and auth.
+        close_timeout: seconds to wait for the server's close frame at shutdown.
+        allow_insecure: allow plain ``ws://`` to a host that is not loopback (the
+            secret would travel unencrypted). Off by default.
+        feed: the data feed name (``iex``, ``sip``...), used in error messages.
+        queue_maxsize: default per-subscription queue bound (``None``: unbounded).
+        overflow: default overflow policy of a full subscription queue.
+    """
+
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    connection_limit_grace: float = 90.0
+    ping_interval: float | None = 10.0
+    ping_timeout: float | None = 20.0
+    data_timeout: float | None = None
+    open_timeout: float = 10.0
+    close_timeout: float = 1.0
+    allow_insecure: bool = False
+    feed: str | None = None
+    queue_maxsize: int | None = 10_000
+    overflow: OverflowPolicy = "drop_oldest"
+
+    def __post_init__(self) -> None:
+        _positive("backoff_initial", self.backoff_initial)
+        _positive("backoff_max", self.backoff_max)
+        if self.backoff_max < self.backoff_initial:
+            raise ValueError(
+                f"backoff_max ({self.backoff_max}) must be >= backoff_initial "
+                f"({self.backoff_initial})"
+            )
+        if self.connection_limit_grace < 0:
+            raise ValueError(
+                f"connection_limit_grace must be >= 0, got {self.connection_limit_grace!r}"
+            )
+        for name in ("ping_interval", "ping_timeout", "data_timeout"):
+            value = getattr(self, name)
+            if value is not None:
+                _positive(name, value)
+        _positive("open_timeout", self.open_timeout)
+        _positive("close_timeout", self.close_timeout)
+        if self.queue_maxsize is not None and (
+            not isinstance(self.queue_maxsize, int) or self.queue_maxsize <= 0
+        ):
+            raise ValueError(
+                f"queue_maxsize must be a positive int or None, got {self.queue_maxsize!r}"
+            )
+        if self.overflow not in ("drop_oldest", "drop_newest", "conflate", "error"):
+            raise ValueError(
+                f"overflow must be one of drop_oldest, drop_newest, conflate, error; "
+                f"got {self.overflow!r}"
+            )
+
+
+def _positive(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
