@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, get_args
 from urllib.parse import urlsplit
@@ -41,7 +43,12 @@ from pydantic import (
     model_validator,
 )
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from alpaca_di.errors import ConfigurationError
 
@@ -132,6 +139,8 @@ _ENV_PREFIX = "ALPACA_"
 # What pydantic prints in place of a SecretStr: a "secret" equal to it was copied from a dump.
 _MASK = "**********"
 _NONE_WORDS = frozenset({"none", "null", "off", "disabled"})
+# Set by settings_from_mapping: read only the arguments, name config keys in errors.
+_MAPPING_ONLY: ContextVar[bool] = ContextVar("alpaca_di_settings_mapping_only", default=False)
 
 
 class AlpacaSettings(BaseSettings):
@@ -219,10 +228,12 @@ class AlpacaSettings(BaseSettings):
 
     def __init__(self, **values: Any) -> None:
         """Read the settings; see the class docstring. Raises ConfigurationError."""
+        from_mapping = _MAPPING_ONLY.get()
         try:
             super().__init__(**values)
         except ValidationError as exc:
-            problems = _problems(exc, _secret_candidates(values, from_env=True), config=False)
+            secrets = _secret_candidates(values, from_env=not from_mapping)
+            problems = _problems(exc, secrets, config=from_mapping)
         except SettingsError as exc:
             problems = [f"could not read the settings sources: {_first_line(exc)}"]
         else:
@@ -230,6 +241,20 @@ class AlpacaSettings(BaseSettings):
         # Raised outside the except block: the ValidationError (which quotes the input,
         # secret included) must not ride along as __context__.
         raise ConfigurationError(_format(problems))
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, environment, ``.env``; arguments only for settings_from_mapping."""
+        if _MAPPING_ONLY.get():
+            return (init_settings,)
+        return (init_settings, env_settings, dotenv_settings, file_secret_settings)
 
     @classmethod
     def load(cls, **overrides: Any) -> AlpacaSettings:
@@ -394,19 +419,17 @@ def settings_from_mapping(mapping: Mapping[str, Any] | None) -> AlpacaSettings:
         )
     data: dict[str, Any] = {}
     for key, value in mapping.items():
-        if not isinstance(key, str):
+        if not isinstance(key, str) or key.startswith("_"):  # not BaseSettings' _env_file...
             continue
         field_name = _LOC_TO_FIELD.get(key, key)
         if value is None and field_name in _FIELDS and not _NULLABLE[field_name]:
             continue
         data[key] = value
+    token = _MAPPING_ONLY.set(True)
     try:
-        settings = AlpacaSettings.model_validate(data)
-    except ValidationError as exc:
-        problems = _problems(exc, _secret_candidates(data, from_env=False), config=True)
-    else:
-        return settings
-    raise ConfigurationError(_format(problems))
+        return AlpacaSettings(**data)
+    finally:
+        _MAPPING_ONLY.reset(token)
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -420,8 +443,9 @@ _LOC_TO_FIELD: dict[str, str] = {
     **{name: name for name in _FIELDS},
     **{alias: name for name, aliases in _ALIASES.items() for alias in aliases},
 }
-# Fields whose input value may be quoted in an error message.
-_QUOTABLE = frozenset(_FIELDS) - {"api_key", "secret_key", "redis_url"}
+# Fields whose input value may be quoted in an error message (URLs password-masked).
+_QUOTABLE = frozenset(_FIELDS) - {"api_key", "secret_key"}
+_URL_FIELDS = frozenset({"data_stream_url", "trading_stream_url", "api_url", "redis_url"})
 
 
 def _env_label(field_name: str) -> str:
@@ -499,7 +523,8 @@ def _secret_candidates(values: Mapping[str, Any], *, from_env: bool) -> list[str
     if from_env:
         upper = {name.upper() for name in _SECRET_ENV}
         found.extend(v for k, v in os.environ.items() if k.upper() in upper)
-    return [s for s in found if s]
+    stripped = (secret.strip() for secret in found)
+    return [secret for secret in stripped if secret and secret != _MASK]
 
 
 def _first_line(exc: BaseException) -> str:
@@ -531,15 +556,17 @@ def _problems(exc: ValidationError, secrets: list[str], *, config: bool) -> list
         value = error.get("input")
         quotable = field_name in _QUOTABLE and isinstance(value, (str, int, float))
         if quotable and len(str(value)) <= 200:
+            if field_name in _URL_FIELDS and isinstance(value, str):
+                value = _mask_url_password(value)
             shown = f"={value!r}"
         problems.append(f"{subject}{shown} is invalid: {message}{hint}")
     return [_redact(problem, secrets) for problem in problems]
 
 
 def _redact(text: str, secrets: list[str]) -> str:
+    # Case-insensitive: validators lower-case some inputs before pydantic quotes them.
     for secret in secrets:
-        if secret in text:
-            text = text.replace(secret, "<secret>")
+        text = re.sub(re.escape(secret), "<secret>", text, flags=re.IGNORECASE)
     return text
 
 

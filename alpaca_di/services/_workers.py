@@ -33,6 +33,7 @@ class HandlerPool:
         self._jobs: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._idle = 0
+        self._queued = 0
         self._users = 0
 
     @classmethod
@@ -61,7 +62,7 @@ class HandlerPool:
             self._users -= 1
             if self._users:
                 return
-            threads, self._threads, self._idle = self._threads, [], 0
+            threads, self._threads, self._idle, self._queued = self._threads, [], 0, 0
             stale, self._jobs = self._jobs, queue.SimpleQueue()
         for _ in threads:
             stale.put(_STOP)
@@ -74,7 +75,8 @@ class HandlerPool:
         """Run ``job`` on a worker thread, starting one if all are busy."""
         with self._lock:
             self._jobs.put(job)
-            if self._idle == 0 and len(self._threads) < self.max_workers:
+            self._queued += 1
+            if self._queued > self._idle and len(self._threads) < self.max_workers:
                 thread = threading.Thread(
                     target=self._work,
                     args=(self._jobs,),
@@ -93,6 +95,7 @@ class HandlerPool:
             with self._lock:
                 if jobs is self._jobs:
                     self._idle -= 1
+                    self._queued -= 1
             try:
                 job()  # type: ignore[operator]
             except Exception:  # jobs handle their own errors; this is a last resort

@@ -376,6 +376,8 @@ class StreamHub:
         return pairs
 
     def _change(self, sub: Subscription, pairs: set[Pair], *, add: bool) -> None:
+        with sub._lock:
+            sub._pending_changes += 1  # confirmation waits for changes still in flight
         self._call(self._apply, sub, pairs, add)
 
     def _detach(self, sub: Subscription) -> None:
@@ -385,6 +387,14 @@ class StreamHub:
             pass
 
     def _apply(self, sub: Subscription, pairs: set[Pair], add: bool) -> None:
+        try:
+            self._apply_change(sub, pairs, add)
+        finally:
+            with sub._lock:
+                sub._pending_changes -= 1
+            self._notify()
+
+    def _apply_change(self, sub: Subscription, pairs: set[Pair], add: bool) -> None:
         if self._closing:
             sub._mark_closed(None)
             return
@@ -544,7 +554,7 @@ class StreamHub:
             raise ConnectionClosedError("subscription is closed")
         if self._connection.state is ConnectionState.FAILED:
             raise self._connection.last_error or ConnectionClosedError("connection failed")
-        return not sub.unconfirmed
+        return not sub.unconfirmed and not sub._pending_changes
 
     def _wait_confirmed(self, sub: Subscription, timeout: float) -> None:
         _check_timeout(timeout)

@@ -120,6 +120,7 @@ class Subscription:
         self.pairs: set[tuple[str, str]] = set()
         self.unconfirmed: set[tuple[str, str]] = set()
         self.rejection: BaseException | None = None
+        self._pending_changes = 0
         # Wake-up plumbing, by mode:
         self._async_handler = handler is not None and _is_async_callable(handler)
         self._drain_scheduled = False

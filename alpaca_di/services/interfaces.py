@@ -1,0 +1,94 @@
+"""Small typing ``Protocol``s that components depend on instead of concrete services.
+
+A strategy that only needs prices asks for a :class:`PriceSource`; an executor
+that waits for fills asks for :class:`OrderUpdates`. The real services
+(:class:`~alpaca_di.services.pricing.PricingService`,
+:class:`~alpaca_di.services.trading.TradingService`) satisfy them, and so does
+any fake with the same methods, which mypy checks::
+
+    from alpaca_di.services.interfaces import OrderUpdates, PriceSource
+
+    class Strategy:
+        def __init__(self, prices: PriceSource, orders: OrderUpdates) -> None:
+            self.prices = prices
+            self.orders = orders
+
+        def fair_value(self) -> float:
+            return self.prices.wait_for_price("AAPL", timeout=5.0)
+
+The protocols are ``runtime_checkable``: ``isinstance(obj, PriceSource)`` checks
+that the methods exist (not their signatures).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable
+from typing import Protocol, runtime_checkable
+from uuid import UUID
+
+from alpaca.trading.enums import TradeEvent
+from alpaca.trading.models import TradeUpdate
+
+__all__ = ["DEFAULT_FINAL_EVENTS", "OrderUpdates", "PriceSource", "PriceTracker"]
+
+DEFAULT_FINAL_EVENTS: tuple[str, ...] = ("fill", "canceled", "rejected", "expired")
+"""The events :meth:`OrderUpdates.wait_for_order` waits for unless told otherwise."""
+
+
+@runtime_checkable
+class PriceSource(Protocol):
+    """Something that knows the latest price of a symbol.
+
+    Example::
+
+        def spread_ok(prices: PriceSource) -> bool:
+            return prices.price("AAPL", max_age=2.0) is not None
+    """
+
+    def price(self, symbol: str, max_age: float | None = None) -> float | None:
+        """The latest price of ``symbol``, or ``None`` when unknown or older than ``max_age`` s."""
+        ...
+
+    def wait_for_price(self, symbol: str, timeout: float = 10.0) -> float:
+        """Block until a price for ``symbol`` is known; ``TimeoutError`` after ``timeout`` s."""
+        ...
+
+
+@runtime_checkable
+class PriceTracker(PriceSource, Protocol):
+    """A :class:`PriceSource` whose symbols are chosen by reference-counted tracking.
+
+    Example::
+
+        def start(prices: PriceTracker) -> None:
+            prices.track("AAPL", "MSFT", owner="momentum")
+    """
+
+    def track(self, *symbols: str, owner: Hashable = None) -> None:
+        """Start receiving prices for ``symbols`` on behalf of ``owner``."""
+        ...
+
+    def untrack(self, *symbols: str, owner: Hashable = None) -> None:
+        """Give back ``owner``'s claim on ``symbols``."""
+        ...
+
+
+@runtime_checkable
+class OrderUpdates(Protocol):
+    """Something that can wait for an order to reach a state.
+
+    Example::
+
+        def settle(orders: OrderUpdates, order_id: str) -> float | None:
+            update = orders.wait_for_order(order_id, timeout=30.0)
+            return update.price
+    """
+
+    def wait_for_order(
+        self,
+        order_id: str | UUID,
+        events: Iterable[str | TradeEvent] = DEFAULT_FINAL_EVENTS,
+        timeout: float = 30.0,
+    ) -> TradeUpdate:
+        """Block until the order's update with one of ``events`` is known, and return it."""
+        ...

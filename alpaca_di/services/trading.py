@@ -1,0 +1,998 @@
+"""TradingService: order updates from the shared trading stream, with nothing lost.
+
+The service keeps one subscription on the trading hub, remembers recent
+updates per order, fans them out to its own subscribers, and answers
+``wait_for_order`` even for updates that arrived *before* the call::
+
+    trading = TradingService(trading_stream=trading_hub, trading_client=client)
+    order = client.submit_order(request)
+    fill = trading.wait_for_order(order.id, timeout=30.0)      # fill, canceled, ...
+
+    with trading.subscribe(on_update):                          # sync or async handler
+        ...
+
+The trading socket opens at the first :meth:`TradingService.subscribe`,
+:meth:`~TradingService.wait_for_order` or :meth:`~TradingService.listen`, not
+at construction.
+
+**Reconciliation.** After the trading stream reconnects, the service asks the
+REST API (``trading_client.get_orders``, in a worker thread, never on the
+stream's loop) for the orders submitted since shortly before the disconnect
+and for every order it knows to be open, and emits each transition it missed as
+a :class:`ReconciledTradeUpdate` (a ``TradeUpdate`` whose ``reconciled`` is
+``True``). So a fill that happened while the socket was down still reaches
+waiters and subscribers. A final state (``fill``, ``canceled``, ``rejected``,
+``expired``, ``replaced``) is never delivered twice for the same order. A
+reconciled ``fill`` carries the order's cumulative ``filled_qty`` as ``qty``
+and its ``filled_avg_price`` as ``price``; ``execution_id`` and
+``position_qty`` are ``None``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import threading
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, TypeVar
+from uuid import UUID
+
+import requests
+import structlog
+from alpaca.common.enums import Sort
+from alpaca.common.exceptions import APIError
+from alpaca.trading.enums import QueryOrderStatus, TradeEvent
+from alpaca.trading.models import Order, TradeUpdate
+from alpaca.trading.requests import GetOrdersRequest
+
+from alpaca_di.errors import AlpacaAPIError, ConnectionClosedError
+from alpaca_di.protocol import StreamKind
+from alpaca_di.services.hub import StreamHub
+from alpaca_di.services.interfaces import DEFAULT_FINAL_EVENTS
+from alpaca_di.services.subscription import Handler, Subscription
+from alpaca_di.transport.states import ConnectionState
+
+if TYPE_CHECKING:
+    from alpaca.trading.client import TradingClient
+
+__all__ = [
+    "FINAL_EVENTS",
+    "TRADE_EVENTS",
+    "ReconciledTradeUpdate",
+    "TradeUpdateSubscription",
+    "TradingService",
+    "TradingStats",
+]
+
+TRADE_EVENTS: frozenset[str] = frozenset(
+    {event.value for event in TradeEvent}
+    | {
+        "done_for_day",
+        "stopped",
+        "suspended",
+        "calculated",
+        "order_replace_rejected",
+        "order_cancel_rejected",
+    }
+)
+"""Every trade-update event name Alpaca documents (``TradeEvent`` values and a few more)."""
+
+FINAL_EVENTS: frozenset[str] = frozenset({"fill", "canceled", "rejected", "expired", "replaced"})
+"""Events that end an order; each is delivered at most once per order."""
+
+_STATUS_EVENT: Mapping[str, str] = {
+    "new": "new",
+    "accepted": "accepted",
+    "pending_new": "pending_new",
+    "partially_filled": "partial_fill",
+    "filled": "fill",
+    "done_for_day": "done_for_day",
+    "canceled": "canceled",
+    "expired": "expired",
+    "replaced": "replaced",
+    "pending_cancel": "pending_cancel",
+    "pending_replace": "pending_replace",
+    "rejected": "rejected",
+    "stopped": "stopped",
+    "suspended": "suspended",
+    "calculated": "calculated",
+}
+_FAILED = object()
+_T = TypeVar("_T")
+_log = structlog.get_logger(__name__)
+
+
+class ReconciledTradeUpdate(TradeUpdate):
+    """A ``TradeUpdate`` rebuilt from the REST API because the stream missed it.
+
+    Behaves like any ``TradeUpdate``; check ``getattr(update, "reconciled", False)``
+    (or ``isinstance(update, ReconciledTradeUpdate)``) to tell it apart.
+
+    Example::
+
+        def on_update(update: TradeUpdate) -> None:
+            if getattr(update, "reconciled", False):
+                log.info("recovered after a disconnect", order=str(update.order.id))
+    """
+
+    reconciled: bool = True
+
+
+@dataclass(frozen=True)
+class TradingStats:
+    """Counters of a :class:`TradingService` (an immutable snapshot).
+
+    Attributes:
+        updates: updates delivered (from the stream or reconciled).
+        reconciled: updates rebuilt from REST after a reconnect.
+        duplicates: final updates dropped because that state was already delivered.
+        reconcile_runs: completed reconciliation passes.
+        reconcile_errors: passes whose REST calls failed.
+        orders: orders remembered now.
+    """
+
+    updates: int
+    reconciled: int
+    duplicates: int
+    reconcile_runs: int
+    reconcile_errors: int
+    orders: int
+
+
+class _Record:
+    """What the service remembers about one order. Guarded by the service lock."""
+
+    __slots__ = ("by_event", "finals", "last")
+
+    def __init__(self) -> None:
+        self.by_event: dict[str, tuple[int, TradeUpdate]] = {}
+        self.finals: set[str] = set()
+        self.last: TradeUpdate | None = None
+
+
+class TradeUpdateSubscription(Subscription):
+    """A :class:`~alpaca_di.services.Subscription` to every trade update of the account.
+
+    Fed by the :class:`TradingService` (stream and reconciled updates, never
+    dropped, never a final state twice). Handler, iteration, ``stats``,
+    ``close`` and the context managers work as on any subscription; ``add`` and
+    ``remove`` do not apply (there are no symbols).
+
+    Example::
+
+        with trading.subscribe() as updates:
+            update = updates.get(timeout=30)
+    """
+
+    _service: TradingService
+
+    def add(self, **channels: Any) -> None:
+        """Not supported: a trade-updates subscription has no symbols."""
+        raise TypeError("a trade-updates subscription receives every order; it has no symbols")
+
+    def remove(self, **channels: Any) -> None:
+        """Not supported: a trade-updates subscription has no symbols."""
+        raise TypeError("a trade-updates subscription receives every order; it has no symbols")
+
+    def wait_confirmed(self, timeout: float = 10.0) -> None:
+        """Block until the server confirmed that the account's updates are streamed."""
+        self._service.listen(timeout)
+
+    async def confirmed(self, timeout: float = 10.0) -> None:
+        """Async :meth:`wait_confirmed`."""
+        await self._service.listen_async(timeout)
+
+    def close(self) -> None:
+        """Stop receiving. Idempotent."""
+        self._service._discard(self)
+        super().close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<TradeUpdateSubscription {state} {self.stats}>"
+
+
+class TradingService:
+    """Trade updates of one account: fan-out, per-order memory and reconciliation.
+
+    Args:
+        trading_stream: the trading :class:`~alpaca_di.services.StreamHub`.
+        trading_client: alpaca-py ``TradingClient`` used for reconciliation and
+            the catch-up check of :meth:`wait_for_order`; without it updates
+            missed during a disconnect cannot be recovered.
+        remember: how many orders to remember (least recently updated go first).
+        reconcile_margin: seconds subtracted from the disconnect time when asking
+            REST for orders submitted since (clock skew, in-flight submits).
+
+    Thread-safe. Waiters block only their own thread; nothing runs on the
+    stream's loop but O(1) bookkeeping.
+
+    Example::
+
+        trading = TradingService(trading_stream=hub, trading_client=client)
+        order = client.submit_order(MarketOrderRequest(symbol="AAPL", qty=1, side="buy",
+                                                       time_in_force="day"))
+        update = trading.wait_for_order(order.id, events=("fill",), timeout=30)
+        print(update.price, update.qty)
+    """
+
+    def __init__(
+        self,
+        trading_stream: StreamHub,
+        trading_client: TradingClient | None = None,
+        *,
+        remember: int = 10_000,
+        reconcile_margin: float = 10.0,
+    ) -> None:
+        kind = getattr(trading_stream, "kind", None)
+        if kind is None or not hasattr(trading_stream, "subscribe"):
+            raise TypeError(
+                f"trading_stream must be a StreamHub, got {type(trading_stream).__name__}"
+            )
+        if kind is not StreamKind.TRADING:
+            raise ValueError(f"trading_stream must be a trading stream, got a {kind.value} one")
+        if isinstance(remember, bool) or not isinstance(remember, int) or remember < 1:
+            raise ValueError(f"remember must be a positive int, got {remember!r}")
+        if (
+            isinstance(reconcile_margin, bool)
+            or not isinstance(reconcile_margin, (int, float))
+            or reconcile_margin < 0
+        ):
+            raise ValueError(f"reconcile_margin must be >= 0 seconds, got {reconcile_margin!r}")
+        self._hub = trading_stream
+        self._client = trading_client
+        self._remember = remember
+        self._margin = timedelta(seconds=reconcile_margin)
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._orders: OrderedDict[str, _Record] = OrderedDict()
+        self._seq = 0
+        self._sub: Subscription | None = None
+        self._subs: set[TradeUpdateSubscription] = set()
+        self._remove_listener: Callable[[], None] | None = None
+        self._async_waiters: dict[
+            str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], frozenset[str]]]
+        ] = {}
+        self._waiting: Counter[str] = Counter()
+        self._was_connected = False
+        self._down_since: datetime | None = None
+        self._reconcile_since: datetime | None = None
+        self._reconciling = False
+        self._stop = threading.Event()
+        self._closed = False
+        self._counts = {"updates": 0, "reconciled": 0, "duplicates": 0, "runs": 0, "errors": 0}
+
+    # -- public API -------------------------------------------------------------------------
+
+    @property
+    def hub(self) -> StreamHub:
+        """The trading hub this service listens on."""
+        return self._hub
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran."""
+        return self._closed
+
+    def subscribe(self, handler: Handler | None = None) -> TradeUpdateSubscription:
+        """Receive every trade update of the account (opens the trading socket).
+
+        ``handler`` may be sync (runs on a worker thread) or ``async def`` (runs
+        on the loop that subscribed); without one, iterate the subscription.
+        Updates are never dropped; reconciled ones arrive like the others.
+
+        Example::
+
+            sub = trading.subscribe(lambda update: print(update.event, update.order.symbol))
+            ...
+            sub.close()
+
+            async with trading.subscribe() as updates:
+                async for update in updates:
+                    ...
+        """
+        if handler is not None and not callable(handler):
+            raise TypeError(f"handler must be callable or None, got {type(handler).__name__}")
+        self._listen()
+        loop = _running_loop()
+        sub = TradeUpdateSubscription(
+            self._hub,
+            handler,
+            maxsize=None,
+            overflow="drop_oldest",
+            raw=False,
+            consumer_loop=loop or self._hub.loop,
+            never_drop=True,
+        )
+        sub._service = self
+        if sub._async_handler:
+            if loop is not None:
+                sub._start()
+            else:
+                self._hub.loop.call_soon_threadsafe(sub._start)
+        with self._lock:
+            if self._closed:
+                sub._mark_closed(None)
+                raise ConnectionClosedError("the TradingService is closed")
+            self._subs.add(sub)
+        return sub
+
+    def listen(self, timeout: float = 10.0) -> None:
+        """Open the trading socket if needed and block until the server streams our updates.
+
+        Raises the stream's named error (``AuthenticationError``...) or
+        ``TimeoutError``. Not on the stream's own loop: use :meth:`listen_async`.
+
+        Example::
+
+            trading.listen(timeout=10)      # orders submitted from now on are seen
+        """
+        _check_positive("timeout", timeout)
+        self._check_off_loop("listen", "listen_async")
+        self._listen().wait_confirmed(timeout)
+
+    async def listen_async(self, timeout: float = 10.0) -> None:
+        """Async :meth:`listen`."""
+        _check_positive("timeout", timeout)
+        await self._listen().confirmed(timeout)
+
+    def last_update(self, order_id: str | UUID) -> TradeUpdate | None:
+        """The latest update remembered for ``order_id``, or ``None``.
+
+        Example::
+
+            update = trading.last_update(order.id)
+            if update is not None and update.event == "fill":
+                ...
+        """
+        key = _order_key(order_id)
+        with self._lock:
+            record = self._orders.get(key)
+            return record.last if record is not None else None
+
+    def wait_for_order(
+        self,
+        order_id: str | UUID,
+        events: Iterable[str | TradeEvent] = DEFAULT_FINAL_EVENTS,
+        timeout: float = 30.0,
+        *,
+        catch_up: bool = True,
+    ) -> TradeUpdate:
+        """Block until ``order_id`` has an update with one of ``events``; return it.
+
+        Resolves at once when such an update arrived before the call (the most
+        recent matching one is returned). With ``catch_up`` and a
+        ``trading_client``, an order the service has not heard of is also
+        looked up once through REST after the stream is listening, so an order
+        that reached the state before the trading socket was open is found
+        too (returned as a :class:`ReconciledTradeUpdate`).
+
+        Args:
+            order_id: the order's id (``UUID`` or its string form).
+            events: event names or alpaca-py ``TradeEvent`` values.
+            timeout: seconds (positive).
+            catch_up: allow the one REST lookup described above.
+
+        Raises:
+            ValueError: a bad order id, an unknown event, a non-positive timeout.
+            TimeoutError: no such update in time (names the order and the events).
+            AlpacaAPIError: the catch-up lookup says the order does not exist.
+            AuthenticationError, ...: the trading stream failed.
+
+        Example::
+
+            update = trading.wait_for_order(order.id, events=("fill", "canceled"), timeout=10)
+        """
+        key = _order_key(order_id)
+        wanted = _event_names(events)
+        _check_positive("timeout", timeout)
+        self._check_off_loop("wait_for_order", "wait_for_order_async")
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            found = self._match(key, wanted)
+            if found is not None:
+                return found
+        self._listen()
+        catch: concurrent.futures.Future[TradeUpdate | None] | None = None
+        if catch_up and self._client is not None:
+            catch = concurrent.futures.Future()
+            _spawn(self._run_catch_up, catch, key, wanted, deadline)
+        with self._lock:
+            self._waiting[key] += 1
+        try:
+            while True:
+                with self._changed:
+                    found = self._match(key, wanted)
+                    if found is not None:
+                        return found
+                    remaining = deadline - time.monotonic()
+                    caught = catch is not None and catch.done()
+                    if remaining > 0 and not caught and not self._down():
+                        self._changed.wait(remaining)
+                        continue
+                if catch is not None and catch.done():
+                    result = catch.result()
+                    if result is not None:
+                        return result
+                    catch = None
+                    continue
+                if remaining <= 0:
+                    raise TimeoutError(self._timeout_text(key, wanted, timeout))
+                self._raise_down()
+        finally:
+            with self._lock:
+                self._waiting[key] -= 1
+                if self._waiting[key] <= 0:
+                    del self._waiting[key]
+
+    async def wait_for_order_async(
+        self,
+        order_id: str | UUID,
+        events: Iterable[str | TradeEvent] = DEFAULT_FINAL_EVENTS,
+        timeout: float = 30.0,
+        *,
+        catch_up: bool = True,
+    ) -> TradeUpdate:
+        """Async :meth:`wait_for_order`: never blocks the running loop.
+
+        Example::
+
+            update = await trading.wait_for_order_async(order.id, timeout=30)
+        """
+        key = _order_key(order_id)
+        wanted = _event_names(events)
+        _check_positive("timeout", timeout)
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            found = self._match(key, wanted)
+            if found is not None:
+                return found
+        self._listen()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        entry = (loop, future, wanted)
+        with self._lock:
+            found = self._match(key, wanted)
+            if found is not None:
+                return found
+            if self._down():
+                _settle(loop, future, _FAILED)
+            self._async_waiters.setdefault(key, []).append(entry)
+            self._waiting[key] += 1
+        catch: asyncio.Future[TradeUpdate | None] | None = None
+        if catch_up and self._client is not None:
+            catch = asyncio.ensure_future(
+                asyncio.to_thread(self._catch_up, key, wanted, deadline)
+            )
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(self._timeout_text(key, wanted, timeout))
+                waiting: set[asyncio.Future[Any]] = {future}
+                if catch is not None:
+                    waiting.add(catch)
+                await asyncio.wait(waiting, timeout=remaining, return_when="FIRST_COMPLETED")
+                if future.done():
+                    result = future.result()
+                    if result is _FAILED:
+                        await self._araise_down()
+                    return result  # type: ignore[no-any-return]
+                if catch is not None and catch.done():
+                    caught = catch.result()
+                    if caught is not None:
+                        return caught
+                    catch = None
+        finally:
+            if catch is not None and not catch.done():
+                catch.cancel()
+            with self._lock:
+                waiters = self._async_waiters.get(key, [])
+                if entry in waiters:
+                    waiters.remove(entry)
+                if not waiters:
+                    self._async_waiters.pop(key, None)
+                self._waiting[key] -= 1
+                if self._waiting[key] <= 0:
+                    del self._waiting[key]
+
+    def stats(self) -> TradingStats:
+        """Delivery and reconciliation counters, as one snapshot."""
+        with self._lock:
+            c = self._counts
+            return TradingStats(
+                updates=c["updates"],
+                reconciled=c["reconciled"],
+                duplicates=c["duplicates"],
+                reconcile_runs=c["runs"],
+                reconcile_errors=c["errors"],
+                orders=len(self._orders),
+            )
+
+    def close(self) -> None:
+        """Close the service's subscriptions and wake every waiter. Idempotent.
+
+        The trading hub stays open: it belongs to the container.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._stop.set()
+            sub, self._sub = self._sub, None
+            subs, self._subs = list(self._subs), set()
+            remover, self._remove_listener = self._remove_listener, None
+            waiters, self._async_waiters = self._async_waiters, {}
+            self._changed.notify_all()
+        if sub is not None:
+            sub.close()
+        for user in subs:
+            Subscription.close(user)
+        if remover is not None:
+            remover()
+        for pending in waiters.values():
+            for loop, future, _events in pending:
+                _settle(loop, future, _FAILED)
+
+    def __repr__(self) -> str:
+        return (
+            f"<TradingService orders={len(self._orders)} subscribers={len(self._subs)} "
+            f"closed={self._closed}>"
+        )
+
+    # -- the stream side ---------------------------------------------------------------------
+
+    def _listen(self) -> Subscription:
+        with self._lock:
+            if self._closed:
+                raise ConnectionClosedError("the TradingService is closed")
+            sub = self._sub
+            if sub is None or sub.closed:
+                if self._remove_listener is None:
+                    self._remove_listener = self._hub.add_state_listener(self._on_state)
+                sub = self._sub = self._hub.subscribe(self._on_update, trade_updates=True)
+            return sub
+
+    def _on_update(self, update: Any) -> None:
+        # Runs on a worker thread, one update at a time, in wire order.
+        if isinstance(update, TradeUpdate):
+            self._deliver(update)
+
+    def _deliver(self, update: TradeUpdate) -> bool:
+        key = str(update.order.id)
+        event = _event_name(update.event)
+        reconciled = isinstance(update, ReconciledTradeUpdate)
+        with self._lock:
+            if self._closed:
+                return False
+            record = self._orders.get(key)
+            if record is None:
+                record = self._orders[key] = _Record()
+                if len(self._orders) > self._remember:
+                    self._orders.popitem(last=False)
+            else:
+                self._orders.move_to_end(key)
+            if event in FINAL_EVENTS:
+                if event in record.finals:
+                    self._counts["duplicates"] += 1
+                    return False
+                record.finals.add(event)
+            self._seq += 1
+            record.by_event[event] = (self._seq, update)
+            record.last = update
+            self._counts["updates"] += 1
+            if reconciled:
+                self._counts["reconciled"] += 1
+            self._changed.notify_all()
+            waiters = self._async_waiters.get(key)
+            if waiters:
+                for loop, future, wanted in list(waiters):
+                    if event in wanted:
+                        waiters.remove((loop, future, wanted))
+                        _settle(loop, future, update)
+            item = [("trade_updates", update.order.symbol or "", update)]
+            for sub in list(self._subs):
+                if sub.closed:
+                    self._subs.discard(sub)
+                else:
+                    sub._push(item)
+        return True
+
+    def _discard(self, sub: TradeUpdateSubscription) -> None:
+        with self._lock:
+            self._subs.discard(sub)
+
+    def _on_state(self, state: ConnectionState, previous: ConnectionState) -> None:
+        # Runs on the hub's loop: O(1) bookkeeping only; REST work goes to a thread.
+        if state is ConnectionState.RECONNECTING:
+            if self._was_connected and self._down_since is None:
+                self._down_since = datetime.now(timezone.utc)
+        elif state is ConnectionState.CONNECTED:
+            self._was_connected = True
+            since, self._down_since = self._down_since, None
+            if since is not None:
+                if self._client is None:
+                    _log.warning(
+                        "trading.reconcile_skipped",
+                        reason="no trading_client: updates missed while disconnected are lost",
+                    )
+                else:
+                    self._schedule_reconcile(since)
+        elif state is ConnectionState.FAILED or state is ConnectionState.CLOSED:
+            self._stream_ended(state)
+
+    def _stream_ended(self, state: ConnectionState) -> None:
+        with self._lock:
+            subs = list(self._subs)
+            self._subs.clear()
+            waiters = [w for pending in self._async_waiters.values() for w in pending]
+            self._changed.notify_all()
+        if state is ConnectionState.FAILED:
+            error = ConnectionClosedError(
+                f"the trading stream failed: {self._hub.health().last_error or 'unknown error'}"
+            )
+            for sub in subs:
+                sub._fail(error)
+        else:
+            for sub in subs:
+                Subscription.close(sub)
+        for loop, future, _events in waiters:
+            _settle(loop, future, _FAILED)
+
+    # -- waiting ------------------------------------------------------------------------------
+
+    def _match(self, key: str, wanted: frozenset[str]) -> TradeUpdate | None:
+        record = self._orders.get(key)
+        if record is None:
+            return None
+        best: tuple[int, TradeUpdate] | None = None
+        for event in wanted:
+            found = record.by_event.get(event)
+            if found is not None and (best is None or found[0] > best[0]):
+                best = found
+        return best[1] if best is not None else None
+
+    def _down(self) -> bool:
+        hub = self._hub
+        return self._closed or hub.closed or hub.state is ConnectionState.FAILED
+
+    def _raise_down(self) -> None:
+        if self._closed:
+            raise ConnectionClosedError("the TradingService is closed")
+        state = self._hub.state
+        if state is ConnectionState.FAILED:
+            self._hub.wait_ready(timeout=0.01)  # raises the named error of the failure
+        raise ConnectionClosedError(f"the trading stream is {state.value}")
+
+    async def _araise_down(self) -> None:
+        if not self._closed and self._hub.state is ConnectionState.FAILED:
+            await self._hub.ready(timeout=0.01)  # raises the named error of the failure
+        self._raise_down()
+
+    def _check_off_loop(self, name: str, alternative: str) -> None:
+        if _running_loop() is self._hub.loop:
+            raise RuntimeError(
+                f"{name}() would block the trading stream's event loop; "
+                f"use 'await trading.{alternative}(...)'"
+            )
+
+    def _timeout_text(self, key: str, wanted: frozenset[str], timeout: float) -> str:
+        with self._lock:
+            record = self._orders.get(key)
+            last = record.last if record is not None else None
+        seen = _event_name(last.event) if last is not None else "none"
+        return (
+            f"order {key} reached none of {', '.join(sorted(wanted))} within {timeout:g} s "
+            f"(last event seen: {seen}; trading stream {self._hub.state.value})"
+        )
+
+    def _run_catch_up(
+        self,
+        future: concurrent.futures.Future[TradeUpdate | None],
+        key: str,
+        wanted: frozenset[str],
+        deadline: float,
+    ) -> None:
+        try:
+            future.set_result(self._catch_up(key, wanted, deadline))
+        except BaseException as exc:
+            future.set_exception(exc)
+        with self._changed:
+            self._changed.notify_all()
+
+    def _catch_up(self, key: str, wanted: frozenset[str], deadline: float) -> TradeUpdate | None:
+        """Look the order up once, after the stream listens (runs in a worker thread)."""
+        client = self._client
+        assert client is not None
+        try:
+            self._listen().wait_confirmed(max(deadline - time.monotonic(), 0.001))
+        except Exception:
+            return None  # not listening (yet): the waiter keeps waiting on the stream
+        try:
+            order = _as_order(_rest_call(client, lambda: client.get_order_by_id(key)))
+        except AlpacaAPIError as exc:
+            if exc.status_code == 404:
+                raise AlpacaAPIError(f"order {key} not found: {exc.api_message}", 404) from None
+            _log.warning("trading.catch_up_failed", order_id=key, error=str(exc))
+            return None
+        event = _STATUS_EVENT.get(_value(order.status))
+        if event is None or event not in wanted:
+            return None
+        return _reconciled(order, event)
+
+    # -- reconciliation -----------------------------------------------------------------------
+
+    def _schedule_reconcile(self, since: datetime) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            pending = self._reconcile_since
+            self._reconcile_since = since if pending is None else min(pending, since)
+            if self._reconciling:
+                return
+            self._reconciling = True
+        _spawn(self._reconcile_loop)
+
+    def _reconcile_loop(self) -> None:
+        while True:
+            with self._lock:
+                since, self._reconcile_since = self._reconcile_since, None
+                if since is None or self._closed:
+                    self._reconciling = False
+                    return
+            try:
+                self._reconcile(since)
+            except Exception:
+                _log.exception("trading.reconcile_failed")
+                with self._lock:
+                    self._counts["errors"] += 1
+
+    def _reconcile(self, since: datetime) -> None:
+        client = self._client
+        assert client is not None
+        self._wait_listening()
+        after = since - self._margin
+        orders: dict[str, Order] = {}
+        for attempt in range(3):
+            try:
+                orders = self._fetch_since(client, after)
+                break
+            except AlpacaAPIError as exc:
+                _log.warning("trading.reconcile_rest_failed", attempt=attempt + 1, error=str(exc))
+                if attempt == 2 or self._stop.wait(0.5 * 2**attempt):
+                    with self._lock:
+                        self._counts["errors"] += 1
+                    return
+        with self._lock:
+            extra = [key for key in self._waiting if key not in orders]
+            open_known = [
+                key
+                for key, record in reversed(self._orders.items())
+                if not record.finals and key not in orders and key not in extra
+            ][:200]
+        for key in [*extra, *open_known]:
+            if self._stop.is_set():
+                return
+            try:
+                orders[key] = _as_order(_rest_call(client, lambda k=key: client.get_order_by_id(k)))
+            except AlpacaAPIError as exc:
+                if exc.status_code != 404:
+                    _log.warning("trading.reconcile_lookup_failed", order_id=key, error=str(exc))
+        emitted = 0
+        for order in sorted(orders.values(), key=lambda o: o.updated_at):
+            update = self._missed(order)
+            if update is not None and self._deliver(update):
+                emitted += 1
+        with self._lock:
+            self._counts["runs"] += 1
+        _log.info("trading.reconciled", since=since.isoformat(), orders=len(orders), emitted=emitted)
+
+    def _wait_listening(self) -> None:
+        """Block until the new socket's listen is acknowledged (bounded, best effort).
+
+        A short-lived probe subscription is confirmed only by the server's ack on
+        the current connection, so REST is read after the stream resumed and no
+        transition can fall between the two.
+        """
+        try:
+            probe = self._hub.subscribe(trade_updates=True)
+        except ConnectionClosedError:
+            return
+        try:
+            probe.wait_confirmed(timeout=10.0)
+        except Exception as exc:
+            _log.warning("trading.reconcile_unconfirmed", error=str(exc))
+        finally:
+            probe.close()
+
+    def _fetch_since(self, client: TradingClient, after: datetime) -> dict[str, Order]:
+        orders: dict[str, Order] = {}
+        cursor = after
+        for _page in range(20):
+            request = GetOrdersRequest(
+                status=QueryOrderStatus.ALL, after=cursor, limit=500, direction=Sort.ASC
+            )
+            page = [
+                _as_order(item)
+                for item in _rest_call(client, lambda r=request: client.get_orders(filter=r))
+            ]
+            fresh = [order for order in page if str(order.id) not in orders]
+            for order in fresh:
+                orders[str(order.id)] = order
+            if len(page) < 500 or not fresh:
+                break
+            cursor = max(order.submitted_at for order in page)
+        return orders
+
+    def _missed(self, order: Order) -> ReconciledTradeUpdate | None:
+        """The update to emit for ``order``'s REST state, or ``None`` if nothing was missed."""
+        event = _STATUS_EVENT.get(_value(order.status))
+        if event is None:
+            return None
+        key = str(order.id)
+        with self._lock:
+            record = self._orders.get(key)
+            if record is not None:
+                if record.finals or event in record.finals:
+                    return None
+                last = record.last
+                if last is not None:
+                    if _event_name(last.event) == event and _same_fill(last.order, order):
+                        return None
+                    if order.updated_at < last.order.updated_at:
+                        return None  # REST is behind the stream
+                    if _filled(order) < _filled(last.order):
+                        return None
+        return _reconciled(order, event)
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _reconciled(order: Order, event: str) -> ReconciledTradeUpdate:
+    timestamps = {
+        "fill": order.filled_at,
+        "partial_fill": order.filled_at,
+        "canceled": order.canceled_at,
+        "expired": order.expired_at,
+        "rejected": order.failed_at,
+        "replaced": order.replaced_at,
+    }
+    stamp = timestamps.get(event) or order.updated_at or datetime.now(timezone.utc)
+    filled = event in ("fill", "partial_fill")
+    price = float(order.filled_avg_price) if filled and order.filled_avg_price else None
+    qty = float(order.filled_qty) if filled and order.filled_qty else None
+    return ReconciledTradeUpdate(
+        event=_as_trade_event(event), order=order, timestamp=stamp, price=price, qty=qty
+    )
+
+
+def _as_trade_event(event: str) -> TradeEvent | str:
+    try:
+        return TradeEvent(event)
+    except ValueError:
+        return event
+
+
+def _as_order(item: Any) -> Order:
+    if isinstance(item, Order):
+        return item
+    if isinstance(item, Mapping):
+        return Order(**item)
+    raise TypeError(f"expected an Order from the trading client, got {type(item).__name__}")
+
+
+def _value(value: Any) -> str:
+    return str(getattr(value, "value", value))
+
+
+def _filled(order: Order) -> float:
+    try:
+        return float(order.filled_qty or 0)
+    except ValueError:
+        return 0.0
+
+
+def _same_fill(a: Order, b: Order) -> bool:
+    return _filled(a) == _filled(b)
+
+
+def _event_name(event: Any) -> str:
+    return _value(event)
+
+
+def _event_names(events: Iterable[str | TradeEvent] | str | TradeEvent) -> frozenset[str]:
+    if isinstance(events, (str, TradeEvent)):
+        events = (events,)
+    names: set[str] = set()
+    for event in events:
+        name = _value(event) if isinstance(event, (str, TradeEvent)) else None
+        if name not in TRADE_EVENTS:
+            valid = ", ".join(sorted(TRADE_EVENTS))
+            raise ValueError(f"unknown trade event {event!r}; valid events: {valid}")
+        names.add(name)
+    if not names:
+        raise ValueError("events must name at least one trade event")
+    return frozenset(names)
+
+
+def _order_key(order_id: str | UUID) -> str:
+    if isinstance(order_id, UUID):
+        return str(order_id)
+    if isinstance(order_id, str):
+        try:
+            return str(UUID(order_id.strip()))
+        except ValueError:
+            pass
+        raise ValueError(f"order_id must be an order UUID, got {order_id!r}")
+    raise TypeError(f"order_id must be a str or UUID, got {type(order_id).__name__}")
+
+
+def _rest_call(client: Any, call: Callable[[], _T]) -> _T:
+    """Run one alpaca-py REST call; errors become :class:`AlpacaAPIError` (no secret)."""
+    try:
+        return call()
+    except APIError as exc:
+        error = _api_error(exc, getattr(client, "_secret_key", None))
+    except requests.RequestException as exc:
+        error = AlpacaAPIError(
+            _redact(f"request to Alpaca failed: {type(exc).__name__}: {exc}", client), None
+        )
+    raise error from None
+
+
+def _api_error(exc: APIError, secret: Any) -> AlpacaAPIError:
+    text = str(exc)
+    message = text
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and body.get("message"):
+        message = str(body["message"])
+    try:
+        status = exc.status_code
+    except Exception:
+        status = None
+    if isinstance(secret, str) and secret and secret in message:
+        message = message.replace(secret, "<secret>")
+    return AlpacaAPIError(message.strip() or "request failed", status)
+
+
+def _redact(text: str, client: Any) -> str:
+    secret = getattr(client, "_secret_key", None)
+    if isinstance(secret, str) and secret and secret in text:
+        return text.replace(secret, "<secret>")
+    return text
+
+
+def _settle(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], value: Any) -> None:
+    def settle() -> None:
+        if not future.done():
+            future.set_result(value)
+
+    try:
+        loop.call_soon_threadsafe(settle)
+    except RuntimeError:  # the waiter's loop is closed: nobody is waiting any more
+        pass
+
+
+def _spawn(target: Callable[..., None], *args: Any) -> None:
+    threading.Thread(target=target, args=args, name="alpaca-di-trading", daemon=True).start()
+
+
+def _check_positive(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

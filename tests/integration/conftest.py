@@ -1,0 +1,51 @@
+"""Fixtures for tests that talk to the emulator over real sockets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from alpaca_di.protocol import StreamKind
+from alpaca_di.providers import ConnectionRegistry, Lease
+from alpaca_di.settings import Credentials
+from alpaca_di.testing.emulator import AlpacaEmulator
+from alpaca_di.transport import ConnectionOptions
+
+KEY = "PKINTEGRATION01"
+SECRET = "integration-secret-do-not-leak"
+
+
+@pytest.fixture
+def emulator() -> Iterator[AlpacaEmulator]:
+    with AlpacaEmulator() as emu:
+        yield emu
+
+
+@pytest.fixture
+def creds() -> Credentials:
+    return Credentials(KEY, SECRET)
+
+
+@pytest.fixture
+def fast_options() -> ConnectionOptions:
+    return ConnectionOptions(backoff_initial=0.01, backoff_max=0.05, open_timeout=5.0)
+
+
+@pytest.fixture
+def registry() -> Iterator[ConnectionRegistry]:
+    registry = ConnectionRegistry()
+    yield registry
+    registry.close_all()
+
+
+@pytest.fixture
+def stock_lease(
+    registry: ConnectionRegistry,
+    emulator: AlpacaEmulator,
+    creds: Credentials,
+    fast_options: ConnectionOptions,
+) -> Iterator[Lease]:
+    lease = registry.acquire(creds, StreamKind.STOCK, emulator.data_url("/v2/iex"), fast_options)
+    yield lease
+    lease.release()
