@@ -28,7 +28,7 @@ from alpaca_di.services.health import ConnectionHealth, HealthReport
 from alpaca_di.services.hub import StreamHub
 from alpaca_di.settings import Credentials
 from alpaca_di.transport.backoff import Backoff
-from alpaca_di.transport.connection import check_url
+from alpaca_di.transport.connection import Connection, ConnectionFactory, check_url
 from alpaca_di.transport.options import ConnectionOptions
 from alpaca_di.transport.runtime import Runtime
 
@@ -96,14 +96,22 @@ class ConnectionRegistry:
     Thread-safe: any number of threads racing to first use get one hub. Acquired
     inside a running event loop, a new hub runs on that loop; otherwise on the
     process-wide runtime thread (started on demand, stopped when its last hub
-    closes).
+    closes). ``connection_factory`` builds each hub's upstream: a WebSocket
+    :class:`~alpaca_di.transport.Connection` by default, a Redis-fed one in the
+    scale-out mode.
     """
 
     _default: ClassVar[ConnectionRegistry | None] = None
     _default_lock: ClassVar[threading.Lock] = threading.Lock()
     _all: ClassVar[weakref.WeakSet[ConnectionRegistry]] = weakref.WeakSet()
 
-    def __init__(self, runtime: Runtime | None = None) -> None:
+    def __init__(
+        self,
+        runtime: Runtime | None = None,
+        *,
+        connection_factory: ConnectionFactory = Connection,
+    ) -> None:
+        self._connection_factory = connection_factory
         self._lock = threading.RLock()
         self._entries: dict[_Key, _Entry] = {}
         self._runtime = runtime or Runtime.shared()
@@ -156,6 +164,7 @@ class ConnectionRegistry:
                     options=options,
                     loop=hub_loop,
                     backoff=backoff,
+                    connection_factory=self._connection_factory,
                 )
                 entry = self._entries[key] = _Entry(hub, 0, on_runtime)
             elif entry.hub.kind is not kind:

@@ -30,7 +30,7 @@ from alpaca_di.services.health import ConnectionHealth, StateTransition
 from alpaca_di.services.subscription import Handler, Subscription
 from alpaca_di.settings import Credentials
 from alpaca_di.transport.backoff import Backoff
-from alpaca_di.transport.connection import Connection
+from alpaca_di.transport.connection import Connection, ConnectionFactory, Upstream
 from alpaca_di.transport.options import ConnectionOptions, OverflowPolicy
 from alpaca_di.transport.states import ConnectionState
 
@@ -88,6 +88,7 @@ class StreamHub:
         options: ConnectionOptions,
         loop: asyncio.AbstractEventLoop,
         backoff: Backoff | None = None,
+        connection_factory: ConnectionFactory = Connection,
     ) -> None:
         self.kind = kind
         self.endpoint = endpoint
@@ -95,7 +96,7 @@ class StreamHub:
         self.fingerprint = credentials.fingerprint
         self._loop = loop
         self._state = SubscriptionState()
-        self._connection = Connection(
+        self._connection: Upstream = connection_factory(
             endpoint,
             kind=kind,
             credentials=credentials,
@@ -468,7 +469,7 @@ class StreamHub:
                 try:
                     item = (channel, symbol, parse(channel, symbol, raw))
                 except ProtocolError as exc:
-                    self._connection._count_malformed(str(exc))
+                    self._connection.count_malformed(str(exc))
                     continue
             for sub in targets:
                 batch = batches.get(sub)

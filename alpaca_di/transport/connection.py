@@ -50,7 +50,7 @@ from alpaca_di.transport.backoff import Backoff, ExponentialBackoff
 from alpaca_di.transport.options import ConnectionOptions
 from alpaca_di.transport.states import ConnectionState, StateHistory
 
-__all__ = ["Connection", "ConnectionListener", "check_url"]
+__all__ = ["Connection", "ConnectionFactory", "ConnectionListener", "Upstream", "check_url"]
 
 _USER_AGENT = "alpaca-di/0.1"
 _FATAL = (AuthenticationError, InsufficientSubscriptionError, ConfigurationError)
@@ -77,6 +77,55 @@ class ConnectionListener(Protocol):
 
     def on_malformed(self, reason: str) -> None:
         """A frame or element could not be decoded; it was dropped."""
+
+
+class Upstream(Protocol):
+    """What a hub needs from its source of messages.
+
+    :class:`Connection` is the WebSocket implementation; the Redis scale-out
+    provides another, so hubs and everything above them stay unchanged.
+    """
+
+    history: StateHistory
+    reconnects: int
+    messages_received: int
+    malformed: int
+    last_message_monotonic: float | None
+    last_error: BaseException | None
+
+    @property
+    def state(self) -> ConnectionState:
+        """The current state."""
+
+    def start(self) -> None:
+        """Begin connecting (idempotent)."""
+
+    async def close(self) -> None:
+        """Stop for good, cleanly."""
+
+    def request_flush(self) -> None:
+        """Send the pending subscription delta soon (coalesced per loop tick)."""
+
+    def count_malformed(self, reason: str) -> None:
+        """Count (and log) a message that could not be decoded or parsed."""
+
+
+class ConnectionFactory(Protocol):
+    """Builds the upstream of a hub; :class:`Connection` itself is one."""
+
+    def __call__(
+        self,
+        url: str,
+        *,
+        kind: StreamKind,
+        credentials: Credentials,
+        options: ConnectionOptions,
+        subscriptions: SubscriptionState,
+        listener: ConnectionListener,
+        loop: asyncio.AbstractEventLoop,
+        backoff: Backoff | None = None,
+    ) -> Upstream:
+        """Return a new, unstarted upstream."""
 
 
 def check_url(url: str, *, allow_insecure: bool) -> None:
@@ -347,7 +396,7 @@ class Connection:
                 elif isinstance(event, ServerErrorEvent):
                     raise event.exception(feed=self.options.feed)
                 elif isinstance(event, Malformed):
-                    self._count_malformed(event.reason)
+                    self.count_malformed(event.reason)
 
     async def _read(self, ws: ClientConnection) -> None:
         protocol, listener, loop = self._protocol, self._listener, self._loop
@@ -367,7 +416,7 @@ class Connection:
                 elif isinstance(event, ServerErrorEvent):
                     self._server_error(event)
                 elif isinstance(event, Malformed):
-                    self._count_malformed(event.reason)
+                    self.count_malformed(event.reason)
         # The server closed cleanly without being asked: reconnect like a drop.
         raise ConnectionClosedByServer(ws.close_code, ws.close_reason)
 
@@ -386,7 +435,8 @@ class Connection:
         level("connection.server_error", code=event.code, message=event.message)
         self.last_error = error
 
-    def _count_malformed(self, reason: str) -> None:
+    def count_malformed(self, reason: str) -> None:
+        """Count (and log, rate-limited) a message that could not be decoded or parsed."""
         self.malformed += 1
         if self.malformed <= 10 or self.malformed % 1000 == 0:
             self._log.warning("connection.malformed", reason=reason, total=self.malformed)
