@@ -1,0 +1,183 @@
+"""The ``alpaca-di`` command line: a registry of subcommands.
+
+Run ``alpaca-di --help`` (or ``python -m alpaca_di --help``). Built in:
+
+* ``alpaca-di emulator [--port N] [--rate R] [--seed S]`` — run the loopback
+  :class:`~alpaca_di.testing.emulator.AlpacaEmulator` until SIGINT/SIGTERM. Once it
+  accepts connections it prints ``ready ws://127.0.0.1:PORT`` (the data base URL),
+  then ``trading ws://127.0.0.1:PORT/stream`` and ``rest http://127.0.0.1:PORT``.
+
+Adding a subcommand (``demo``, ``health``, ...) takes one :func:`register` call at
+the bottom of this module, with a ``configure`` function that adds its arguments
+and a ``run`` function returning the exit code::
+
+    def _configure_demo(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--duration", type=float, default=10.0)
+
+    def _run_demo(args: argparse.Namespace) -> int:
+        from alpaca_di._demo import run_demo      # import lazily: keep --help fast
+        return run_demo(args)
+
+    register(Command("demo", "run the demo against the emulator", _configure_demo, _run_demo))
+
+Only the CLI configures logging (structlog to stderr, so stdout stays parseable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import structlog
+
+__all__ = ["Command", "build_parser", "commands", "main", "register"]
+
+
+@dataclass(frozen=True)
+class Command:
+    """One ``alpaca-di`` subcommand.
+
+    Attributes:
+        name: the word on the command line (``emulator``).
+        help: one line for ``alpaca-di --help``.
+        configure: adds the subcommand's arguments to its parser.
+        run: does the work; returns the process exit code.
+    """
+
+    name: str
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+_COMMANDS: dict[str, Command] = {}
+
+
+def register(command: Command) -> None:
+    """Add a subcommand; registering a name twice is a programming error.
+
+    Example::
+
+        register(Command("health", "print a health report", _configure, _run))
+    """
+    if command.name in _COMMANDS:
+        raise ValueError(f"alpaca-di subcommand {command.name!r} is already registered")
+    _COMMANDS[command.name] = command
+
+
+def commands() -> dict[str, Command]:
+    """The registered subcommands by name (a copy)."""
+    return dict(_COMMANDS)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with one subparser per registered command."""
+    parser = argparse.ArgumentParser(
+        prog="alpaca-di",
+        description="One shared Alpaca WebSocket connection per account and endpoint.",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="warning",
+        choices=("debug", "info", "warning", "error"),
+        help="log level of messages written to stderr (default: warning)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command in _COMMANDS.values():
+        child = sub.add_parser(command.name, help=command.help, description=command.help)
+        command.configure(child)
+        child.set_defaults(_run=command.run)
+    return parser
+
+
+def _configure_logging(level: str) -> None:
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``alpaca-di`` and ``python -m alpaca_di``; returns the exit code.
+
+    Example::
+
+        main(["emulator", "--port", "8765", "--rate", "100"])
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    run: Callable[[argparse.Namespace], int] | None = getattr(args, "_run", None)
+    if run is None:
+        parser.print_help(sys.stderr)
+        return 2
+    _configure_logging(args.log_level)
+    return run(args)
+
+
+# ---------------------------------------------------------------------------- emulator
+
+
+def _configure_emulator(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, default=0, help="WebSocket port (0 = a free port)")
+    parser.add_argument("--rest-port", type=int, default=0, help="REST port (0 = a free port)")
+    parser.add_argument(
+        "--rate", type=float, default=10.0,
+        help="synthetic data points per second per connection (0 = none; default 10)",
+    )
+    parser.add_argument("--seed", type=int, default=None, help="seed of the synthetic market")
+    parser.add_argument(
+        "--connection-limit", type=int, default=1,
+        help="authenticated sessions per key and endpoint (default 1, like Alpaca)",
+    )
+    parser.add_argument(
+        "--slot-hold", type=float, default=0.0,
+        help="seconds a slot stays taken after an unclean drop (Alpaca: about 90)",
+    )
+
+
+def _run_emulator(args: argparse.Namespace) -> int:
+    from alpaca_di.testing.emulator import AlpacaEmulator
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        emulator = AlpacaEmulator(
+            port=args.port,
+            rest_port=args.rest_port,
+            rate=args.rate,
+            seed=args.seed,
+            connection_limit=args.connection_limit,
+            slot_hold_seconds=args.slot_hold,
+        )
+        async with emulator as emu:
+            print(f"ready {emu.ws_url}", flush=True)
+            print(f"trading {emu.trading_stream_url}", flush=True)
+            print(f"rest {emu.api_url}", flush=True)
+            await stop.wait()
+
+    try:
+        asyncio.run(serve())
+    except OSError as exc:
+        print(f"alpaca-di emulator: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+register(
+    Command(
+        "emulator",
+        "run the loopback Alpaca emulator (market data, trading stream, REST)",
+        _configure_emulator,
+        _run_emulator,
+    )
+)
+
+# More subcommands register here, e.g. ``demo`` and ``health`` (see the module docstring).
