@@ -1,0 +1,64 @@
+"""Alpaca's streaming protocols without I/O: bytes in, events out.
+
+Everything here is pure and synchronous, so it is tested without sockets; the
+asyncio transport is a thin shell around it::
+
+    from alpaca_di.protocol import DataBatch, StreamKind, SubscriptionState, protocol_for, parse
+
+    protocol = protocol_for(StreamKind.STOCK)
+    state = SubscriptionState()
+    state.add("quotes", ["AAPL"])
+    subscribe, _ = state.take_delta()
+    frame = protocol.subscribe_message(subscribe)          # bytes to send
+    for event in protocol.receive(incoming):               # bytes received
+        if isinstance(event, DataBatch):
+            for channel, symbol, raw in event.messages:
+                quote = parse(channel, symbol, raw)
+
+Imports only the standard library, msgpack, alpaca-py's models and
+:mod:`alpaca_di.errors`.
+"""
+
+from alpaca_di.protocol.channels import (
+    CHANNEL_BY_TYPE,
+    CHANNELS,
+    StreamKind,
+    data_path,
+    validate_channel,
+    validate_symbol,
+    wire_channel,
+)
+from alpaca_di.protocol.codec import DataStreamProtocol, TradingStreamProtocol, protocol_for
+from alpaca_di.protocol.events import (
+    Authenticated,
+    DataBatch,
+    Event,
+    Malformed,
+    ServerErrorEvent,
+    SubscriptionAck,
+    Welcome,
+)
+from alpaca_di.protocol.models import parse
+from alpaca_di.protocol.subscriptions import SubscriptionState
+
+__all__ = [
+    "CHANNELS",
+    "CHANNEL_BY_TYPE",
+    "Authenticated",
+    "DataBatch",
+    "DataStreamProtocol",
+    "Event",
+    "Malformed",
+    "ServerErrorEvent",
+    "StreamKind",
+    "SubscriptionAck",
+    "SubscriptionState",
+    "TradingStreamProtocol",
+    "Welcome",
+    "data_path",
+    "parse",
+    "protocol_for",
+    "validate_channel",
+    "validate_symbol",
+    "wire_channel",
+]
