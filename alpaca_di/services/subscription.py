@@ -386,16 +386,19 @@ class Subscription:
     def _drain_sync(self) -> None:
         handler = self._handler
         assert handler is not None
-        batch = self._take()
-        for item in batch:
-            if self._closed:
-                break
-            try:
-                handler(item[2])
-            except Exception:
-                self._handler_failed()
-            with self._lock:
-                self._delivered += 1
+        delivered = 0
+        try:
+            for item in self._take():
+                if self._closed:
+                    break
+                try:
+                    handler(item[2])
+                except Exception:
+                    self._handler_failed()
+                delivered += 1
+        finally:
+            # Only this drain writes the counter: no lock needed per message.
+            self._delivered += delivered
         with self._lock:
             more = not self._closed and bool(self._latest if self._conflate else self._queue)
             if not more:
@@ -406,7 +409,8 @@ class Subscription:
     async def _drain_async(self) -> None:
         handler = self._handler
         event = self._event
-        assert handler is not None and event is not None
+        assert handler is not None
+        assert event is not None
         while not self._closed:
             with self._lock:
                 self._wake_pending = False
@@ -418,15 +422,18 @@ class Subscription:
                 if empty and not self._closed:
                     await event.wait()
                 continue
-            for item in batch:
-                if self._closed:
-                    return
-                try:
-                    await handler(item[2])  # type: ignore[misc]
-                except Exception:
-                    self._handler_failed()
-                with self._lock:
-                    self._delivered += 1
+            delivered = 0
+            try:
+                for item in batch:
+                    if self._closed:
+                        return
+                    try:
+                        await handler(item[2])  # type: ignore[misc]
+                    except Exception:
+                        self._handler_failed()
+                    delivered += 1
+            finally:
+                self._delivered += delivered
 
     def _handler_failed(self) -> None:
         with self._lock:
