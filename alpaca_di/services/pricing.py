@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable
@@ -44,7 +45,7 @@ from alpaca_di.services.hub import StreamHub
 from alpaca_di.services.subscription import Subscription
 from alpaca_di.transport.states import ConnectionState
 
-__all__ = ["PriceListener", "PriceSnapshot", "PricingService"]
+__all__ = ["PriceListener", "PriceSnapshot", "PricingService", "Tracking"]
 
 PriceListener = Callable[[str, float], None]
 """``listener(symbol, price)``: called after every quote or trade that yields a price."""
@@ -208,7 +209,7 @@ class PricingService:
             }
             self._release(held, owner, every_claim=True)
 
-    def tracking(self, *symbols: str, owner: Hashable = None) -> _Tracking:
+    def tracking(self, *symbols: str, owner: Hashable = None) -> Tracking:
         """Track ``symbols`` for the duration of a ``with`` or ``async with`` block.
 
         Symbols are validated at the call; tracking starts on entering the block.
@@ -222,7 +223,7 @@ class PricingService:
                 price = await pricing.wait_for_price_async("TSLA", timeout=5)
         """
         self._resolve_all(symbols)
-        return _Tracking(self, tuple(symbols), owner)
+        return Tracking(self, tuple(symbols), owner)
 
     def tracked(self) -> frozenset[str]:
         """Every symbol somebody tracks right now."""
@@ -371,6 +372,8 @@ class PricingService:
             self._check_open()
             temporary = self._track_temporarily(symbol)
             self._async_waiters.setdefault(symbol, []).append((loop, future))
+            if self._down(hub):
+                future.set_result(_FAILED)
         try:
             try:
                 result = await asyncio.wait_for(future, timeout)
@@ -472,7 +475,7 @@ class PricingService:
 
     def _resolve(self, symbol: str) -> tuple[str, StreamHub]:
         if isinstance(symbol, str) and symbol == "*":
-            raise ValueError("track() takes concrete symbols, not '*'")
+            raise ValueError("PricingService takes concrete symbols, not '*'")
         hub = self._hub_for(symbol) if isinstance(symbol, str) else self._stock
         return validate_symbol(hub.kind, symbol), hub
 
@@ -615,8 +618,14 @@ class _Temporary:
         return f"<wait_for_price {self.symbol}>"
 
 
-class _Tracking:
-    """Sync and async context manager returned by :meth:`PricingService.tracking`."""
+class Tracking:
+    """Sync and async context manager returned by :meth:`PricingService.tracking`.
+
+    Example::
+
+        with pricing.tracking("AAPL", owner="report") as prices:
+            print(prices.wait_for_price("AAPL", timeout=5))
+    """
 
     def __init__(self, service: PricingService, symbols: tuple[str, ...], owner: Hashable) -> None:
         self._service = service
@@ -655,13 +664,15 @@ def _price_of(book: _Book, max_age: float | None, now: float) -> float | None:
         if bid > 0 and ask > 0:
             return (bid + ask) / 2.0
     trade = book.trade
-    if trade is not None and (max_age is None or now - book.trade_at <= max_age):
-        if trade.price > 0:
-            return float(trade.price)
+    fresh = trade is not None and (max_age is None or now - book.trade_at <= max_age)
+    if trade is not None and fresh and trade.price > 0:
+        return float(trade.price)
     return None
 
 
-def _resolve_future(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], value: Any) -> None:
+def _resolve_future(
+    loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], value: Any
+) -> None:
     def settle() -> None:
         if not future.done():
             future.set_result(value)
@@ -682,8 +693,8 @@ def _check_hub(name: str, hub: object, kinds: tuple[StreamKind, ...]) -> None:
 
 
 def _check_positive(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ValueError(f"{name} must be a positive, finite number of seconds, got {value!r}")
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -695,6 +706,5 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 
 def _timeout_text(symbol: str, timeout: float, hub: StreamHub) -> str:
     return (
-        f"no price for {symbol!r} within {timeout:g} s "
-        f"({hub.kind.value} stream {hub.state.value})"
+        f"no price for {symbol!r} within {timeout:g} s ({hub.kind.value} stream {hub.state.value})"
     )

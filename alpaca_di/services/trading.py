@@ -33,12 +33,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import math
 import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
@@ -103,6 +105,7 @@ _STATUS_EVENT: Mapping[str, str] = {
     "calculated": "calculated",
 }
 _FAILED = object()
+_CATCH_UP_GRACE = 0.25  # seconds the stream may lag behind a catch-up REST reply
 _T = TypeVar("_T")
 _log = structlog.get_logger(__name__)
 
@@ -134,6 +137,11 @@ class TradingStats:
         reconcile_runs: completed reconciliation passes.
         reconcile_errors: passes whose REST calls failed.
         orders: orders remembered now.
+
+    Example::
+
+        stats = trading.stats()
+        print(stats.reconciled, stats.duplicates)
     """
 
     updates: int
@@ -259,7 +267,6 @@ class TradingService:
             str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], frozenset[str]]]
         ] = {}
         self._waiting: Counter[str] = Counter()
-        self._was_connected = False
         self._down_since: datetime | None = None
         self._reconcile_since: datetime | None = None
         self._reconciling = False
@@ -370,7 +377,10 @@ class TradingService:
         ``trading_client``, an order the service has not heard of is also
         looked up once through REST after the stream is listening, so an order
         that reached the state before the trading socket was open is found
-        too (returned as a :class:`ReconciledTradeUpdate`).
+        too (returned as a :class:`ReconciledTradeUpdate`; the stream's own
+        update wins when it follows the REST reply within 0.25 s). Pass
+        ``catch_up=False`` when the stream was listening before the order was
+        submitted (``AlpacaManager.submit_and_wait`` does).
 
         Args:
             order_id: the order's id (``UUID`` or its string form).
@@ -380,8 +390,8 @@ class TradingService:
 
         Raises:
             ValueError: a bad order id, an unknown event, a non-positive timeout.
-            TimeoutError: no such update in time (names the order and the events).
-            AlpacaAPIError: the catch-up lookup says the order does not exist.
+            TimeoutError: no such update in time (names the order and the events, and
+                notes when the catch-up lookup found no such order).
             AuthenticationError, ...: the trading stream failed.
 
         Example::
@@ -398,10 +408,12 @@ class TradingService:
             if found is not None:
                 return found
         self._listen()
-        catch: concurrent.futures.Future[TradeUpdate | None] | None = None
+        catch: concurrent.futures.Future[TradeUpdate | str | None] | None = None
+        note: str | None = None
+        finished = threading.Event()  # tells a still-running catch-up to skip its REST call
         if catch_up and self._client is not None:
             catch = concurrent.futures.Future()
-            _spawn(self._run_catch_up, catch, key, wanted, deadline)
+            _spawn(self._run_catch_up, catch, key, wanted, deadline, finished)
         with self._lock:
             self._waiting[key] += 1
         try:
@@ -417,14 +429,15 @@ class TradingService:
                         continue
                 if catch is not None and catch.done():
                     result = catch.result()
-                    if result is not None:
+                    if isinstance(result, TradeUpdate):
                         return result
-                    catch = None
+                    note, catch = result, None
                     continue
                 if remaining <= 0:
-                    raise TimeoutError(self._timeout_text(key, wanted, timeout))
+                    raise TimeoutError(self._timeout_text(key, wanted, timeout, note))
                 self._raise_down()
         finally:
+            finished.set()
             with self._lock:
                 self._waiting[key] -= 1
                 if self._waiting[key] <= 0:
@@ -464,20 +477,22 @@ class TradingService:
                 _settle(loop, future, _FAILED)
             self._async_waiters.setdefault(key, []).append(entry)
             self._waiting[key] += 1
-        catch: asyncio.Future[TradeUpdate | None] | None = None
+        catch: asyncio.Future[TradeUpdate | str | None] | None = None
+        note: str | None = None
+        finished = threading.Event()
         if catch_up and self._client is not None:
             catch = asyncio.ensure_future(
-                asyncio.to_thread(self._catch_up, key, wanted, deadline)
+                asyncio.to_thread(self._catch_up, key, wanted, deadline, finished)
             )
         try:
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise TimeoutError(self._timeout_text(key, wanted, timeout))
+                    raise TimeoutError(self._timeout_text(key, wanted, timeout, note))
                 waiting: set[asyncio.Future[Any]] = {future}
                 if catch is not None:
                     waiting.add(catch)
-                await asyncio.wait(waiting, timeout=remaining, return_when="FIRST_COMPLETED")
+                await asyncio.wait(waiting, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
                 if future.done():
                     result = future.result()
                     if result is _FAILED:
@@ -485,12 +500,17 @@ class TradingService:
                     return result  # type: ignore[no-any-return]
                 if catch is not None and catch.done():
                     caught = catch.result()
-                    if caught is not None:
+                    if isinstance(caught, TradeUpdate):
                         return caught
-                    catch = None
+                    note, catch = caught, None
         finally:
-            if catch is not None and not catch.done():
-                catch.cancel()
+            finished.set()
+            if catch is not None:
+                if catch.done():
+                    if not catch.cancelled():
+                        catch.exception()  # retrieved: no "never retrieved" warning
+                else:
+                    catch.cancel()
             with self._lock:
                 waiters = self._async_waiters.get(key, [])
                 if entry in waiters:
@@ -609,11 +629,12 @@ class TradingService:
 
     def _on_state(self, state: ConnectionState, previous: ConnectionState) -> None:
         # Runs on the hub's loop: O(1) bookkeeping only; REST work goes to a thread.
+        # Any drop after we asked for updates may hide transitions (even when the
+        # hub was already connected by someone else before we subscribed).
         if state is ConnectionState.RECONNECTING:
-            if self._was_connected and self._down_since is None:
+            if self._sub is not None and self._down_since is None:
                 self._down_since = datetime.now(timezone.utc)
         elif state is ConnectionState.CONNECTED:
-            self._was_connected = True
             since, self._down_since = self._down_since, None
             if since is not None:
                 if self._client is None:
@@ -681,48 +702,68 @@ class TradingService:
                 f"use 'await trading.{alternative}(...)'"
             )
 
-    def _timeout_text(self, key: str, wanted: frozenset[str], timeout: float) -> str:
+    def _timeout_text(
+        self, key: str, wanted: frozenset[str], timeout: float, note: str | None = None
+    ) -> str:
         with self._lock:
             record = self._orders.get(key)
             last = record.last if record is not None else None
         seen = _event_name(last.event) if last is not None else "none"
         return (
             f"order {key} reached none of {', '.join(sorted(wanted))} within {timeout:g} s "
-            f"(last event seen: {seen}; trading stream {self._hub.state.value})"
+            f"(last event seen: {seen}; trading stream {self._hub.state.value}"
+            f"{'; ' + note if note else ''})"
         )
 
     def _run_catch_up(
         self,
-        future: concurrent.futures.Future[TradeUpdate | None],
+        future: concurrent.futures.Future[TradeUpdate | str | None],
         key: str,
         wanted: frozenset[str],
         deadline: float,
+        finished: threading.Event,
     ) -> None:
         try:
-            future.set_result(self._catch_up(key, wanted, deadline))
+            future.set_result(self._catch_up(key, wanted, deadline, finished))
         except BaseException as exc:
             future.set_exception(exc)
         with self._changed:
             self._changed.notify_all()
 
-    def _catch_up(self, key: str, wanted: frozenset[str], deadline: float) -> TradeUpdate | None:
-        """Look the order up once, after the stream listens (runs in a worker thread)."""
+    def _catch_up(
+        self, key: str, wanted: frozenset[str], deadline: float, finished: threading.Event
+    ) -> TradeUpdate | str | None:
+        """Look the order up once, after the stream listens (runs in a worker thread).
+
+        Returns the reconciled update, or a note for the timeout message, or ``None``.
+        """
         client = self._client
         assert client is not None
         try:
             self._listen().wait_confirmed(max(deadline - time.monotonic(), 0.001))
         except Exception:
             return None  # not listening (yet): the waiter keeps waiting on the stream
+        with self._lock:
+            if finished.is_set() or self._match(key, wanted) is not None:
+                return None  # the stream was faster: no REST call needed
         try:
             order = _as_order(_rest_call(client, lambda: client.get_order_by_id(key)))
         except AlpacaAPIError as exc:
+            # Not fatal: the stream may still deliver (REST lags, or updates come from
+            # elsewhere); the note only makes a timeout easier to understand.
+            _log.info("trading.catch_up_failed", order_id=key, error=str(exc))
             if exc.status_code == 404:
-                raise AlpacaAPIError(f"order {key} not found: {exc.api_message}", 404) from None
-            _log.warning("trading.catch_up_failed", order_id=key, error=str(exc))
-            return None
+                return "the REST API does not know this order (HTTP 404)"
+            return f"the REST lookup failed: {exc}"
         event = _STATUS_EVENT.get(_value(order.status))
         if event is None or event not in wanted:
             return None
+        # The stream's own update (with execution details) may be a moment behind
+        # the REST reply: prefer it when it comes within a short grace period.
+        grace = min(_CATCH_UP_GRACE, max(deadline - time.monotonic(), 0.0))
+        with self._changed:
+            if self._changed.wait_for(lambda: self._match(key, wanted) is not None, grace):
+                return None
         return _reconciled(order, event)
 
     # -- reconciliation -----------------------------------------------------------------------
@@ -779,7 +820,7 @@ class TradingService:
             if self._stop.is_set():
                 return
             try:
-                orders[key] = _as_order(_rest_call(client, lambda k=key: client.get_order_by_id(k)))
+                orders[key] = _as_order(_rest_call(client, partial(client.get_order_by_id, key)))
             except AlpacaAPIError as exc:
                 if exc.status_code != 404:
                     _log.warning("trading.reconcile_lookup_failed", order_id=key, error=str(exc))
@@ -790,7 +831,9 @@ class TradingService:
                 emitted += 1
         with self._lock:
             self._counts["runs"] += 1
-        _log.info("trading.reconciled", since=since.isoformat(), orders=len(orders), emitted=emitted)
+        _log.info(
+            "trading.reconciled", since=since.isoformat(), orders=len(orders), emitted=emitted
+        )
 
     def _wait_listening(self) -> None:
         """Block until the new socket's listen is acknowledged (bounded, best effort).
@@ -819,7 +862,7 @@ class TradingService:
             )
             page = [
                 _as_order(item)
-                for item in _rest_call(client, lambda r=request: client.get_orders(filter=r))
+                for item in _rest_call(client, partial(client.get_orders, filter=request))
             ]
             fresh = [order for order in page if str(order.id) not in orders]
             for order in fresh:
@@ -838,8 +881,8 @@ class TradingService:
         with self._lock:
             record = self._orders.get(key)
             if record is not None:
-                if record.finals or event in record.finals:
-                    return None
+                if record.finals:
+                    return None  # the order already ended as far as we know
                 last = record.last
                 if last is not None:
                     if _event_name(last.event) == event and _same_fill(last.order, order):
@@ -987,8 +1030,8 @@ def _spawn(target: Callable[..., None], *args: Any) -> None:
 
 
 def _check_positive(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ValueError(f"{name} must be a positive, finite number of seconds, got {value!r}")
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
