@@ -239,8 +239,13 @@ class AlpacaSettings(BaseSettings):
         else:
             return
         # Raised outside the except block: the ValidationError (which quotes the input,
-        # secret included) must not ride along as __context__.
-        raise ConfigurationError(_format(problems))
+        # secret included) must not ride along as __context__. The locals holding the
+        # secret are dropped first: traceback printers that show local variables
+        # (structlog's ConsoleRenderer with rich) would print them.
+        message = _format(problems)
+        values.clear()
+        secrets = []
+        raise ConfigurationError(message)
 
     @classmethod
     def settings_customise_sources(
@@ -417,6 +422,17 @@ def settings_from_mapping(mapping: Mapping[str, Any] | None) -> AlpacaSettings:
             f"Alpaca configuration must be a mapping of setting names, got "
             f"{type(mapping).__name__}"
         )
+    try:
+        return _settings_from(mapping)
+    except ConfigurationError as exc:
+        message = str(exc)
+    # A fresh error whose traceback starts here, with the mapping (it holds the
+    # secret) dropped: tracebacks rendered with local variables show nothing secret.
+    mapping = None
+    raise ConfigurationError(message) from None
+
+
+def _settings_from(mapping: Mapping[str, Any]) -> AlpacaSettings:
     data: dict[str, Any] = {}
     for key, value in mapping.items():
         if not isinstance(key, str) or key.startswith("_"):  # not BaseSettings' _env_file...

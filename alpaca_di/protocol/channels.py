@@ -99,7 +99,7 @@ _CHANNEL_BY_WIRE: dict[str, str] = {
 
 _FEEDS: dict[StreamKind, tuple[str, ...]] = {
     StreamKind.STOCK: ("iex", "sip", "delayed_sip", "test", "boats", "overnight"),
-    StreamKind.CRYPTO: ("us",),
+    StreamKind.CRYPTO: ("us", "us-1", "eu-1"),  # the locations AlpacaSettings.crypto_feed allows
     StreamKind.OPTION: ("indicative", "opra"),
 }
 

@@ -1,5 +1,28 @@
-"""dependency-injector providers: the connection registry and stream resources."""
+"""dependency-injector providers: the registry, stream resources and their init functions."""
 
 from alpaca_di.providers.registry import ConnectionRegistry, Lease
+from alpaca_di.providers.resources import StreamResource
+from alpaca_di.providers.streams import (
+    init_crypto_stream,
+    init_news_stream,
+    init_option_stream,
+    init_pricing_service,
+    init_stock_stream,
+    init_trading_client,
+    init_trading_service,
+    init_trading_stream,
+)
 
-__all__ = ["ConnectionRegistry", "Lease"]
+__all__ = [
+    "ConnectionRegistry",
+    "Lease",
+    "StreamResource",
+    "init_crypto_stream",
+    "init_news_stream",
+    "init_option_stream",
+    "init_pricing_service",
+    "init_stock_stream",
+    "init_trading_client",
+    "init_trading_service",
+    "init_trading_stream",
+]

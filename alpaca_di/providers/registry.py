@@ -229,8 +229,10 @@ class ConnectionRegistry:
     def _close_entry(self, entry: _Entry, timeout: float) -> None:
         hub = entry.hub
         if hub._on_loop():
-            # Releasing on the hub's own loop: it cannot block, so close in a task
-            # and give the runtime back only once the close frame went out.
+            # Releasing on the hub's own loop: it cannot block. Every subscription
+            # closes now (hub.close() on the loop); the socket closes in a task that
+            # gives the runtime back only once the close frame went out.
+            hub.close()
             task = hub.loop.create_task(self._aclose_entry(entry))
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)

@@ -218,6 +218,10 @@ class StreamResource(providers.Resource[T]):
         """Run the cleanup; never raises (see the class docstring)."""
         with self._guard:
             pass  # let a first-use initialisation in progress finish, so it gets closed
+        loop = _running_loop()
+        # Tasks the cleanup starts on this loop (a close handshake that cannot block
+        # the loop) are what the async shutdown must await before it completes.
+        before = asyncio.all_tasks(loop) if loop is not None else set()
         # The cleanup runs outside the lock: it may wait for threads (handlers) that
         # are themselves resolving this provider.
         if self.initialized:
@@ -233,12 +237,25 @@ class StreamResource(providers.Resource[T]):
                 )
             else:
                 self.last_shutdown_error = None
-        loop = _running_loop()
         if loop is None:
             return None
+        started = asyncio.all_tasks(loop) - before
+        if started:
+            return asyncio.ensure_future(self._await_cleanup_tasks(started))
         future: asyncio.Future[None] = loop.create_future()
         future.set_result(None)
         return future
+
+    async def _await_cleanup_tasks(self, tasks: set[asyncio.Task[Any]]) -> None:
+        """Wait for the tasks a cleanup started; log their failures, never raise."""
+        for result in await asyncio.gather(*tasks, return_exceptions=True):
+            if isinstance(result, Exception):
+                self.last_shutdown_error = result
+                _logger.error(
+                    "stream_resource.shutdown_failed",
+                    resource=self._label,
+                    error_type=type(result).__name__,
+                )
 
     @property
     def related(self) -> Iterator[providers.Provider[Any]]:

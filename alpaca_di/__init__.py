@@ -1,0 +1,103 @@
+"""alpaca-di: one shared Alpaca WebSocket per account and endpoint, via dependency-injector.
+
+Embed :class:`AlpacaContainer` in your application container; every component
+asking for a stream, a pricing service or a trading service shares one socket
+per (credentials, endpoint), closed by the container's resource lifecycle::
+
+    from dependency_injector import containers, providers
+    from alpaca_di import AlpacaContainer, AlpacaSettings
+
+    class App(containers.DeclarativeContainer):
+        config = providers.Configuration()
+        alpaca = providers.Container(AlpacaContainer, config=config.alpaca)
+
+    app = App()
+    app.config.alpaca.from_pydantic(AlpacaSettings())  # APCA_API_KEY_ID, APCA_API_SECRET_KEY
+    app.init_resources()
+    prices = app.alpaca.pricing_service()
+    prices.track("AAPL")
+    print(prices.wait_for_price("AAPL", timeout=10))
+    app.shutdown_resources()
+
+Test helpers live in :mod:`alpaca_di.testing` (the emulator, fakes, a pytest plugin).
+"""
+
+from alpaca_di.containers import AlpacaContainer, lifespan
+from alpaca_di.errors import (
+    AlpacaAPIError,
+    AlpacaDIError,
+    AuthenticationError,
+    ConfigurationError,
+    ConnectionClosedError,
+    ConnectionLimitError,
+    InsufficientSubscriptionError,
+    ProtocolError,
+    ServerError,
+    SlowClientError,
+    SymbolLimitError,
+)
+from alpaca_di.protocol import StreamKind
+from alpaca_di.providers import ConnectionRegistry, Lease
+from alpaca_di.providers.resources import StreamResource
+from alpaca_di.services import (
+    ConnectionHealth,
+    HealthReport,
+    StreamHub,
+    Subscription,
+    SubscriptionOverflowError,
+    SubscriptionStats,
+)
+from alpaca_di.services.interfaces import OrderUpdates, PriceSource, PriceTracker
+from alpaca_di.services.manager import AlpacaManager
+from alpaca_di.services.pricing import PricingService
+from alpaca_di.services.shared_streams import (
+    SharedCryptoDataStream,
+    SharedNewsDataStream,
+    SharedOptionDataStream,
+    SharedStockDataStream,
+    SharedTradingStream,
+)
+from alpaca_di.services.trading import TradingService
+from alpaca_di.settings import AlpacaSettings, Credentials
+from alpaca_di.transport import ConnectionOptions, ConnectionState
+
+__all__ = [
+    "AlpacaAPIError",
+    "AlpacaContainer",
+    "AlpacaDIError",
+    "AlpacaManager",
+    "AlpacaSettings",
+    "AuthenticationError",
+    "ConfigurationError",
+    "ConnectionClosedError",
+    "ConnectionHealth",
+    "ConnectionLimitError",
+    "ConnectionOptions",
+    "ConnectionRegistry",
+    "ConnectionState",
+    "Credentials",
+    "HealthReport",
+    "InsufficientSubscriptionError",
+    "Lease",
+    "OrderUpdates",
+    "PriceSource",
+    "PriceTracker",
+    "PricingService",
+    "ProtocolError",
+    "ServerError",
+    "SharedCryptoDataStream",
+    "SharedNewsDataStream",
+    "SharedOptionDataStream",
+    "SharedStockDataStream",
+    "SharedTradingStream",
+    "SlowClientError",
+    "StreamHub",
+    "StreamKind",
+    "StreamResource",
+    "Subscription",
+    "SubscriptionOverflowError",
+    "SubscriptionStats",
+    "SymbolLimitError",
+    "TradingService",
+    "lifespan",
+]

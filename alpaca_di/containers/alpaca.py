@@ -1,0 +1,294 @@
+"""``AlpacaContainer``: every Alpaca connection of an application, as dependency-injector providers.
+
+See :class:`AlpacaContainer` for the providers and a usage example, and
+:func:`lifespan` for ASGI applications.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+from dependency_injector import containers, providers
+
+from alpaca_di.errors import ConfigurationError
+from alpaca_di.providers.resources import StreamResource
+from alpaca_di.providers.sharing import registry_for
+from alpaca_di.providers.streams import (
+    HubTracker,
+    init_crypto_stream,
+    init_news_stream,
+    init_option_stream,
+    init_pricing_service,
+    init_stock_stream,
+    init_trading_client,
+    init_trading_service,
+    init_trading_stream,
+)
+from alpaca_di.services.health import ConnectionHealth, HealthReport
+from alpaca_di.services.manager import AlpacaManager
+from alpaca_di.services.shared_streams import (
+    SharedCryptoDataStream,
+    SharedNewsDataStream,
+    SharedOptionDataStream,
+    SharedStockDataStream,
+    SharedTradingStream,
+)
+from alpaca_di.settings import AlpacaSettings, Credentials, settings_from_mapping
+
+__all__ = ["AlpacaContainer", "container_health", "lifespan", "settings_from_config"]
+
+
+def settings_from_config(config: Mapping[str, Any] | None) -> AlpacaSettings:
+    """Turn the container's ``config`` into :class:`~alpaca_di.settings.AlpacaSettings`.
+
+    A configuration with at least one value is the single source of truth
+    (:func:`~alpaca_di.settings.settings_from_mapping`: keys are the field names,
+    nothing is read from the environment). An empty one (never loaded, or only
+    ``None`` values) means "read the environment": ``AlpacaSettings()`` with
+    ``APCA_API_KEY_ID``, ``APCA_API_SECRET_KEY`` and ``ALPACA_*``.
+
+    Errors raise one :class:`~alpaca_di.errors.ConfigurationError` naming every bad
+    key and its environment variable, never the secret; its traceback starts
+    here, so a traceback printer that shows local variables sees no secret.
+
+    Example::
+
+        settings_from_config({"api_key": "PK...", "secret_key": "...", "feed": "sip"})
+        settings_from_config({})          # from the environment alone
+    """
+    try:
+        if config is None or (
+            isinstance(config, Mapping) and all(value is None for value in config.values())
+        ):
+            return AlpacaSettings()
+        return settings_from_mapping(config)
+    except ConfigurationError as exc:
+        message = str(exc)
+    # Drop the mapping (it holds the secret) before raising: a traceback rendered
+    # with local variables (structlog + rich) then shows nothing sensitive.
+    config = None
+    raise ConfigurationError(message) from None
+
+
+def _credentials_of(settings: AlpacaSettings) -> Credentials:
+    return settings.credentials()
+
+
+def container_health(
+    tracker: HubTracker, *stream_providers: providers.Provider[Any]
+) -> HealthReport:
+    """The :class:`~alpaca_di.services.health.HealthReport` of one container.
+
+    Lists the hubs the container holds leases on (initialised stream resources),
+    plus any stream provider overridden by an object with a ``health()`` method
+    (a :class:`~alpaca_di.testing.fakes.FakeStreamHub`). Nothing is initialised
+    or connected by asking.
+
+    Example::
+
+        report = container.health()
+        print(report.model_dump_json(indent=2))
+    """
+    connections: list[ConnectionHealth] = tracker.health()
+    seen = {id(hub) for hub in tracker.hubs()}
+    for provider in stream_providers:
+        overriding = provider.last_overriding if provider.overridden else None
+        if isinstance(overriding, providers.Object):
+            stream = overriding()
+            health = getattr(stream, "health", None)
+            if callable(health) and id(stream) not in seen:
+                seen.add(id(stream))
+                connections.append(health())
+    return HealthReport.of(connections)
+
+
+class AlpacaContainer(containers.DeclarativeContainer):
+    """Alpaca's streams, services and REST client, sharing one connection per endpoint.
+
+    Providers:
+
+    * ``config`` -- :class:`~dependency_injector.providers.Configuration`; keys are
+      the fields of :class:`~alpaca_di.settings.AlpacaSettings` (``api_key``,
+      ``secret_key``, ``paper``, ``feed``, ``data_stream_url``, ``backoff_initial``
+      ...). Left empty, everything is read from the environment
+      (``APCA_API_KEY_ID``, ``APCA_API_SECRET_KEY``, ``ALPACA_*``).
+    * ``settings`` -- the resolved :class:`~alpaca_di.settings.AlpacaSettings`;
+      a bad or missing value raises :class:`~alpaca_di.errors.ConfigurationError`
+      naming the key and its environment variable, at first resolution.
+    * ``credentials`` -- :class:`~alpaca_di.settings.Credentials` (the sharing key).
+    * ``registry`` -- the :class:`~alpaca_di.providers.ConnectionRegistry`
+      picked by the ``sharing`` setting: ``local`` (default) is the process-wide
+      :meth:`ConnectionRegistry.default() <alpaca_di.providers.ConnectionRegistry.default>`,
+      so every container with the same credentials shares one socket per
+      endpoint; ``redis`` shares one socket per deployment
+      (:func:`~alpaca_di.providers.sharing.registry_for`). Tests isolate
+      themselves with ``container.registry.override(ConnectionRegistry())``.
+    * ``stock_stream``, ``crypto_stream``, ``option_stream``, ``news_stream``,
+      ``trading_stream`` -- :class:`~alpaca_di.providers.resources.StreamResource`
+      providers of :class:`~alpaca_di.services.StreamHub`: a lease on the shared
+      hub, taken at first resolution (thread-safe: one init for any number of
+      racing threads) and given back by ``shutdown_resources()``. No socket
+      opens before the first subscription.
+    * ``trading_client`` -- alpaca-py's ``TradingClient`` (``url_override`` =
+      ``settings.resolved_api_url``); a resource so that its HTTP session is
+      closed at shutdown. Building it does no network I/O.
+    * ``pricing_service``, ``trading_service`` -- one
+      :class:`~alpaca_di.services.pricing.PricingService` and one
+      :class:`~alpaca_di.services.trading.TradingService` per container, like
+      Singletons, but built as ``StreamResource`` providers that depend directly
+      on the hubs. That buys three things a ``Singleton`` cannot give: first use
+      is thread-safe; ``shutdown_resources()`` closes the service *before* its
+      hubs (dependency-injector shuts dependants down first, and a Singleton is
+      invisible to that ordering); and after a shutdown the next resolution
+      builds a fresh service on the fresh connections, instead of handing out a
+      service bound to closed hubs.
+    * ``alpaca_manager`` -- :class:`~alpaca_di.services.manager.AlpacaManager`
+      (a Factory: a stateless facade over the client and the current services).
+    * ``shared_stock_stream`` ... ``shared_trading_stream`` -- Factories of the
+      alpaca-py-shaped ``Shared*Stream`` adapters over the hubs.
+    * ``health`` -- a :class:`~alpaca_di.services.health.HealthReport` of *this*
+      container's initialised connections; it never initialises or connects
+      anything.
+    * ``hub_tracker`` -- internal bookkeeping behind ``health``.
+
+    Usage, embedded in an application container::
+
+        from dependency_injector import containers, providers
+        from alpaca_di import AlpacaContainer, AlpacaSettings
+
+        class App(containers.DeclarativeContainer):
+            config = providers.Configuration()
+            alpaca = providers.Container(AlpacaContainer, config=config.alpaca)
+            strategy = providers.Factory(Strategy, prices=alpaca.pricing_service)
+
+        app = App()
+        app.config.alpaca.from_pydantic(AlpacaSettings())   # or from_dict({...}),
+                                                              # or nothing: environment
+        app.init_resources()          # sync app: connections run on one runtime thread
+        ...
+        app.shutdown_resources()      # closes every connection (close frames)
+
+    In an async application, await the same two calls inside the running loop
+    (the hubs then run on that loop)::
+
+        async def main() -> None:
+            app = App()
+            await app.init_resources()
+            try:
+                ...
+            finally:
+                await app.shutdown_resources()
+
+        asyncio.run(main())
+
+    Only the streams: ``app.init_resources(StreamResource)``.
+    """
+
+    config = providers.Configuration()
+    settings = providers.Callable(settings_from_config, config)
+    credentials = providers.Callable(_credentials_of, settings)
+    registry = providers.Callable(registry_for, settings)
+    hub_tracker = providers.ThreadSafeSingleton(HubTracker)
+
+    stock_stream = StreamResource(
+        init_stock_stream,
+        registry=registry,
+        credentials=credentials,
+        settings=settings,
+        tracker=hub_tracker,
+    )
+    crypto_stream = StreamResource(
+        init_crypto_stream,
+        registry=registry,
+        credentials=credentials,
+        settings=settings,
+        tracker=hub_tracker,
+    )
+    option_stream = StreamResource(
+        init_option_stream,
+        registry=registry,
+        credentials=credentials,
+        settings=settings,
+        tracker=hub_tracker,
+    )
+    news_stream = StreamResource(
+        init_news_stream,
+        registry=registry,
+        credentials=credentials,
+        settings=settings,
+        tracker=hub_tracker,
+    )
+    trading_stream = StreamResource(
+        init_trading_stream,
+        registry=registry,
+        credentials=credentials,
+        settings=settings,
+        tracker=hub_tracker,
+    )
+
+    trading_client = StreamResource(init_trading_client, settings=settings)
+    pricing_service = StreamResource(
+        init_pricing_service, stock_stream=stock_stream, crypto_stream=crypto_stream
+    )
+    trading_service = StreamResource(
+        init_trading_service, trading_stream=trading_stream, trading_client=trading_client
+    )
+    alpaca_manager = providers.Factory(
+        AlpacaManager,
+        trading_client=trading_client,
+        trading_service=trading_service,
+        pricing_service=pricing_service,
+    )
+
+    shared_stock_stream = providers.Factory(SharedStockDataStream, stock_stream)
+    shared_crypto_stream = providers.Factory(SharedCryptoDataStream, crypto_stream)
+    shared_option_stream = providers.Factory(SharedOptionDataStream, option_stream)
+    shared_news_stream = providers.Factory(SharedNewsDataStream, news_stream)
+    shared_trading_stream = providers.Factory(SharedTradingStream, trading_stream)
+
+    health = providers.Callable(
+        container_health,
+        hub_tracker,
+        stock_stream.provider,
+        crypto_stream.provider,
+        option_stream.provider,
+        news_stream.provider,
+        trading_stream.provider,
+    )
+
+
+def lifespan(
+    container: containers.Container,
+    resource_type: type[providers.Resource[Any]] = providers.Resource,
+) -> Callable[[Any], AbstractAsyncContextManager[None]]:
+    """An ASGI lifespan (FastAPI, Starlette) that inits and shuts down ``container``.
+
+    Equivalent to dependency-injector's
+    ``dependency_injector.ext.starlette.Lifespan``, as a plain function::
+
+        from fastapi import FastAPI
+        from alpaca_di.containers import lifespan
+
+        container = App()
+        app = FastAPI(lifespan=lifespan(container))
+        container.wire(modules=[__name__])
+
+    Resources initialised here run on the server's event loop; shutdown awaits
+    their cleanup and runs even when the application failed.
+    """
+
+    @asynccontextmanager
+    async def _lifespan(app: Any) -> AsyncIterator[None]:
+        result = container.init_resources(resource_type)
+        if result is not None:
+            await result
+        try:
+            yield
+        finally:
+            result = container.shutdown_resources(resource_type)
+            if result is not None:
+                await result
+
+    return _lifespan

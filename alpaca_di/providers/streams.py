@@ -1,0 +1,327 @@
+"""The ``init_<thing>`` resource functions behind :class:`~alpaca_di.AlpacaContainer`.
+
+Each one is a plain generator function for a
+:class:`~alpaca_di.providers.resources.StreamResource`: the code before ``yield``
+opens, the ``finally`` block closes. A stream function takes a lease on the
+shared hub of ``(credentials, endpoint)`` from the registry and gives it back at
+shutdown; the last lease of a hub closes its socket with a close frame. No
+function here touches the network: a hub connects at its first subscription.
+
+They are usable in any container of yours, not only in ``AlpacaContainer``::
+
+    from dependency_injector import containers, providers
+    from alpaca_di import ConnectionRegistry, StreamResource
+    from alpaca_di.providers.streams import init_stock_stream
+    from alpaca_di.settings import AlpacaSettings, settings_from_mapping
+
+    class Streams(containers.DeclarativeContainer):
+        config = providers.Configuration()
+        settings = providers.Callable(settings_from_mapping, config)
+        credentials = providers.Callable(AlpacaSettings.credentials, settings)
+        registry = providers.Object(ConnectionRegistry.default())
+        stock_stream = StreamResource(
+            init_stock_stream, registry=registry, credentials=credentials, settings=settings
+        )
+
+The service functions (:func:`init_pricing_service`, :func:`init_trading_service`)
+build a service over the hubs they are given and close it at shutdown, and
+:func:`init_trading_client` closes the HTTP session of alpaca-py's
+``TradingClient``. Because they are resources that depend *directly* on the
+stream resources, dependency-injector shuts them down before the streams.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Generator
+from typing import TYPE_CHECKING
+
+import structlog
+
+from alpaca_di.errors import ConfigurationError
+from alpaca_di.protocol import StreamKind, data_path
+from alpaca_di.providers.registry import ConnectionRegistry
+from alpaca_di.services.health import ConnectionHealth
+from alpaca_di.services.hub import StreamHub
+from alpaca_di.services.pricing import PricingService
+from alpaca_di.services.trading import TradingService
+from alpaca_di.settings import AlpacaSettings, Credentials
+
+if TYPE_CHECKING:
+    from alpaca.trading.client import TradingClient
+
+__all__ = [
+    "HubTracker",
+    "endpoint_for",
+    "init_crypto_stream",
+    "init_news_stream",
+    "init_option_stream",
+    "init_pricing_service",
+    "init_stock_stream",
+    "init_trading_client",
+    "init_trading_service",
+    "init_trading_stream",
+    "stream_lease",
+]
+
+_log = structlog.get_logger(__name__)
+
+# The environment variable that picks the feed of each kind, for error messages.
+_FEED_SETTING: dict[StreamKind, tuple[str, str]] = {
+    StreamKind.STOCK: ("feed", "ALPACA_FEED"),
+    StreamKind.CRYPTO: ("crypto_feed", "ALPACA_CRYPTO_FEED"),
+    StreamKind.OPTION: ("option_feed", "ALPACA_OPTION_FEED"),
+}
+
+
+class HubTracker:
+    """The hubs one container holds leases on right now (thread-safe).
+
+    The stream functions add their hub at init and drop it at shutdown, so
+    ``container.health()`` reports this container's initialised connections
+    without initialising anything.
+
+    Example::
+
+        tracker = HubTracker()
+        for hub in tracker.hubs():
+            print(hub.health().state)
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._hubs: dict[int, StreamHub] = {}
+
+    def add(self, hub: StreamHub) -> None:
+        """Record a hub this container leased."""
+        with self._lock:
+            self._hubs[id(hub)] = hub
+
+    def discard(self, hub: StreamHub) -> None:
+        """Forget a hub whose lease was given back."""
+        with self._lock:
+            self._hubs.pop(id(hub), None)
+
+    def hubs(self) -> list[StreamHub]:
+        """The leased hubs, in lease order."""
+        with self._lock:
+            return list(self._hubs.values())
+
+    def health(self) -> list[ConnectionHealth]:
+        """``health()`` of every leased hub."""
+        return [hub.health() for hub in self.hubs()]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._hubs)
+
+    def __repr__(self) -> str:
+        return f"<HubTracker hubs={len(self)}>"
+
+
+def endpoint_for(settings: AlpacaSettings, kind: StreamKind | str) -> str:
+    """The full WebSocket URL of ``kind`` under ``settings``.
+
+    Data streams are ``data_stream_url`` plus the path of the configured feed;
+    the trading stream is ``resolved_trading_stream_url``. An unknown feed raises
+    :class:`~alpaca_di.errors.ConfigurationError` naming its environment variable.
+
+    Example::
+
+        endpoint_for(AlpacaSettings(api_key="PK", secret_key="s", feed="sip"), "stock")
+        # 'wss://stream.data.alpaca.markets/v2/sip'
+    """
+    kind = StreamKind(kind)
+    if kind is StreamKind.TRADING:
+        return settings.resolved_trading_stream_url
+    setting = _FEED_SETTING.get(kind)
+    feed: str | None = getattr(settings, setting[0]) if setting else None
+    try:
+        path = data_path(kind, feed)
+    except ValueError as exc:
+        assert setting is not None  # news takes no feed and cannot fail
+        raise ConfigurationError(
+            f"invalid Alpaca settings: {setting[0]}={feed!r} is not supported for the "
+            f"{kind.value} stream ({exc}); set {setting[1]}"
+        ) from None
+    return settings.data_stream_url + path
+
+
+def stream_lease(
+    registry: ConnectionRegistry,
+    credentials: Credentials,
+    settings: AlpacaSettings,
+    kind: StreamKind | str,
+    tracker: HubTracker | None = None,
+) -> Generator[StreamHub, None, None]:
+    """Lease the hub of ``kind`` for the resource's lifetime (the body of every ``init_*``).
+
+    Yields the shared :class:`~alpaca_di.services.StreamHub`; at shutdown the lease
+    is released (the last one closes the socket with a close frame), even when the
+    tracker or anything else fails.
+
+    Example::
+
+        def init_sip_stream(registry, credentials, settings):
+            yield from stream_lease(registry, credentials, settings.model_copy(
+                update={"feed": "sip"}), "stock")
+    """
+    kind = StreamKind(kind)
+    if not isinstance(registry, ConnectionRegistry):
+        raise TypeError(f"registry must be a ConnectionRegistry, got {type(registry).__name__}")
+    endpoint = endpoint_for(settings, kind)
+    options = settings.to_options()
+    setting = _FEED_SETTING.get(kind)
+    feed = getattr(settings, setting[0]) if setting else None
+    if options.feed != feed:
+        options = dataclasses.replace(options, feed=feed)
+    lease = registry.acquire(credentials, kind, endpoint, options)
+    try:
+        if tracker is not None:
+            tracker.add(lease.hub)
+        yield lease.hub
+    finally:
+        try:
+            if tracker is not None:
+                tracker.discard(lease.hub)
+        finally:
+            lease.release()
+
+
+def init_stock_stream(
+    registry: ConnectionRegistry,
+    credentials: Credentials,
+    settings: AlpacaSettings,
+    tracker: HubTracker | None = None,
+) -> Generator[StreamHub, None, None]:
+    """The stock hub (``data_stream_url`` + ``/v2/<feed>``) for the resource's lifetime.
+
+    Example::
+
+        stock_stream = StreamResource(init_stock_stream, registry, credentials, settings)
+    """
+    yield from stream_lease(registry, credentials, settings, StreamKind.STOCK, tracker)
+
+
+def init_crypto_stream(
+    registry: ConnectionRegistry,
+    credentials: Credentials,
+    settings: AlpacaSettings,
+    tracker: HubTracker | None = None,
+) -> Generator[StreamHub, None, None]:
+    """The crypto hub (``/v1beta3/crypto/<crypto_feed>``) for the resource's lifetime.
+
+    Example::
+
+        crypto_stream = StreamResource(init_crypto_stream, registry, credentials, settings)
+    """
+    yield from stream_lease(registry, credentials, settings, StreamKind.CRYPTO, tracker)
+
+
+def init_option_stream(
+    registry: ConnectionRegistry,
+    credentials: Credentials,
+    settings: AlpacaSettings,
+    tracker: HubTracker | None = None,
+) -> Generator[StreamHub, None, None]:
+    """The option hub (``/v1beta1/<option_feed>``) for the resource's lifetime.
+
+    Example::
+
+        option_stream = StreamResource(init_option_stream, registry, credentials, settings)
+    """
+    yield from stream_lease(registry, credentials, settings, StreamKind.OPTION, tracker)
+
+
+def init_news_stream(
+    registry: ConnectionRegistry,
+    credentials: Credentials,
+    settings: AlpacaSettings,
+    tracker: HubTracker | None = None,
+) -> Generator[StreamHub, None, None]:
+    """The news hub (``/v1beta1/news``) for the resource's lifetime.
+
+    Example::
+
+        news_stream = StreamResource(init_news_stream, registry, credentials, settings)
+    """
+    yield from stream_lease(registry, credentials, settings, StreamKind.NEWS, tracker)
+
+
+def init_trading_stream(
+    registry: ConnectionRegistry,
+    credentials: Credentials,
+    settings: AlpacaSettings,
+    tracker: HubTracker | None = None,
+) -> Generator[StreamHub, None, None]:
+    """The trading hub (``resolved_trading_stream_url``) for the resource's lifetime.
+
+    Example::
+
+        trading_stream = StreamResource(init_trading_stream, registry, credentials, settings)
+    """
+    yield from stream_lease(registry, credentials, settings, StreamKind.TRADING, tracker)
+
+
+def init_pricing_service(
+    stock_stream: StreamHub, crypto_stream: StreamHub | None = None
+) -> Generator[PricingService, None, None]:
+    """A :class:`~alpaca_di.services.pricing.PricingService` over the hubs; closed at shutdown.
+
+    Example::
+
+        pricing_service = StreamResource(
+            init_pricing_service, stock_stream=stock_stream, crypto_stream=crypto_stream
+        )
+    """
+    service = PricingService(stock_stream=stock_stream, crypto_stream=crypto_stream)
+    try:
+        yield service
+    finally:
+        service.close()
+
+
+def init_trading_service(
+    trading_stream: StreamHub, trading_client: TradingClient | None = None
+) -> Generator[TradingService, None, None]:
+    """A :class:`~alpaca_di.services.trading.TradingService` on the trading hub; closed at shutdown.
+
+    Example::
+
+        trading_service = StreamResource(
+            init_trading_service, trading_stream=trading_stream, trading_client=trading_client
+        )
+    """
+    service = TradingService(trading_stream=trading_stream, trading_client=trading_client)
+    try:
+        yield service
+    finally:
+        service.close()
+
+
+def init_trading_client(settings: AlpacaSettings) -> Generator[TradingClient, None, None]:
+    """alpaca-py's ``TradingClient`` for ``settings``; its HTTP session is closed at shutdown.
+
+    Building it does no network I/O. The secret is passed straight through and
+    never bound to a local name of this frame (tracebacks that show locals stay
+    clean).
+
+    Example::
+
+        trading_client = StreamResource(init_trading_client, settings)
+    """
+    from alpaca.trading.client import TradingClient
+
+    client = TradingClient(
+        settings.api_key,
+        settings.secret_key.get_secret_value(),
+        paper=settings.paper,
+        url_override=settings.resolved_api_url,
+    )
+    try:
+        yield client
+    finally:
+        session = getattr(client, "_session", None)
+        if session is not None:
+            session.close()

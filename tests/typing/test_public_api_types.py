@@ -1,0 +1,142 @@
+"""The public API as mypy --strict sees it (also run by pytest; no network is touched).
+
+``assert_type`` is checked statically by mypy and is a no-op at runtime, so every
+function below both documents and pins the types users get from the container.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+
+from dependency_injector import containers, providers
+from typing_extensions import assert_type
+
+from alpaca_di import (
+    AlpacaContainer,
+    AlpacaManager,
+    AlpacaSettings,
+    ConnectionRegistry,
+    Credentials,
+    HealthReport,
+    OrderUpdates,
+    PriceSource,
+    PriceTracker,
+    PricingService,
+    SharedStockDataStream,
+    SharedTradingStream,
+    StreamHub,
+    StreamResource,
+    Subscription,
+    SubscriptionStats,
+    TradingService,
+)
+from alpaca_di.providers.streams import init_stock_stream
+from alpaca_di.testing import FakeOrderUpdates, FakePriceSource, FakeStreamHub, FakeSubscription
+from alpaca_di.testing.fakes import FakeStreams, fake_container, fake_streams, reset_fake_container
+
+
+class Strategy:
+    """A component typed against the protocols, as the design recommends."""
+
+    def __init__(self, prices: PriceSource, orders: OrderUpdates) -> None:
+        self.prices = prices
+        self.orders = orders
+
+
+class App(containers.DeclarativeContainer):
+    config = providers.Configuration()
+    alpaca = providers.Container(AlpacaContainer, config=config.alpaca)
+    strategy = providers.Factory(
+        Strategy, prices=alpaca.pricing_service, orders=alpaca.trading_service
+    )
+
+
+def test_provider_types() -> None:
+    container = fake_container()
+    try:
+        assert_type(container, AlpacaContainer)
+        assert_type(container.stock_stream, StreamResource[StreamHub])
+        assert_type(container.stock_stream(), StreamHub)
+        assert_type(container.crypto_stream(), StreamHub)
+        assert_type(container.option_stream(), StreamHub)
+        assert_type(container.news_stream(), StreamHub)
+        assert_type(container.trading_stream(), StreamHub)
+        assert_type(container.pricing_service(), PricingService)
+        assert_type(container.trading_service(), TradingService)
+        assert_type(container.alpaca_manager(), AlpacaManager)
+        assert_type(container.settings(), AlpacaSettings)
+        assert_type(container.credentials(), Credentials)
+        assert_type(container.registry(), ConnectionRegistry)
+        assert_type(container.health(), HealthReport)
+        assert_type(container.shared_stock_stream(), SharedStockDataStream)
+        assert_type(container.shared_trading_stream(), SharedTradingStream)
+    finally:
+        reset_fake_container(container)
+
+
+def test_services_satisfy_the_protocols() -> None:
+    container = fake_container()
+    try:
+        prices: PriceTracker = container.pricing_service()
+        orders: OrderUpdates = container.trading_service()
+        strategy = Strategy(prices=prices, orders=orders)
+        assert strategy.prices is prices
+    finally:
+        reset_fake_container(container)
+
+
+def test_fakes_satisfy_the_protocols() -> None:
+    source: PriceSource = FakePriceSource({"AAPL": 1.0})
+    tracker: PriceTracker = FakePriceSource()
+    orders: OrderUpdates = FakeOrderUpdates()
+    strategy = Strategy(prices=source, orders=orders)
+    tracker.track("AAPL", owner="typing")
+    assert strategy.prices.price("AAPL") == 1.0
+
+
+def test_fake_hub_api_mirrors_the_hub() -> None:
+    hub = FakeStreamHub("stock")
+    sub = hub.subscribe(print, quotes=["AAPL"], maxsize=None, overflow="conflate")
+    assert_type(sub, FakeSubscription)
+    assert_type(sub.stats, SubscriptionStats)
+    assert_type(hub.push_quote("AAPL"), int)
+    hub.wait_ready(1.0)
+    remove = hub.add_state_listener(lambda state, previous: None)
+    remove()
+    hub.close()
+
+
+def test_fake_streams_are_typed() -> None:
+    container = fake_container(feed="sip")
+    try:
+        fakes = fake_streams(container)
+        assert_type(fakes, FakeStreams)
+        assert_type(fakes.stock, FakeStreamHub)
+    finally:
+        reset_fake_container(container)
+
+
+def test_resource_functions_are_generators() -> None:
+    iterator: Generator[StreamHub, None, None] = init_stock_stream(
+        ConnectionRegistry(),
+        Credentials("PKTYPING", "typing-secret-placeholder"),
+        AlpacaSettings(api_key="PKTYPING", secret_key="typing-secret-placeholder"),
+    )
+    iterator.close()  # never started: no lease was taken
+
+
+def test_a_real_subscription_type_is_exported() -> None:
+    def consume(sub: Subscription) -> SubscriptionStats:
+        return sub.stats
+
+    assert callable(consume)
+
+
+def test_host_container_composes() -> None:
+    app = App()
+    fake_container(app.alpaca)
+    try:
+        strategy = app.strategy()
+        assert isinstance(strategy, Strategy)
+    finally:
+        reset_fake_container(app.alpaca)
