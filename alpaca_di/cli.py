@@ -180,4 +180,49 @@ register(
     )
 )
 
-# More subcommands register here, e.g. ``demo`` and ``health`` (see the module docstring).
+# More subcommands register here (see the module docstring). ``demo`` and ``health`` live in
+# private modules whose heavy imports happen inside ``run``.
+from alpaca_di import _demo, _health  # noqa: E402 - registered after the registry exists
+
+register(
+    Command(
+        "demo",
+        "run the demo: seven components sharing one connection per endpoint (emulator or --live)",
+        _demo.configure,
+        _demo.run,
+    )
+)
+register(
+    Command(
+        "health",
+        "connect the configured streams, wait until ready, print a HealthReport as JSON",
+        _health.configure,
+        _health.run,
+    )
+)
+
+# ---------------------------------------------------------------------------- gateway
+
+
+def _configure_gateway(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--kinds",
+        default="stock,crypto,option,news,trading",
+        help="comma-separated stream kinds to lead (default: all of them)",
+    )
+
+
+def _run_gateway(args: argparse.Namespace) -> int:
+    from alpaca_di.providers.sharing import run_gateway
+
+    return run_gateway([kind.strip() for kind in args.kinds.split(",") if kind.strip()])
+
+
+register(
+    Command(
+        "gateway",
+        "hold the shared Alpaca sockets for every process of a sharing=redis deployment",
+        _configure_gateway,
+        _run_gateway,
+    )
+)

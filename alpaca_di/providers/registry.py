@@ -70,6 +70,7 @@ class Lease:
         Off the hub's loop this blocks until the close frame is exchanged (bounded
         by ``timeout``); on the loop it schedules the close (use :meth:`arelease`).
         """
+        _check_timeout(timeout)
         if self._take():
             self._registry._release(self._key, self._entry, timeout)
 
@@ -143,8 +144,15 @@ class ConnectionRegistry:
         """
         if not isinstance(credentials, Credentials):
             raise TypeError(f"credentials must be Credentials, got {type(credentials).__name__}")
-        kind = StreamKind(kind)
-        options = options or ConnectionOptions()
+        try:
+            kind = StreamKind(kind)
+        except ValueError:
+            valid = ", ".join(k.value for k in StreamKind)
+            raise ValueError(f"unknown stream kind {kind!r}; valid kinds: {valid}") from None
+        if options is None:
+            options = ConnectionOptions()
+        elif not isinstance(options, ConnectionOptions):
+            raise TypeError(f"options must be ConnectionOptions, got {type(options).__name__}")
         check_url(endpoint, allow_insecure=options.allow_insecure)
         key = (credentials, endpoint)
         loop = _running_loop()
@@ -157,15 +165,12 @@ class ConnectionRegistry:
                 on_runtime = loop is None
                 hub_loop = self._runtime.acquire() if on_runtime else loop
                 assert hub_loop is not None
-                hub = StreamHub(
-                    kind=kind,
-                    endpoint=endpoint,
-                    credentials=credentials,
-                    options=options,
-                    loop=hub_loop,
-                    backoff=backoff,
-                    connection_factory=self._connection_factory,
-                )
+                try:
+                    hub = self._new_hub(kind, endpoint, credentials, options, hub_loop, backoff)
+                except BaseException:
+                    if on_runtime:
+                        self._runtime.release()
+                    raise
                 entry = self._entries[key] = _Entry(hub, 0, on_runtime)
             elif entry.hub.kind is not kind:
                 raise ValueError(
@@ -181,6 +186,25 @@ class ConnectionRegistry:
                 )
             entry.leases += 1
             return Lease(self, key, entry)
+
+    def _new_hub(
+        self,
+        kind: StreamKind,
+        endpoint: str,
+        credentials: Credentials,
+        options: ConnectionOptions,
+        loop: asyncio.AbstractEventLoop,
+        backoff: Backoff | None,
+    ) -> StreamHub:
+        return StreamHub(
+            kind=kind,
+            endpoint=endpoint,
+            credentials=credentials,
+            options=options,
+            loop=loop,
+            backoff=backoff,
+            connection_factory=self._connection_factory,
+        )
 
     def hubs(self) -> list[StreamHub]:
         """Every live hub."""
@@ -200,6 +224,7 @@ class ConnectionRegistry:
 
     def close_all(self, timeout: float = 2.0) -> None:
         """Close every hub now, whatever its lease count (used at interpreter exit)."""
+        _check_timeout(timeout)
         with self._lock:
             entries = list(self._entries.items())
             self._entries.clear()
@@ -253,6 +278,11 @@ class ConnectionRegistry:
         finally:
             if entry.on_runtime:
                 self._runtime.release()
+
+
+def _check_timeout(timeout: float) -> None:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

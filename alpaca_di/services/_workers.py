@@ -3,7 +3,8 @@
 Unlike ``concurrent.futures.ThreadPoolExecutor`` the threads are daemons: a
 handler blocked forever cannot stop the interpreter from exiting. The pool is
 reference-counted: it starts with the first sync-handler subscription and its
-threads end with the last one.
+threads end with the last one. Releasing never waits for a handler that is busy
+(blocked, perhaps forever): its thread ends once the handler returns.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class HandlerPool:
         self._lock = threading.Lock()
         self._jobs: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
+        self._busy: set[threading.Thread] = set()
         self._idle = 0
         self._queued = 0
         self._users = 0
@@ -64,16 +66,21 @@ class HandlerPool:
                 return
             threads, self._threads, self._idle, self._queued = self._threads, [], 0, 0
             stale, self._jobs = self._jobs, queue.SimpleQueue()
+            busy = set(self._busy)
         for _ in threads:
             stale.put(_STOP)
         current = threading.current_thread()
         for thread in threads:
-            if thread is not current:
+            # Join the idle ones (they stop at once); a busy one may be blocked in a
+            # handler forever, and this may run on an event loop: never wait for it.
+            if thread is not current and thread not in busy:
                 thread.join(timeout=1.0)
 
     def submit(self, job: Callable[[], None]) -> None:
         """Run ``job`` on a worker thread, starting one if all are busy."""
         with self._lock:
+            if not self._users:
+                return  # every user left: the job belongs to a closed subscription
             self._jobs.put(job)
             self._queued += 1
             if self._queued > self._idle and len(self._threads) < self.max_workers:
@@ -88,11 +95,13 @@ class HandlerPool:
                 thread.start()
 
     def _work(self, jobs: queue.SimpleQueue[object]) -> None:
+        me = threading.current_thread()
         while True:
             job = jobs.get()
             if job is _STOP:
                 return
             with self._lock:
+                self._busy.add(me)
                 if jobs is self._jobs:
                     self._idle -= 1
                     self._queued -= 1
@@ -102,5 +111,6 @@ class HandlerPool:
                 _log.exception("workers.job_failed")
             finally:
                 with self._lock:
+                    self._busy.discard(me)
                     if jobs is self._jobs:
                         self._idle += 1

@@ -39,6 +39,13 @@ class ConnectionHealth(BaseModel):
         subscriptions: per channel, how many symbols at least one consumer wants.
         messages_dropped: messages discarded by consumers' overflow policies.
         malformed: frames or elements from the server that could not be decoded.
+        role: with ``sharing="redis"``: ``leader`` when this process holds the
+            upstream socket, ``follower`` when it reads through Redis; ``None`` locally.
+        leader: with ``sharing="redis"``: the identity (``host:pid:random``) of the
+            process holding the upstream socket, when one is known.
+        redis: with ``sharing="redis"``: ``up`` or ``down`` (this process's Redis link).
+        lag_ms: with ``sharing="redis"``: smoothed delay in ms from the leader's
+            publish to this process's receipt (wall clocks; includes skew across hosts).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -60,6 +67,10 @@ class ConnectionHealth(BaseModel):
     last_message_at: datetime | None = None
     last_error: str | None = None
     transitions: list[StateTransition] = Field(default_factory=list)
+    role: str | None = None
+    leader: str | None = None
+    redis: str | None = None
+    lag_ms: float | None = None
 
 
 class HealthReport(BaseModel):

@@ -15,6 +15,7 @@ hands it to every interested :class:`~alpaca_di.services.Subscription`::
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -111,7 +112,8 @@ class StreamHub:
         self._routes: dict[Pair, tuple[tuple[Subscription, ...], bool]] = {}
         self._acked: set[Pair] = set()
         self._changed = threading.Condition()
-        self._async_waiters: list[asyncio.Future[None]] = []
+        # Futures of async waiters, each with its own loop (the hub's or a caller's).
+        self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._listeners: list[StateListener] = []
         self._closing = False
         self._close_task: asyncio.Task[None] | None = None
@@ -130,6 +132,11 @@ class StreamHub:
     def closed(self) -> bool:
         """True once the hub was closed (its last lease released)."""
         return self._closing
+
+    @property
+    def last_error(self) -> BaseException | None:
+        """The error behind the last failure or reconnect (``None`` when healthy)."""
+        return self._connection.last_error
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -201,7 +208,11 @@ class StreamHub:
             "orderbooks": orderbooks,
             "news": news,
         }
-        pairs = self._pairs({name: value for name, value in channels.items() if value})
+        # Only the default (an empty tuple) means "not this channel": None, 0 or ""
+        # are mistakes and get a clear error from _pairs().
+        pairs = self._pairs(
+            {name: value for name, value in channels.items() if type(value) is not tuple or value}
+        )
         if trade_updates:
             validate_channel(self.kind, "trade_updates")
             pairs.add(("trade_updates", "*"))
@@ -223,6 +234,7 @@ class StreamHub:
             consumer_loop=caller_loop or self._loop,
             never_drop=self.kind is StreamKind.TRADING,
         )
+        sub._held = frozenset(pairs)
         if caller_loop is not None:
             sub._start()
         elif sub._async_handler:
@@ -245,12 +257,12 @@ class StreamHub:
         self._wait(self._ready_check, timeout)
 
     async def ready(self, timeout: float = 10.0) -> None:
-        """Async form of :meth:`wait_ready`; never blocks the calling loop."""
+        """Async form of :meth:`wait_ready`; never blocks the calling loop.
+
+        Works from any loop (the hub's or another one) without tying up a thread.
+        """
         _check_timeout(timeout)
-        if not self._on_loop():
-            await asyncio.to_thread(self.wait_ready, timeout)
-            return
-        self._connection.start()
+        self._call(self._connection.start)
         await self._await(self._ready_check, timeout)
 
     def add_state_listener(self, listener: StateListener) -> Callable[[], None]:
@@ -258,6 +270,8 @@ class StreamHub:
 
         Listeners run on the hub's loop and must not block.
         """
+        if not callable(listener):
+            raise TypeError(f"listener must be callable, got {type(listener).__name__}")
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
@@ -277,7 +291,7 @@ class StreamHub:
             else None
         )
         state = conn.state
-        return ConnectionHealth(
+        health = ConnectionHealth(
             kind=self.kind.value,
             endpoint=self.endpoint,
             fingerprint=self.fingerprint,
@@ -305,27 +319,26 @@ class StreamHub:
                 for c in conn.history.changes[-10:]
             ],
         )
+        extra = conn.health_fields()
+        return health.model_copy(update=extra) if extra else health
 
     def close(self, timeout: float = 2.0) -> None:
         """Close every subscription and the socket (with a close frame).
 
-        Blocks until done when called off the hub's loop; on the loop it schedules
-        the close and returns (``await hub.aclose()`` there to wait).
+        Blocks until done when called off the hub's loop; on the loop (from an
+        async handler, say) it closes every subscription at once, schedules the
+        socket's close and returns (``await hub.aclose()`` there to wait).
         """
+        _check_timeout(timeout)
         if self._on_loop():
-            if not self._closing:
-                task = self._loop.create_task(self.aclose())
-                task.add_done_callback(_log_task_error)
+            self._begin_close()
             return
-        try:
-            future = asyncio.run_coroutine_threadsafe(self.aclose(), self._loop)
-        except RuntimeError:  # the loop is gone: nothing left to close on it
-            self._close_subscriptions()
-            self._closing = True
+        future = self._submit_close()
+        if future is None:
             return
         try:
             future.result(timeout)
-        except TimeoutError:
+        except (TimeoutError, concurrent.futures.TimeoutError):
             self._log.error("hub.close_timeout", timeout=timeout)
 
     async def aclose(self) -> None:
@@ -334,12 +347,33 @@ class StreamHub:
         May be awaited from any loop; the work runs on the hub's loop.
         """
         if not self._on_loop():
-            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.aclose(), self._loop))
+            future = self._submit_close()
+            if future is not None:
+                await asyncio.wrap_future(future)
             return
+        await asyncio.shield(self._begin_close())
+
+    def _begin_close(self) -> asyncio.Task[None]:
+        """On the hub's loop: close every subscription now, and the socket in a task."""
         if self._close_task is None:
             self._closing = True
+            self._close_subscriptions()
             self._close_task = self._loop.create_task(self._shutdown())
-        await asyncio.shield(self._close_task)
+            self._close_task.add_done_callback(_log_task_error)
+        return self._close_task
+
+    def _submit_close(self) -> concurrent.futures.Future[None] | None:
+        """From another thread or loop: run aclose() on the hub's loop, if it still runs."""
+        if not self._loop.is_closed():
+            coroutine = self.aclose()
+            try:
+                return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+            except RuntimeError:  # closed in between
+                coroutine.close()
+        # The loop is gone (asyncio.run() ended under us): nothing to close on it.
+        self._close_subscriptions()
+        self._closing = True
+        return None
 
     async def _shutdown(self) -> None:
         try:
@@ -367,7 +401,7 @@ class StreamHub:
                 continue
             if isinstance(symbols, str):
                 symbols = [symbols]
-            elif not isinstance(symbols, Iterable):
+            elif isinstance(symbols, (bytes, bytearray)) or not isinstance(symbols, Iterable):
                 raise TypeError(
                     f"{channel} must be a symbol or an iterable of symbols, "
                     f"got {type(symbols).__name__}"
@@ -508,6 +542,17 @@ class StreamHub:
                 sub.unconfirmed = {p for p in sub.unconfirmed if _wire(p) not in self._acked}
         self._notify()
 
+    def on_unsubscribing(self, channels: Mapping[str, list[str]]) -> None:
+        """An unsubscribe went out: the last ack no longer covers those symbols.
+
+        A consumer that re-adds one of them must wait for the server's next ack,
+        not be confirmed by the stale one.
+        """
+        if self._acked:
+            self._acked = self._acked - {
+                (channel, symbol) for channel, symbols in channels.items() for symbol in symbols
+            }
+
     def on_rejected(self, pairs: list[Pair], error: ServerError) -> None:
         rejected = set(pairs)
         for sub in list(self._subs):
@@ -523,6 +568,8 @@ class StreamHub:
     ) -> None:
         if state is ConnectionState.RECONNECTING:
             self._acked = set()
+            for sub in self._subs:
+                sub.unconfirmed = set(sub.pairs)  # only the new socket's ack confirms them
         if state is ConnectionState.FAILED:
             for sub in list(self._subs):
                 sub._fail(error or ConnectionClosedError("connection failed"))
@@ -551,8 +598,8 @@ class StreamHub:
     def _confirmed_check(self, sub: Subscription) -> bool:
         if sub.rejection is not None:
             raise sub.rejection
-        if sub.closed:
-            raise ConnectionClosedError("subscription is closed")
+        if sub.closed:  # closed because of an error (402, overflow...): that error, by name
+            raise sub._error or ConnectionClosedError("subscription is closed")
         if self._connection.state is ConnectionState.FAILED:
             raise self._connection.last_error or ConnectionClosedError("connection failed")
         return not sub.unconfirmed and not sub._pending_changes
@@ -563,51 +610,71 @@ class StreamHub:
             raise RuntimeError(
                 "wait_confirmed() would block the event loop; use await sub.confirmed()"
             )
-        self._wait(lambda: self._confirmed_check(sub), timeout)
+        self._wait(lambda: self._confirmed_check(sub), timeout, "subscription confirmed")
 
     async def _await_confirmed(self, sub: Subscription, timeout: float) -> None:
         _check_timeout(timeout)
-        if not self._on_loop():
-            await asyncio.to_thread(self._wait_confirmed, sub, timeout)
-            return
-        await self._await(lambda: self._confirmed_check(sub), timeout)
+        await self._await(lambda: self._confirmed_check(sub), timeout, "subscription confirmed")
 
-    def _wait(self, check: Callable[[], bool], timeout: float) -> None:
+    def _wait(self, check: Callable[[], bool], timeout: float, what: str = "ready") -> None:
         deadline = time.monotonic() + timeout
         with self._changed:
             while not check():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise TimeoutError(self._timeout_message(timeout))
+                    raise TimeoutError(self._timeout_message(timeout, what))
                 self._changed.wait(remaining)
 
-    async def _await(self, check: Callable[[], bool], timeout: float) -> None:
-        deadline = self._loop.time() + timeout
-        while not check():
-            remaining = deadline - self._loop.time()
-            if remaining <= 0:
-                raise TimeoutError(self._timeout_message(timeout))
-            waiter: asyncio.Future[None] = self._loop.create_future()
-            self._async_waiters.append(waiter)
-            try:
-                await asyncio.wait_for(waiter, remaining)
-            except asyncio.TimeoutError:
-                pass
+    async def _await(
+        self, check: Callable[[], bool], timeout: float, what: str = "ready"
+    ) -> None:
+        """Wait on the running loop, the hub's or any other, without a thread.
 
-    def _timeout_message(self, timeout: float) -> str:
+        The waiter is registered before ``check()`` runs, so a change made on
+        the hub's loop in between still wakes it (thread-safely, on its loop).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            waiter: asyncio.Future[None] = loop.create_future()
+            entry = (loop, waiter)
+            with self._changed:
+                self._async_waiters.append(entry)
+            try:
+                if check():
+                    return
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise TimeoutError(self._timeout_message(timeout, what))
+                try:
+                    await asyncio.wait_for(waiter, remaining)
+                except asyncio.TimeoutError:
+                    pass
+            finally:
+                with self._changed:
+                    if entry in self._async_waiters:
+                        self._async_waiters.remove(entry)
+
+    def _timeout_message(self, timeout: float, what: str) -> str:
         error = _error_text(self._connection.last_error)
         return (
-            f"{self.kind.value} stream {self.endpoint} not ready within {timeout} s "
+            f"{self.kind.value} stream {self.endpoint}: not {what} within {timeout} s "
             f"(state {self.state.value}{'; last error: ' + error if error else ''})"
         )
 
     def _notify(self) -> None:
         with self._changed:
             self._changed.notify_all()
-        waiters, self._async_waiters = self._async_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+            waiters, self._async_waiters = self._async_waiters, []
+        here = _running_loop()
+        for loop, waiter in waiters:
+            if loop is here:
+                _wake(waiter)
+            else:
+                try:
+                    loop.call_soon_threadsafe(_wake, waiter)
+                except RuntimeError:  # that loop is closed: nobody waits there any more
+                    pass
 
     # -- threading -------------------------------------------------------------------------
 
@@ -624,6 +691,11 @@ class StreamHub:
             raise ConnectionClosedError(
                 f"the {self.kind.value} hub's event loop is closed"
             ) from None
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _check_timeout(timeout: float) -> None:

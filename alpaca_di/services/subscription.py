@@ -45,6 +45,8 @@ __all__ = ["Handler", "Subscription", "SubscriptionOverflowError", "Subscription
 Handler = Callable[[Any], None] | Callable[[Any], Awaitable[None]]
 _Item = tuple[str, str, Any]
 _BATCH = 256
+_LOGGED_ERRORS = 10  # handler errors logged with a traceback, per subscription...
+_LOG_EVERY = 1000  # ...then one in this many (all are counted)
 _log = structlog.get_logger("alpaca_di.subscription")
 
 
@@ -60,7 +62,8 @@ class SubscriptionStats:
         delivered: messages handed to the handler or the iterator.
         dropped: messages discarded by the overflow policy (or conflated away).
         queued: messages waiting in the queue now.
-        errors: exceptions raised by the handler (each logged with its traceback).
+        errors: exceptions raised by the handler (all counted; the first ten of a
+            subscription are logged with their traceback, then one in a thousand).
     """
 
     delivered: int
@@ -121,6 +124,12 @@ class Subscription:
         self.unconfirmed: set[tuple[str, str]] = set()
         self.rejection: BaseException | None = None
         self._pending_changes = 0
+        # The consumer's own view of its pairs, changed at once by add() and remove()
+        # (the hub applies changes later, on its loop). Once a pair was removed,
+        # deliveries are checked against it: nothing of a removed pair reaches the
+        # consumer after remove() returned, even if it was queued already.
+        self._held: frozenset[tuple[str, str]] = frozenset()
+        self._filtering = False
         # Wake-up plumbing, by mode:
         self._async_handler = handler is not None and _is_async_callable(handler)
         self._drain_scheduled = False
@@ -165,12 +174,24 @@ class Subscription:
         wire subscribe goes out with the next coalesced delta.
         """
         self._check_open()
-        self.hub._change(self, self.hub._pairs(channels), add=True)
+        pairs = self.hub._pairs(channels)
+        with self._lock:
+            self._held = self._held | pairs
+        self.hub._change(self, pairs, add=True)
 
     def remove(self, **channels: Any) -> None:
-        """Remove symbols, e.g. ``sub.remove(quotes=["MSFT"])``. Unknown ones are ignored."""
+        """Remove symbols, e.g. ``sub.remove(quotes=["MSFT"])``. Unknown ones are ignored.
+
+        Once it returns, no message of the removed symbols is delivered, even one
+        that was queued already (a sync handler call that was already starting on
+        its worker thread may still complete).
+        """
         self._check_open()
-        self.hub._change(self, self.hub._pairs(channels), add=False)
+        pairs = self.hub._pairs(channels)
+        with self._lock:
+            self._held = self._held - pairs
+            self._filtering = True
+        self.hub._change(self, pairs, add=False)
 
     def close(self) -> None:
         """Stop receiving. Idempotent; queued messages are discarded, never delivered."""
@@ -198,13 +219,17 @@ class Subscription:
         """
         if self._handler is not None:
             raise TypeError("get() is for subscriptions without a handler")
-        if timeout is not None and timeout < 0:
-            raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0
+        ):
+            raise ValueError(f"timeout must be a number of seconds >= 0, or None; got {timeout!r}")
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._ready:
             while True:
                 item = self._pop_one()
                 if item is not None:
+                    if self._filtering and not self._wants(item):
+                        continue
                     self._delivered += 1
                     return item[2]
                 if self._error is not None:
@@ -238,6 +263,8 @@ class Subscription:
             with self._lock:
                 self._wake_pending = False
                 item = self._pop_one()
+                while item is not None and self._filtering and not self._wants(item):
+                    item = self._pop_one()
                 if item is not None:
                     self._delivered += 1
                 elif self._error is not None:
@@ -348,6 +375,21 @@ class Subscription:
                 self._dropped += 1
             latest[key] = item
 
+    def _wants(self, item: _Item) -> bool:
+        """Whether the consumer still holds the pair of ``item`` (see ``remove()``)."""
+        channel = item[0]
+        held = self._held
+        if (channel, item[1]) in held or (channel, "*") in held:
+            return True
+        if channel == "news":  # routed by the article's symbols, not item[1]
+            message = item[2]
+            if isinstance(message, dict):
+                symbols = message.get("symbols")
+            else:
+                symbols = getattr(message, "symbols", None)
+            return any((channel, symbol) in held for symbol in symbols or ())
+        return False
+
     def _pop_one(self) -> _Item | None:
         if self._conflate:
             if not self._latest:
@@ -391,6 +433,8 @@ class Subscription:
             for item in self._take():
                 if self._closed:
                     break
+                if self._filtering and not self._wants(item):
+                    continue
                 try:
                     handler(item[2])
                 except Exception:
@@ -427,6 +471,8 @@ class Subscription:
                 for item in batch:
                     if self._closed:
                         return
+                    if self._filtering and not self._wants(item):
+                        continue
                     try:
                         await handler(item[2])  # type: ignore[misc]
                     except Exception:
@@ -439,12 +485,17 @@ class Subscription:
         with self._lock:
             self._errors += 1
             errors = self._errors
-        _log.exception(
-            "subscription.handler_failed",
-            kind=self.hub.kind.value,
-            endpoint=self.hub.endpoint,
-            errors=errors,
-        )
+        # Rendering a traceback costs far more than a message (milliseconds with
+        # rich): a handler failing on every message must not flood the log and
+        # starve every other consumer of the process. Count all, log a sample.
+        if errors <= _LOGGED_ERRORS or errors % _LOG_EVERY == 0:
+            _log.exception(
+                "subscription.handler_failed",
+                kind=self.hub.kind.value,
+                endpoint=self.hub.endpoint,
+                errors=errors,
+                sampled=errors >= _LOGGED_ERRORS,
+            )
 
     def _mark_closed(self, error: BaseException | None) -> bool:
         with self._lock:

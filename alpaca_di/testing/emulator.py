@@ -167,6 +167,8 @@ class _Session:
         "out",
         "path",
         "pongs_stopped",
+        "reading",
+        "seq",
         "slot",
         "spec",
         "subs",
@@ -202,9 +204,12 @@ class _Session:
         self.listening: list[str] = []
         self.out: deque[Any] = deque()
         self.wake = asyncio.Event()
+        self.reading = asyncio.Event()  # cleared by pause_reading()
+        self.reading.set()
         self.drained = asyncio.Event()
         self.drained.set()
         self.synth_pairs: list[tuple[str, str]] = []
+        self.seq: dict[tuple[str, str], int] = {}  # (type code, symbol) -> last sequence number
         self.synth_wake = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
         self.timer: asyncio.TimerHandle | None = None
@@ -240,6 +245,12 @@ class AlpacaEmulator:
         compression: accept permessage-deflate (alpaca-py offers it).
         batch_size: the most data points per frame.
         starting_cash: cash of every emulated trading account.
+        sequence: stamp every synthetic data point with ``"seq"``, a number counting
+            1, 2, 3 ... per (connection, message type, symbol). Parsed models keep it
+            too: trades carry it as their trade id ``"i"`` (``Trade.id``), quotes as
+            their bid size ``"bs"`` (``Quote.bid_size``). Lets a test prove that a
+            consumer saw every point, once and in order; read the emulator's side
+            with :meth:`sequences`.
 
     Example::
 
@@ -265,6 +276,7 @@ class AlpacaEmulator:
         compression: bool = True,
         batch_size: int = 100,
         starting_cash: float = 100_000.0,
+        sequence: bool = False,
     ) -> None:
         if connection_limit < 1:
             raise ValueError(f"connection_limit must be >= 1, got {connection_limit}")
@@ -289,6 +301,7 @@ class AlpacaEmulator:
         self._trading_text = trading_text_frames
         self._compression = compression
         self._batch = batch_size
+        self._sequence = sequence
 
         self._cond = threading.Condition()
         self._accounts: dict[str, EmulatedAccount] = {}
@@ -306,7 +319,8 @@ class AlpacaEmulator:
         self._refuse_rules: list[list[Any]] = []  # [status, remaining, path]
         self._mute_rules: set[tuple[str | None, str | None]] = set()
         self._pong_rules: set[tuple[str | None, str | None]] = set()
-        self._hold_timers: set[asyncio.TimerHandle] = set()
+        self._read_rules: set[tuple[str | None, str | None]] = set()
+        self._hold_timers: dict[asyncio.TimerHandle, CounterCell] = {}
         self._async_waiters: list[asyncio.Future[None]] = []
 
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -367,6 +381,36 @@ class AlpacaEmulator:
             loop.call_soon_threadsafe(loop.stop)
             thread.join(5)
             self._thread = None
+
+    def restart(self, *, downtime: Callable[[], object] | None = None) -> AlpacaEmulator:
+        """Stop, then serve again on the same ports: a server restart (sync mode).
+
+        Every connection is closed (1001 when the client answers in time, else
+        aborted); sessions, their subscriptions and held connection slots are
+        forgotten, like a real server restart. Accounts, orders, counters and fault
+        rules are kept. ``downtime``, if given, runs while nothing listens (clients
+        get "connection refused"), for example to wait until a client noticed.
+
+        Example::
+
+            emu.restart()
+            emu.restart(downtime=lambda: emu_client_saw_refusal.wait(5))
+        """
+        if self._loop is None or self._thread is None:
+            raise RuntimeError("restart() needs an emulator started with start() or 'with'")
+        ports = (self._port, self._rest_port)
+        self.stop()
+        requested = (self._requested_port, self._requested_rest_port)
+        try:
+            if downtime is not None:
+                downtime()
+        finally:
+            self._requested_port, self._requested_rest_port = (ports[0] or 0, ports[1] or 0)
+            try:
+                self.start()
+            finally:
+                self._requested_port, self._requested_rest_port = requested
+        return self
 
     @staticmethod
     def _thread_main(loop: asyncio.AbstractEventLoop) -> None:
@@ -459,9 +503,11 @@ class AlpacaEmulator:
         if self._loop is None:
             return
         self._stopping = True
-        for timer in self._hold_timers:
+        held, self._hold_timers = self._hold_timers, {}
+        for timer, cell in held.items():
+            # A stopped (or restarted) server forgets the slots it was holding.
             timer.cancel()
-        self._hold_timers.clear()
+            self._release_slot(cell)
         sessions = [s for group in self._sessions.values() for s in group]
         for sess in sessions:
             sess.closing = True
@@ -672,6 +718,8 @@ class AlpacaEmulator:
         else:
             sess.text_frames = self._trading_text
         self._install_pong_filter(sess)
+        if any(sess.matches(p, k) for p, k in self._read_rules):
+            sess.reading.clear()
         self._sessions[path].add(sess)
         with self._cond:
             self._stats["open"] += 1
@@ -688,6 +736,8 @@ class AlpacaEmulator:
                     self._data_auth(sess, key, secret)
             self._changed()
             async for message in ws:
+                if not sess.reading.is_set():
+                    await sess.reading.wait()
                 if sess.closing:
                     continue
                 try:
@@ -824,11 +874,11 @@ class AlpacaEmulator:
 
                 def release() -> None:
                     if handle is not None:
-                        self._hold_timers.discard(handle)
+                        self._hold_timers.pop(handle, None)
                     self._release_slot(cell)
 
                 handle = loop.call_later(self._slot_hold, release)
-                self._hold_timers.add(handle)
+                self._hold_timers[handle] = cell
         _log.debug("emulator connection closed", path=sess.path, clean=clean)
         self._changed()
 
@@ -1028,6 +1078,7 @@ class AlpacaEmulator:
         assert spec is not None
         loop = asyncio.get_running_loop()
         market, kind, batch = self._market, spec.kind, self._batch
+        seq = sess.seq if self._sequence else None
         credit, last, index = 0.0, loop.time(), 0
         while not sess.closing:
             rate, pairs = self._rate, sess.synth_pairs
@@ -1050,7 +1101,15 @@ class AlpacaEmulator:
                 for _ in range(size):
                     type_code, symbol = pairs[index % npairs]
                     index += 1
-                    points.append(market.message(type_code, symbol, kind, ts))
+                    point = market.message(type_code, symbol, kind, ts)
+                    if seq is not None:
+                        number = seq[(type_code, symbol)] = seq.get((type_code, symbol), 0) + 1
+                        point["seq"] = number
+                        if type_code == "t":
+                            point["i"] = number
+                        elif type_code == "q":
+                            point["bs"] = number
+                    points.append(point)
                 payload = encode_msgpack(points) if sess.msgpack else encode_json(points)
                 self._enqueue(sess, payload, size)
                 if len(sess.out) >= _HIGH_WATER:
@@ -1369,7 +1428,7 @@ class AlpacaEmulator:
         self._call(lambda: self._rest_api.fail_next(status, message, times, code))
 
     def reset_faults(self) -> None:
-        """Forget pending auth rejections, handshake refusals, REST failures, mutes, pong stops."""
+        """Forget auth rejections, handshake refusals, REST failures, mutes, pongs, read pauses."""
 
         def run() -> None:
             self._reject_rules.clear()
@@ -1377,6 +1436,7 @@ class AlpacaEmulator:
             self._rest_api.clear_failures()
             self._mute_rules.clear()
             self._pong_rules.clear()
+            self._read_rules.clear()
             self._apply_flags()
 
         self._call(run)
@@ -1467,6 +1527,24 @@ class AlpacaEmulator:
         """
         self._set_rule(self._pong_rules, path, key_id, stopped)
 
+    def pause_reading(
+        self, path: str | None = None, *, key_id: str | None = None, paused: bool = True
+    ) -> None:
+        """Stop (``paused=True``) or resume processing what matching clients send.
+
+        Their messages (auth, subscribe, ...) wait in order and are handled once
+        reading resumes; data still flows to them meanwhile. Handy to hold a
+        subscribe "in flight" for as long as a test needs. ``paused=False``
+        without filters resumes every session.
+
+        Example::
+
+            emu.pause_reading("/v2/iex")
+            ...                               # the client's subscribe is not acked yet
+            emu.pause_reading("/v2/iex", paused=False)
+        """
+        self._set_rule(self._read_rules, path, key_id, paused)
+
     def _set_rule(
         self,
         rules: set[tuple[str | None, str | None]],
@@ -1495,6 +1573,10 @@ class AlpacaEmulator:
                     sess.muted = muted
                     sess.synth_wake.set()
                 sess.pongs_stopped = any(sess.matches(p, k) for p, k in self._pong_rules)
+                if any(sess.matches(p, k) for p, k in self._read_rules):
+                    sess.reading.clear()
+                else:
+                    sess.reading.set()
         self._changed()
 
     # ------------------------------------------------------------------ observation
@@ -1531,6 +1613,34 @@ class AlpacaEmulator:
         if snapshot is None:
             return {channel: frozenset() for channel in spec.ack_channels}
         return dict(snapshot)
+
+    def sequences(self, key_id: str, path: str) -> dict[tuple[str, str], int]:
+        """The last sequence number generated per (channel, symbol) for a key's open sessions.
+
+        Only with ``AlpacaEmulator(sequence=True)``. Channels are the subscribe keys
+        (``trades``, ``quotes``, ``updatedBars`` ...). A number is counted when the
+        point is generated, before it is queued for the socket, so every point a
+        client has seen has a number at most this one. With several open sessions
+        (connection_limit > 1) the highest number per pair is given.
+
+        Example::
+
+            before = emu.sequences("PK", "/v2/iex").get(("quotes", "AAPL"), 0)
+        """
+        resolved = _resolve_path(path)
+
+        def run() -> dict[tuple[str, str], int]:
+            merged: dict[tuple[str, str], int] = {}
+            for sess in self._sessions[resolved]:
+                if sess.key_id != key_id or not sess.authenticated:
+                    continue
+                for (type_code, symbol), number in sess.seq.items():
+                    key = (TYPE_TO_CHANNEL.get(type_code, type_code), symbol)
+                    if number > merged.get(key, 0):
+                        merged[key] = number
+            return merged
+
+        return self._call(run)
 
     def stats(self) -> EmulatorStats:
         """Server-wide figures (handshakes, refused handshakes, open connections, REST calls)."""

@@ -78,6 +78,10 @@ class ConnectionListener(Protocol):
     def on_malformed(self, reason: str) -> None:
         """A frame or element could not be decoded; it was dropped."""
 
+    # Optional: ``on_unsubscribing(channels)`` is called, if the listener has it, when
+    # an unsubscribe of ``channels`` (channel -> symbols) is sent: from then on the
+    # server's last acknowledgement no longer covers those symbols.
+
 
 class Upstream(Protocol):
     """What a hub needs from its source of messages.
@@ -109,6 +113,9 @@ class Upstream(Protocol):
     def count_malformed(self, reason: str) -> None:
         """Count (and log) a message that could not be decoded or parsed."""
 
+    def health_fields(self) -> dict[str, Any]:
+        """Extra :class:`~alpaca_di.services.ConnectionHealth` fields (role, lag ...)."""
+
 
 class ConnectionFactory(Protocol):
     """Builds the upstream of a hub; :class:`Connection` itself is one."""
@@ -136,6 +143,8 @@ def check_url(url: str, *, allow_insecure: bool) -> None:
         check_url("ws://127.0.0.1:8765/v2/iex", allow_insecure=False)   # fine
         check_url("ws://example.com/v2/iex", allow_insecure=False)      # ConfigurationError
     """
+    if not isinstance(url, str):
+        raise TypeError(f"stream URL must be a str, got {type(url).__name__}")
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
         raise ConfigurationError(
@@ -208,6 +217,9 @@ class Connection:
         self._ws: ClientConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        # Why the current session is about to end, when we know better than the
+        # transport error that follows (a 407 before the close, a mute timeout).
+        self._cause: BaseException | None = None
         self._limit_since: float | None = None
         self._flush_scheduled = False
         self._pending_replies: deque[list[tuple[str, str]] | None] = deque()
@@ -296,6 +308,9 @@ class Connection:
         if to_unsubscribe:
             frames.append(self._protocol.unsubscribe_message(to_unsubscribe))
             self._pending_replies.append(None)
+            notify = getattr(self._listener, "on_unsubscribing", None)
+            if notify is not None:
+                notify(to_unsubscribe)
         if frames:
             self._loop.create_task(self._send(ws, frames))
 
@@ -336,12 +351,16 @@ class Connection:
             except Exception as exc:  # every transport failure reconnects
                 if self._closing:
                     break
-                self.last_error = exc
-                self._log.warning("connection.lost", error=_describe(exc))
+                cause, self._cause = self._cause, None
+                self.last_error = cause or exc
+                self._log.warning(
+                    "connection.lost", error=_describe(exc), cause=_describe(cause) or None
+                )
             finally:
                 self._disconnected()
 
     async def _session(self) -> None:
+        self._cause = None
         self._set_state(ConnectionState.CONNECTING)
         headers = (
             {"Content-Type": "application/msgpack"} if self.kind is not StreamKind.TRADING else {}
@@ -384,19 +403,37 @@ class Connection:
                 await _close_quietly(ws, self.options.close_timeout)
 
     async def _authenticate(self, ws: ClientConnection) -> None:
-        key, secret = self._credentials.key_id, self._credentials.secret.get_secret_value()
+        # No local variable of this frame (or of any frame an exception can carry
+        # out of here) may hold the secret: tracebacks are logged with their locals
+        # by structlog's default renderer, and errors raised here reach the user.
         if self.kind is StreamKind.TRADING:
-            await ws.send(self._protocol.auth_message(key, secret))
+            await self._send_auth(ws)
         while True:
             for event in self._protocol.receive(await ws.recv()):
                 if isinstance(event, Welcome):
-                    await ws.send(self._protocol.auth_message(key, secret))
+                    await self._send_auth(ws)
                 elif isinstance(event, Authenticated):
                     return
                 elif isinstance(event, ServerErrorEvent):
                     raise event.exception(feed=self.options.feed)
                 elif isinstance(event, Malformed):
                     self.count_malformed(event.reason)
+
+    async def _send_auth(self, ws: ClientConnection) -> None:
+        credentials = self._credentials
+        error: BaseException | None = None
+        try:
+            await ws.send(
+                self._protocol.auth_message(
+                    credentials.key_id, credentials.secret.get_secret_value()
+                )
+            )
+        except (ConnectionClosed, OSError) as exc:
+            error = exc
+        if error is not None:
+            # Its traceback runs through websockets' send(), whose locals hold the
+            # auth message: raise it without them (and outside the except block).
+            raise error.with_traceback(None)
 
     async def _read(self, ws: ClientConnection) -> None:
         protocol, listener, loop = self._protocol, self._listener, self._loop
@@ -405,6 +442,8 @@ class Connection:
             self.last_message_monotonic = loop.time()
             for event in protocol.receive(frame):
                 if isinstance(event, DataBatch):
+                    if self._cause is not None:  # data flows again: that error is history
+                        self._cause = None
                     self.messages_received += len(event.messages)
                     listener.on_batch(event.messages)
                     self._backoff.reset()
@@ -433,7 +472,11 @@ class Connection:
                 return
         level = self._log.warning if isinstance(error, SlowClientError) else self._log.error
         level("connection.server_error", code=event.code, message=event.message)
-        self.last_error = error
+        self.last_error = self._cause = error
+
+    def health_fields(self) -> dict[str, Any]:
+        """A direct WebSocket adds nothing to the health report."""
+        return {}
 
     def count_malformed(self, reason: str) -> None:
         """Count (and log, rate-limited) a message that could not be decoded or parsed."""
@@ -456,7 +499,9 @@ class Connection:
                 since = self._loop.time()
                 continue
             self._log.warning("connection.mute", seconds=timeout)
-            self.last_error = TimeoutError(f"no data for {timeout} s on a subscribed connection")
+            self.last_error = self._cause = TimeoutError(
+                f"no data for {timeout} s on a subscribed connection"
+            )
             ws.transport.abort()
             return
 

@@ -1,0 +1,461 @@
+"""Connection sharing across processes: the Redis-backed registry and the sharing switch.
+
+``sharing="local"`` (the default) keeps one socket per (credentials, endpoint)
+*per process*: :meth:`ConnectionRegistry.default`. ``sharing="redis"``
+(``ALPACA_SHARING=redis``, ``ALPACA_REDIS_URL``) keeps one socket per
+(credentials, endpoint) *per deployment*: every process gets a
+:class:`RedisConnectionRegistry` whose hubs read through Redis
+(:class:`~alpaca_di.transport.redis_upstream.RedisUpstream`) while one elected
+process holds the real socket (:class:`~alpaca_di.services.gateway.Gateway`).
+Hubs, services and containers are unchanged::
+
+    from alpaca_di.providers.sharing import registry_for
+
+    registry = registry_for(AlpacaSettings())      # local or redis, from the settings
+    lease = registry.acquire(creds, "stock", url)
+    lease.hub.subscribe(print, quotes=["AAPL"])
+
+In a container::
+
+    registry = providers.Callable(registry_for, settings)
+
+Nothing here imports ``redis`` until the Redis mode is used. Options not in
+:class:`~alpaca_di.settings.AlpacaSettings` come from the environment
+(:func:`sharing_options_from_env`): ``ALPACA_REDIS_PREFIX``,
+``ALPACA_REDIS_ROLE`` (``candidate`` or ``follower``),
+``ALPACA_REDIS_FALLBACK_LOCAL``, ``ALPACA_REDIS_LOCK_TTL``,
+``ALPACA_REDIS_CONSUMER_ID``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import sys
+import threading
+import weakref
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from alpaca_di.errors import ConfigurationError
+from alpaca_di.protocol import StreamKind, SubscriptionState
+from alpaca_di.providers.registry import ConnectionRegistry, Lease
+from alpaca_di.services.health import ConnectionHealth, HealthReport
+from alpaca_di.services.hub import StreamHub
+from alpaca_di.settings import AlpacaSettings, Credentials
+from alpaca_di.transport.backoff import Backoff
+from alpaca_di.transport.connection import ConnectionListener, Upstream
+from alpaca_di.transport.options import ConnectionOptions
+from alpaca_di.transport.runtime import Runtime
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from alpaca_di.services.gateway import Gateway
+    from alpaca_di.transport.redis_upstream import RedisUpstream, SharingOptions
+
+__all__ = [
+    "RedisConnectionRegistry",
+    "check_redis",
+    "redis_registry",
+    "registry_for",
+    "run_gateway",
+    "sharing_options_from_env",
+]
+
+_log = structlog.get_logger(__name__)
+_ROLES = ("candidate", "follower")
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+_cache_lock = threading.Lock()
+_cache: dict[tuple[int, str, str, bool], ConnectionRegistry] = {}
+
+
+def _import_redis_modules() -> None:
+    try:
+        import redis  # noqa: F401
+    except ImportError:
+        raise ConfigurationError(
+            "sharing='redis' (ALPACA_SHARING=redis) needs the redis package: "
+            "pip install 'alpaca-di[redis]'"
+        ) from None
+
+
+class RedisConnectionRegistry(ConnectionRegistry):
+    """A :class:`ConnectionRegistry` whose hubs share one socket per deployment via Redis.
+
+    Each hub's upstream is a
+    :class:`~alpaca_di.transport.redis_upstream.RedisUpstream`; unless built
+    follower-only (``candidate=False``), the process's
+    :class:`~alpaca_di.services.gateway.Gateway` is a leader candidate for every
+    (credentials, endpoint) one of its hubs uses. :meth:`health` adds the
+    sharing fields (``role``, ``leader``, ``redis``, ``lag_ms``).
+
+    Prefer :func:`redis_registry` (one per process, Redis checked first)::
+
+        registry = RedisConnectionRegistry("redis://127.0.0.1:6379/0")
+        hub = registry.acquire(creds, "stock", url).hub
+        registry.health().connections[0].role      # "leader" or "follower"
+    """
+
+    def __init__(
+        self,
+        redis_url: str,
+        *,
+        sharing: SharingOptions | None = None,
+        candidate: bool = True,
+        runtime: Runtime | None = None,
+    ) -> None:
+        _import_redis_modules()
+        from alpaca_di.services.gateway import Gateway
+        from alpaca_di.transport.redis_upstream import SharingOptions, new_identity
+
+        self.redis_url = redis_url
+        self.sharing = sharing or SharingOptions()
+        self.identity = new_identity()
+        self.gateway: Gateway | None = (
+            Gateway(redis_url, sharing=self.sharing, identity=self.identity) if candidate else None
+        )
+        self._members = 0
+        self._members_lock = threading.Lock()
+        # hub -> its upstream, both weak: the hub owns the upstream, which points back.
+        self._upstreams: weakref.WeakKeyDictionary[Any, weakref.ref[RedisUpstream]] = (
+            weakref.WeakKeyDictionary()
+        )
+        super().__init__(runtime, connection_factory=self._build_upstream)
+
+    def acquire(
+        self,
+        credentials: Credentials,
+        kind: StreamKind | str,
+        endpoint: str,
+        options: ConnectionOptions | None = None,
+        *,
+        backoff: Backoff | None = None,
+    ) -> Lease:
+        """Lease the hub of (credentials, endpoint), as :meth:`ConnectionRegistry.acquire`.
+
+        Raises:
+            ConfigurationError: ``lock_ttl`` leaves a leader no time to close its
+                socket before its lock expires (it must be at least
+                ``close_timeout`` + 2 x ``renew_interval``).
+        """
+        close_timeout = (options or ConnectionOptions()).close_timeout
+        sharing = self.sharing
+        if self.gateway is not None and (
+            sharing.lock_ttl < close_timeout + 2 * sharing.renew_interval
+        ):
+            raise ConfigurationError(
+                f"lock_ttl ({sharing.lock_ttl} s) must be at least close_timeout "
+                f"({close_timeout} s) + 2 x renew_interval ({sharing.renew_interval} s): "
+                "a leader must be able to close its socket before its lock expires"
+            )
+        return super().acquire(credentials, kind, endpoint, options, backoff=backoff)
+
+    def _build_upstream(
+        self,
+        url: str,
+        *,
+        kind: StreamKind,
+        credentials: Credentials,
+        options: ConnectionOptions,
+        subscriptions: SubscriptionState,
+        listener: ConnectionListener,
+        loop: asyncio.AbstractEventLoop,
+        backoff: Backoff | None = None,
+    ) -> Upstream:
+        from alpaca_di.transport.redis_upstream import RedisUpstream
+
+        gateway = self.gateway
+        with self._members_lock:
+            self._members += 1
+            member = f"{self.identity}/{self._members}"
+        tag: str | None = None
+        if gateway is not None:
+            tag = gateway.register(credentials, kind, url, options)
+
+        def role() -> str:
+            leading = gateway is not None and tag is not None and gateway.is_leader(tag)
+            return "leader" if leading else "follower"
+
+        async def on_close() -> None:
+            if gateway is not None and tag is not None:
+                await gateway.aunregister(tag)
+
+        upstream = RedisUpstream(
+            url,
+            kind=kind,
+            credentials=credentials,
+            options=options,
+            subscriptions=subscriptions,
+            listener=listener,
+            loop=loop,
+            backoff=backoff,
+            redis_url=self.redis_url,
+            sharing=self.sharing,
+            member=member,
+            role=role,
+            on_close=on_close,
+        )
+        self._upstreams[listener] = weakref.ref(upstream)
+        return upstream
+
+    def sharing_health(self, hub: StreamHub) -> ConnectionHealth:
+        """``hub.health()`` with the sharing fields filled in.
+
+        Example::
+
+            registry.sharing_health(hub).lag_ms
+        """
+        health = hub.health()
+        ref = self._upstreams.get(hub)
+        upstream = ref() if ref is not None else None
+        if upstream is None:
+            return health
+        return health.model_copy(update=upstream.health_fields())
+
+    def health(self) -> HealthReport:
+        """A report on every live connection, with role, leader, Redis state and lag."""
+        return HealthReport.of([self.sharing_health(hub) for hub in self.hubs()])
+
+    def close_all(self, timeout: float = 2.0) -> None:
+        """Close every hub, then step down everywhere and stop the gateway thread."""
+        try:
+            super().close_all(timeout)
+        finally:
+            if self.gateway is not None:
+                self.gateway.close(timeout)
+
+    def __repr__(self) -> str:
+        from alpaca_di.transport.redis_upstream import mask_redis_url
+
+        role = "candidate" if self.gateway is not None else "follower"
+        return f"<RedisConnectionRegistry {mask_redis_url(self.redis_url)} {role} {self.identity}>"
+
+
+def check_redis(redis_url: str, timeout: float = 2.0) -> None:
+    """Ping Redis once; raise a clear error naming ``ALPACA_REDIS_URL`` when it fails.
+
+    Raises:
+        RedisUnavailableError: no answer (the URL's password is masked).
+
+    Example::
+
+        check_redis("redis://127.0.0.1:6379/0")
+    """
+    _import_redis_modules()
+    import redis
+
+    from alpaca_di.transport.redis_upstream import RedisUnavailableError, mask_redis_url
+
+    try:
+        client = redis.Redis.from_url(
+            redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except (redis.RedisError, OSError, ValueError) as exc:
+        raise RedisUnavailableError(
+            f"sharing='redis' but Redis at {mask_redis_url(redis_url)} (ALPACA_REDIS_URL) "
+            f"is unavailable: {type(exc).__name__}: {str(exc).rstrip('.')}. Start Redis or fix "
+            "ALPACA_REDIS_URL; set ALPACA_SHARING=local to share connections within one "
+            "process only, or ALPACA_REDIS_FALLBACK_LOCAL=true to fall back automatically"
+        ) from None
+
+
+def sharing_options_from_env(
+    environ: Mapping[str, str] | None = None,
+) -> tuple[SharingOptions, bool, bool]:
+    """``(SharingOptions, candidate, fallback_local)`` from ``ALPACA_REDIS_*`` variables.
+
+    ``ALPACA_REDIS_PREFIX`` (default ``alpaca-di``), ``ALPACA_REDIS_ROLE``
+    (``candidate``: this process may lead, the default; ``follower``: never),
+    ``ALPACA_REDIS_FALLBACK_LOCAL`` (``true``: use local sharing when Redis is
+    down at start), ``ALPACA_REDIS_LOCK_TTL`` (seconds; the renewal interval is a
+    sixth of it) and ``ALPACA_REDIS_CONSUMER_ID`` (a stable trade-update reader id).
+
+    Example::
+
+        options, candidate, fallback = sharing_options_from_env({"ALPACA_REDIS_ROLE": "follower"})
+    """
+    _import_redis_modules()
+    from alpaca_di.transport.redis_upstream import SharingOptions
+
+    source = os.environ if environ is None else environ
+    env = {key.upper(): value for key, value in source.items()}
+    values: dict[str, Any] = {}
+    prefix = env.get("ALPACA_REDIS_PREFIX", "").strip()
+    if prefix:
+        values["prefix"] = prefix
+    consumer = env.get("ALPACA_REDIS_CONSUMER_ID", "").strip()
+    if consumer:
+        values["consumer_id"] = consumer
+    ttl_text = env.get("ALPACA_REDIS_LOCK_TTL", "").strip()
+    if ttl_text:
+        try:
+            ttl = float(ttl_text)
+        except ValueError:
+            raise ConfigurationError(
+                f"ALPACA_REDIS_LOCK_TTL={ttl_text!r} is not a number of seconds"
+            ) from None
+        values["lock_ttl"] = ttl
+        values["renew_interval"] = ttl / 6
+    role = env.get("ALPACA_REDIS_ROLE", "candidate").strip().lower() or "candidate"
+    if role not in _ROLES:
+        raise ConfigurationError(
+            f"ALPACA_REDIS_ROLE={role!r} is invalid: use candidate (may lead) or follower"
+        )
+    fallback = env.get("ALPACA_REDIS_FALLBACK_LOCAL", "").strip().lower()
+    if fallback not in _TRUE | _FALSE:
+        raise ConfigurationError(
+            f"ALPACA_REDIS_FALLBACK_LOCAL={fallback!r} is invalid: use true or false"
+        )
+    return SharingOptions(**values), role == "candidate", fallback in _TRUE
+
+
+def redis_registry(
+    settings: AlpacaSettings,
+    *,
+    sharing: SharingOptions | None = None,
+    candidate: bool | None = None,
+    fallback_local: bool | None = None,
+) -> ConnectionRegistry:
+    """This process's Redis-shared registry for ``settings.redis_url`` (created once).
+
+    Redis is pinged first: when it does not answer, a
+    :class:`~alpaca_di.transport.redis_upstream.RedisUnavailableError` names
+    ``ALPACA_REDIS_URL``, or, with ``fallback_local=True``
+    (``ALPACA_REDIS_FALLBACK_LOCAL=true``), a warning is logged and
+    :meth:`ConnectionRegistry.default` is returned. Arguments left ``None`` come
+    from :func:`sharing_options_from_env`.
+
+    Example::
+
+        registry = redis_registry(AlpacaSettings(sharing="redis"))
+        hub = registry.acquire(settings.credentials(), "stock", endpoint_for(settings, "stock")).hub
+    """
+    env_sharing, env_candidate, env_fallback = sharing_options_from_env()
+    sharing = sharing or env_sharing
+    candidate = env_candidate if candidate is None else candidate
+    fallback_local = env_fallback if fallback_local is None else fallback_local
+    key = (os.getpid(), settings.redis_url, sharing.prefix, candidate)
+    with _cache_lock:
+        registry = _cache.get(key)
+        if registry is not None:
+            return registry
+        from alpaca_di.transport.redis_upstream import RedisUnavailableError, mask_redis_url
+
+        try:
+            check_redis(settings.redis_url)
+        except RedisUnavailableError as exc:
+            if not fallback_local:
+                raise
+            _log.warning(
+                "sharing.redis_fallback_local",
+                redis_url=mask_redis_url(settings.redis_url),
+                error=str(exc),
+            )
+            # Cached too: a process never mixes local and Redis sharing.
+            registry = _cache[key] = ConnectionRegistry.default()
+            return registry
+        registry = _cache[key] = RedisConnectionRegistry(
+            settings.redis_url, sharing=sharing, candidate=candidate
+        )
+        return registry
+
+
+def registry_for(settings: AlpacaSettings) -> ConnectionRegistry:
+    """The registry ``settings.sharing`` asks for: local (per process) or Redis (per deployment).
+
+    Use it as the container's ``registry`` provider::
+
+        registry = providers.Callable(registry_for, settings)
+    """
+    if settings.sharing == "redis":
+        return redis_registry(settings)
+    return ConnectionRegistry.default()
+
+
+_FEEDS: dict[StreamKind, str] = {
+    StreamKind.STOCK: "feed",
+    StreamKind.CRYPTO: "crypto_feed",
+    StreamKind.OPTION: "option_feed",
+}
+
+
+def run_gateway(
+    kinds: list[str],
+    *,
+    settings: AlpacaSettings | None = None,
+    stop: threading.Event | None = None,
+) -> int:
+    """``alpaca-di gateway``: lead every ``kind`` for the environment's account until stopped.
+
+    A dedicated leader process: it builds no hubs, only a
+    :class:`~alpaca_di.services.gateway.Gateway` registered for each kind's
+    endpoint, so that worker processes can all run follower-only
+    (``ALPACA_REDIS_ROLE=follower``). Prints ``ready <identity>`` once registered
+    and one ``group <kind> <endpoint> <tag>`` line per kind; stops on SIGINT or
+    SIGTERM (or ``stop``), handing every socket over with a close frame. Returns
+    the exit code: 2 for bad settings, 1 when Redis is unavailable.
+
+    Example::
+
+        export ALPACA_SHARING=redis ALPACA_REDIS_URL=redis://cache:6379/0
+        alpaca-di gateway --kinds stock,trading
+    """
+    from alpaca_di.providers.streams import endpoint_for
+
+    try:
+        settings = settings or AlpacaSettings()
+        sharing, _candidate, _fallback = sharing_options_from_env()
+        unknown = [kind for kind in kinds if kind not in {k.value for k in StreamKind}]
+        if unknown or not kinds:
+            valid = ", ".join(k.value for k in StreamKind)
+            raise ConfigurationError(f"--kinds {','.join(unknown) or '(none)'}: use {valid}")
+        parsed = [StreamKind(kind) for kind in kinds]
+    except ConfigurationError as exc:
+        print(f"alpaca-di gateway: {exc}", file=sys.stderr)
+        return 2
+    from alpaca_di.services.gateway import Gateway
+    from alpaca_di.transport.redis_upstream import RedisUnavailableError
+
+    try:
+        check_redis(settings.redis_url)
+    except RedisUnavailableError as exc:
+        print(f"alpaca-di gateway: {exc}", file=sys.stderr)
+        return 1
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+    gateway = Gateway(settings.redis_url, sharing=sharing)
+    credentials = settings.credentials()
+    try:
+        lines = []
+        for kind in parsed:
+            feed_field = _FEEDS.get(kind)
+            try:
+                endpoint = endpoint_for(settings, kind)
+                options = dataclasses.replace(
+                    settings.to_options(),
+                    feed=getattr(settings, feed_field) if feed_field else None,
+                )
+                tag = gateway.register(credentials, kind, endpoint, options)
+            except ConfigurationError as exc:
+                print(f"alpaca-di gateway: {exc}", file=sys.stderr)
+                return 2
+            lines.append(f"group {kind.value} {endpoint} {tag}")
+        print(f"ready {gateway.identity}", flush=True)
+        for line in lines:
+            print(line, flush=True)
+        _log.info("gateway.serving", identity=gateway.identity, kinds=[k.value for k in parsed])
+        stop.wait()
+    finally:
+        gateway.close()
+    return 0
