@@ -137,14 +137,22 @@ def error_for_code(code: int, message: str, *, feed: str | None = None) -> Serve
 
         error_for_code(409, "insufficient subscription", feed="sip")
         # InsufficientSubscriptionError("insufficient subscription (409): the plan of
-        # this account does not include the 'sip' feed; use feed='iex' instead")
+        # this account does not include the 'sip' feed; use 'iex' instead (set ALPACA_FEED=iex)")
     """
     cls = _BY_CODE.get(code, ServerError)
     detail = ""
     if cls is InsufficientSubscriptionError and feed:
+        instead, variable = (
+            ("indicative", "ALPACA_OPTION_FEED")
+            if feed == "opra"
+            else (
+                "iex",
+                "ALPACA_FEED",
+            )
+        )
         detail = (
             f"the plan of this account does not include the {feed!r} feed; "
-            "use feed='iex' (set ALPACA_FEED=iex) instead"
+            f"use {instead!r} instead (set {variable}={instead})"
         )
     elif cls is ConnectionLimitError:
         detail = (

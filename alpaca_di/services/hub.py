@@ -189,6 +189,8 @@ class StreamHub:
         """
         if self._closing:
             raise ConnectionClosedError(f"the {self.kind.value} hub is closed")
+        if self._connection.state is ConnectionState.FAILED:
+            raise self._connection.last_error or ConnectionClosedError("connection failed")
         if handler is not None and not callable(handler):
             raise TypeError(f"handler must be callable or None, got {type(handler).__name__}")
         if not isinstance(trade_updates, bool):

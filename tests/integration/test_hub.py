@@ -277,6 +277,8 @@ def test_fatal_auth_errors_surface_at_once_without_a_retry_loop(stock_lease, emu
     assert sub.closed
     with pytest.raises(error):
         sub.get(timeout=1)
+    with pytest.raises(error):
+        hub.subscribe(quotes=["MSFT"])
 
 
 def test_insufficient_subscription_names_the_feed(registry, emulator, creds, fast_options):
