@@ -218,6 +218,9 @@ class _Tap:
     def on_malformed(self, reason: str) -> None:
         """Counted by the connection."""
 
+    def on_unsubscribing(self, channels: Mapping[str, list[str]]) -> None:
+        """The leader only republishes; acks are forwarded whole, nothing to drop."""
+
 
 class _Group:
     """One (account, endpoint): its elector and, while leading, its upstream socket."""

@@ -78,9 +78,8 @@ class ConnectionListener(Protocol):
     def on_malformed(self, reason: str) -> None:
         """A frame or element could not be decoded; it was dropped."""
 
-    # Optional: ``on_unsubscribing(channels)`` is called, if the listener has it, when
-    # an unsubscribe of ``channels`` (channel -> symbols) is sent: from then on the
-    # server's last acknowledgement no longer covers those symbols.
+    def on_unsubscribing(self, channels: Mapping[str, list[str]]) -> None:
+        """An unsubscribe of ``channels`` went out: the last ack no longer covers them."""
 
 
 class Upstream(Protocol):
@@ -308,9 +307,7 @@ class Connection:
         if to_unsubscribe:
             frames.append(self._protocol.unsubscribe_message(to_unsubscribe))
             self._pending_replies.append(None)
-            notify = getattr(self._listener, "on_unsubscribing", None)
-            if notify is not None:
-                notify(to_unsubscribe)
+            self._listener.on_unsubscribing(to_unsubscribe)
         if frames:
             self._loop.create_task(self._send(ws, frames))
 

@@ -887,9 +887,7 @@ class RedisUpstream:
             return
         if to_unsubscribe:
             # As over a socket: the last ack no longer covers what we withdrew.
-            notify = getattr(self._listener, "on_unsubscribing", None)
-            if notify is not None:
-                notify(to_unsubscribe)
+            self._listener.on_unsubscribing(to_unsubscribe)
         self._demand_version += 1
         self._forwarded_ack = None
         self._demand_dirty = True
