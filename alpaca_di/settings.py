@@ -84,9 +84,7 @@ class Credentials:
         if isinstance(secret, str):
             secret = SecretStr(secret)
         if not isinstance(secret, SecretStr) or not secret.get_secret_value():
-            raise ValueError(
-                "Credentials: secret (APCA_API_SECRET_KEY) must be a non-empty string"
-            )
+            raise ValueError("Credentials: secret (APCA_API_SECRET_KEY) must be a non-empty string")
         object.__setattr__(self, "key_id", key_id.strip())
         object.__setattr__(self, "secret", secret)
         object.__setattr__(self, "_hash", hash((self.key_id, secret.get_secret_value())))
@@ -387,6 +385,25 @@ class AlpacaSettings(BaseSettings):
         return value.strip()
 
     @model_validator(mode="after")
+    def _check_paper_matches_key(self) -> AlpacaSettings:
+        # Alpaca's paper key ids start with PK, live ones with AK; the wrong pair is
+        # refused by Alpaca as a bare 402. Only Alpaca's own endpoints are checked.
+        if self.trading_stream_url is not None or self.api_url is not None:
+            return self
+        prefix = self.api_key[:2].upper()
+        if prefix == "AK" and self.paper:
+            raise ValueError(
+                "api_key looks like a live key (AK...) but paper=True would use the paper "
+                f"endpoints: set {_env_label('paper')}=false, or use your paper key (PK...)"
+            )
+        if prefix == "PK" and not self.paper:
+            raise ValueError(
+                "api_key looks like a paper key (PK...) but paper=False would use the live "
+                f"endpoints: set {_env_label('paper')}=true, or use your live key (AK...)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _check_backoff(self) -> AlpacaSettings:
         if self.backoff_max < self.backoff_initial:
             raise ValueError(
@@ -419,8 +436,7 @@ def settings_from_mapping(mapping: Mapping[str, Any] | None) -> AlpacaSettings:
         mapping = {}
     if not isinstance(mapping, Mapping):
         raise ConfigurationError(
-            f"Alpaca configuration must be a mapping of setting names, got "
-            f"{type(mapping).__name__}"
+            f"Alpaca configuration must be a mapping of setting names, got {type(mapping).__name__}"
         )
     try:
         return _settings_from(mapping)

@@ -53,6 +53,10 @@ class ConnectionOptions:
     overflow: OverflowPolicy = "drop_oldest"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.allow_insecure, bool):
+            raise TypeError(f"allow_insecure must be True or False, got {self.allow_insecure!r}")
+        if self.feed is not None and not isinstance(self.feed, str):
+            raise TypeError(f"feed must be a feed name or None, got {type(self.feed).__name__}")
         _positive("backoff_initial", self.backoff_initial)
         _positive("backoff_max", self.backoff_max)
         if self.backoff_max < self.backoff_initial:
@@ -60,7 +64,8 @@ class ConnectionOptions:
                 f"backoff_max ({self.backoff_max}) must be >= backoff_initial "
                 f"({self.backoff_initial})"
             )
-        if self.connection_limit_grace < 0:
+        grace = self.connection_limit_grace
+        if isinstance(grace, bool) or not isinstance(grace, (int, float)) or grace < 0:
             raise ValueError(
                 f"connection_limit_grace must be >= 0, got {self.connection_limit_grace!r}"
             )
@@ -70,9 +75,8 @@ class ConnectionOptions:
                 _positive(name, value)
         _positive("open_timeout", self.open_timeout)
         _positive("close_timeout", self.close_timeout)
-        if self.queue_maxsize is not None and (
-            not isinstance(self.queue_maxsize, int) or self.queue_maxsize <= 0
-        ):
+        size = self.queue_maxsize
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
             raise ValueError(
                 f"queue_maxsize must be a positive int or None, got {self.queue_maxsize!r}"
             )

@@ -127,7 +127,7 @@ def test_dotenv_file_then_env_then_arguments(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_arguments_alone(monkeypatch: pytest.MonkeyPatch) -> None:
-    s = AlpacaSettings(api_key=KEY, secret_key=SECRET, paper=False)
+    s = AlpacaSettings(api_key=KEY, secret_key=SECRET, paper=False, api_url="http://127.0.0.1:1")
     assert s.paper is False
     assert s.credentials() == Credentials(KEY, SECRET)
 
@@ -303,7 +303,8 @@ def test_url_with_credentials_refused_without_echoing_them() -> None:
     ],
 )
 def test_resolved_urls_follow_paper(paper: bool, stream: str, api: str) -> None:
-    s = AlpacaSettings(api_key=KEY, secret_key=SECRET, paper=paper)
+    key = KEY if paper else "AK" + KEY[2:]  # a live key for the live endpoints
+    s = AlpacaSettings(api_key=key, secret_key=SECRET, paper=paper)
     assert s.resolved_trading_stream_url == stream
     assert s.resolved_api_url == api
 
@@ -466,7 +467,7 @@ def test_from_non_mapping() -> None:
 
 def test_round_trip_through_di_configuration() -> None:
     original = AlpacaSettings(
-        api_key=KEY, secret_key=SECRET, feed="sip", ping_interval=None, paper=False
+        api_key="AK" + KEY[2:], secret_key=SECRET, feed="sip", ping_interval=None, paper=False
     )
     config = providers.Configuration()
     config.from_pydantic(original)
@@ -519,3 +520,16 @@ def test_credentials_validation(key: str, secret: object) -> None:
     with pytest.raises(ValueError) as info:
         Credentials(key, secret)  # type: ignore[arg-type]
     assert "APCA_API" in str(info.value)
+
+
+@pytest.mark.parametrize(("key", "paper"), [("AKLIVE0001ABCD", True), ("PKPAPER001ABCD", False)])
+def test_a_key_for_the_other_environment_is_refused(key: str, paper: bool) -> None:
+    with pytest.raises(ConfigurationError, match="ALPACA_PAPER"):
+        AlpacaSettings(api_key=key, secret_key=SECRET, paper=paper)
+
+
+def test_custom_endpoints_skip_the_paper_key_check() -> None:
+    s = AlpacaSettings(
+        api_key="PKPAPER001ABCD", secret_key=SECRET, paper=False, api_url="http://127.0.0.1:1"
+    )
+    assert s.paper is False
