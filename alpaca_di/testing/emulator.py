@@ -27,11 +27,14 @@ thread) or as an async one (it runs on your loop)::
         await emu.until(lambda: emu.counters("key", "/v2/iex").messages_sent >= 1)
 
 Every knob (``reject_auth``, ``drop_connections``, ``mute``, ``stop_pongs``,
-``slow_client``, ``refuse_handshake``, ``send_raw``, ``push_trade_update``,
-``fail_rest``, ``publish``, ``set_price``) is thread-safe: call it from the test
-thread in sync mode or from the loop in async mode. Counters are immutable
-snapshots; :meth:`AlpacaEmulator.wait_until` blocks on a condition notified at
-every state change, so tests never sleep-poll.
+``slow_client``, ``refuse_handshake``, ``pause_reading``, ``send_raw``,
+``push_trade_update``, ``fail_rest``, ``publish``, ``set_price``, ``restart``) is
+thread-safe: call it from the test thread in sync mode or from the loop in async
+mode. Counters are immutable snapshots; :meth:`AlpacaEmulator.wait_until` blocks
+on a condition notified at every state change, so tests never sleep-poll. With
+``sequence=True`` every synthetic data point carries a number counting per
+(connection, type, symbol), and :meth:`AlpacaEmulator.sequences` tells how far
+each count went, so a test can prove that a consumer missed nothing.
 """
 
 from __future__ import annotations
