@@ -336,10 +336,12 @@ def plot(doc: dict[str, Any], path: Path) -> None:
         f"{machine['cores']} cores {machine['cpu_model']}, {machine['python']}",
         fontsize=9,
     )
-    for index, mid in enumerate(mids):
+    left, right = axis.get_xlim()
+    axis.set_xlim(left, right * 10)  # room for the labels
+    for index, (mid, high) in enumerate(zip(mids, [item[3] for item in items], strict=True)):
         axis.annotate(
             f"{mid:,.3g}x",
-            (mid, index),
+            (max(mid, high), index),
             xytext=(4, 0),
             textcoords="offset points",
             va="center",

@@ -2,7 +2,7 @@
 
 ``python -m benchmarks.report`` reads ``benchmarks/results/latest.json``;
 ``python -m benchmarks.report benchmarks/results/quick.json --markdown`` another
-file, as markdown.
+file, as markdown; ``--plot PNG`` draws its plot again.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from benchmarks._report import header_lines, markdown_table, table, target_lines
+from benchmarks._report import header_lines, markdown_table, plot, table
 
 __all__ = ["main"]
 
@@ -23,13 +23,19 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.report")
     parser.add_argument("path", nargs="?", default=str(_DEFAULT))
     parser.add_argument("--markdown", action="store_true", help="markdown instead of text")
+    parser.add_argument("--plot", metavar="PNG", help="also draw the plot into this file")
     args = parser.parse_args(argv)
     doc = json.loads(Path(args.path).read_text())
+    if args.plot:
+        plot(doc, Path(args.plot))
     if args.markdown:
         print("\n".join(f"{line}  " for line in header_lines(doc)))
         print()
         print(markdown_table(doc))
-        print("\n".join(target_lines(doc)))
+        print("\nTargets (medians, reported, never asserted):\n")
+        for item in doc.get("targets", []):
+            mark = {True: "met", False: "missed", None: "n/a"}[item["met"]]
+            print(f"- {mark}: {item['description']}: {item['value']}")
     else:
         print(table(doc))
 

@@ -110,6 +110,9 @@ class StreamHub:
         self._subs: set[Subscription] = set()
         self._index: dict[str, dict[str, set[Subscription]]] = {}
         self._routes: dict[Pair, tuple[tuple[Subscription, ...], bool]] = {}
+        # One tuple object per distinct set of targets: on_batch tells by identity
+        # that every message of a frame goes to the same consumers.
+        self._target_sets: dict[tuple[Subscription, ...], tuple[Subscription, ...]] = {}
         self._acked: set[Pair] = set()
         self._changed = threading.Condition()
         # Futures of async waiters, each with its own loop (the hub's or a caller's).
@@ -451,7 +454,7 @@ class StreamHub:
             changed = pairs & sub.pairs
             self._unindex(sub, changed, release=True)
         if changed:
-            self._routes.clear()
+            self._clear_routes()
             self._connection.request_flush()
         self._connection.start()
 
@@ -459,7 +462,7 @@ class StreamHub:
         if sub in self._subs:
             self._subs.discard(sub)
             self._unindex(sub, set(sub.pairs), release=True)
-            self._routes.clear()
+            self._clear_routes()
             self._connection.request_flush()
             stats = sub.stats
             self._retired[0] += stats.delivered
@@ -490,7 +493,9 @@ class StreamHub:
 
     def on_batch(self, messages: list[tuple[str, str, dict[str, Any]]]) -> None:
         routes = self._routes
-        batches: dict[Subscription, list[tuple[str, str, Any]]] = {}
+        entries: list[tuple[tuple[Subscription, ...], tuple[str, str, Any], Any]] = []
+        shared: tuple[Subscription, ...] | None = None
+        uniform = True
         for channel, symbol, raw in messages:
             route = routes.get((channel, symbol))
             if route is None:
@@ -507,6 +512,24 @@ class StreamHub:
                 except ProtocolError as exc:
                     self._connection.count_malformed(str(exc))
                     continue
+            if shared is None:
+                shared = targets
+            elif targets is not shared:
+                uniform = False
+            entries.append((targets, raw_item, item))
+        if shared is None:
+            return
+        if uniform:
+            # The common case: every message of the frame goes to the same consumers.
+            # One list per form, shared by their queues (_push never mutates it), so
+            # the work per message no longer grows with the number of consumers.
+            models = [entry[2] for entry in entries]
+            raws = [entry[1] for entry in entries] if any(s.raw for s in shared) else models
+            for sub in shared:
+                sub._push(raws if sub.raw else models)
+            return
+        batches: dict[Subscription, list[tuple[str, str, Any]]] = {}
+        for targets, raw_item, item in entries:
             for sub in targets:
                 batch = batches.get(sub)
                 if batch is None:
@@ -514,6 +537,10 @@ class StreamHub:
                 batch.append(raw_item if sub.raw else item)
         for sub, batch in batches.items():
             sub._push(batch)
+
+    def _clear_routes(self) -> None:
+        self._routes.clear()
+        self._target_sets.clear()
 
     def _route(
         self, channel: str, symbol: str, raw: Mapping[str, Any]
@@ -531,6 +558,7 @@ class StreamHub:
         found = dict.fromkeys(by_symbol.get(symbol, ()))
         found.update(dict.fromkeys(by_symbol.get("*", ())))
         targets = tuple(found)
+        targets = self._target_sets.setdefault(targets, targets)
         route = (targets, any(not sub.raw for sub in targets))
         self._routes[(channel, symbol)] = route
         return route
@@ -562,7 +590,7 @@ class StreamHub:
             if dropped:
                 self._unindex(sub, dropped, release=False)
                 sub.rejection = error
-        self._routes.clear()
+        self._clear_routes()
         self._notify()
 
     def on_state(

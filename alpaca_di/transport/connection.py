@@ -453,6 +453,12 @@ class Connection:
                     self._server_error(event)
                 elif isinstance(event, Malformed):
                     self.count_malformed(event.reason)
+            # Let the consumers' drain tasks run between frames: websockets hands out
+            # buffered frames without suspending, so a backlog would otherwise be
+            # parsed whole before any consumer ran. Deep queues keep thousands of
+            # parsed models alive long enough to reach the GC's oldest generation,
+            # and each full collection then costs tens of ms.
+            await asyncio.sleep(0)
         # The server closed cleanly without being asked: reconnect like a drop.
         raise ConnectionClosedByServer(ws.close_code, ws.close_reason)
 
