@@ -13,6 +13,7 @@ import os
 import threading
 import time
 import traceback
+import tracemalloc
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -137,3 +138,36 @@ async def await_for(predicate: Callable[[], object], timeout: float, what: str) 
         if loop.time() > deadline:
             raise AssertionError(f"not within {timeout} s: {what}")
         await asyncio.sleep(0.005)
+
+
+# -- leak checks: file descriptors and traced memory, the test harness excluded -----------
+
+MEMORY_GROWTH_LIMIT = 1_000_000
+# Traces of the test harness itself (captured log text, pytest) are not the library's.
+HARNESS = (
+    "*/_pytest/*",
+    "*/pluggy/*",
+    "*conftest.py",
+    "*_reliability_support.py",
+    "*/tracemalloc.py",
+    "*/structlog/*",  # the captured log text (scanned for the secret) is built there
+    "*/alpaca_di/testing/*",  # the emulator runs in this process; its books are not ours
+)
+
+
+def open_fds() -> int:
+    """How many file descriptors the process holds."""
+    return len(os.listdir("/proc/self/fd"))
+
+
+def traced_bytes(snapshot: tracemalloc.Snapshot) -> int:
+    """Traced memory outside the harness."""
+    filters = [tracemalloc.Filter(False, pattern) for pattern in HARNESS]
+    return sum(stat.size for stat in snapshot.filter_traces(filters).statistics("filename"))
+
+
+def top_growth(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot) -> str:
+    """The 15 lines that grew most between two snapshots, for a failure message."""
+    filters = [tracemalloc.Filter(False, pattern) for pattern in HARNESS]
+    stats = after.filter_traces(filters).compare_to(before.filter_traces(filters), "lineno")
+    return "\n".join(str(stat) for stat in stats[:15])

@@ -23,6 +23,7 @@ import os
 import sys
 import threading
 import traceback
+import tracemalloc
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -200,3 +201,13 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if path:
         with open(path, "w", encoding="utf-8") as handle:
             json.dump({"figures": dict(FIGURES), "notes": NOTES}, handle, indent=2, sort_keys=True)
+
+
+@pytest.fixture
+def tracing() -> Iterator[None]:
+    """tracemalloc on for the test (leak checks), off afterwards."""
+    tracemalloc.start(1)
+    try:
+        yield
+    finally:
+        tracemalloc.stop()

@@ -12,15 +12,25 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import os
 import threading
 import time
 import tracemalloc
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-from _reliability_support import FIGURES, IEX, KEY, NOTES, SECRET, await_for, scaled, wait_for
+from _reliability_support import (
+    FIGURES,
+    IEX,
+    KEY,
+    MEMORY_GROWTH_LIMIT,
+    NOTES,
+    SECRET,
+    await_for,
+    open_fds,
+    scaled,
+    top_growth,
+    traced_bytes,
+    wait_for,
+)
 from dependency_injector import providers
 
 from alpaca_di.containers import AlpacaContainer
@@ -32,43 +42,7 @@ from alpaca_di.testing.pytest_plugin import emulator_config
 CYCLES = int(scaled(200))
 WARMUP = 5
 WAIT = 10.0
-MEMORY_GROWTH_LIMIT = 1_000_000
 STREAM = "/stream"
-HARNESS = (
-    "*/_pytest/*",
-    "*/pluggy/*",
-    "*conftest.py",
-    "*_reliability_support.py",
-    "*/tracemalloc.py",
-    "*/structlog/*",  # the captured log text (scanned for the secret) is built there
-    "*/alpaca_di/testing/*",  # the emulator runs in this process; its books are not ours
-)
-
-
-def _fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-def _traced(snapshot: tracemalloc.Snapshot) -> int:
-    filters = [tracemalloc.Filter(False, pattern) for pattern in HARNESS]
-    return sum(stat.size for stat in snapshot.filter_traces(filters).statistics("filename"))
-
-
-def _growth_report(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot) -> str:
-    filters = [tracemalloc.Filter(False, pattern) for pattern in HARNESS]
-    stats = after.filter_traces(filters).compare_to(before.filter_traces(filters), "lineno")
-    return "\n".join(str(stat) for stat in stats[:15])
-
-
-@pytest.fixture
-def tracing() -> Iterator[None]:
-    tracemalloc.start(1)
-    try:
-        yield
-    finally:
-        tracemalloc.stop()
-
-
 def _container(emulator: AlpacaEmulator, registry: ConnectionRegistry) -> AlpacaContainer:
     container = AlpacaContainer()
     container.config.from_dict(emulator_config(emulator, api_key=KEY, secret_key=SECRET))
@@ -120,7 +94,7 @@ def test_sync_container_cycles_leak_nothing(
         for _ in range(WARMUP):
             cycle()
         gc.collect()
-        threads, fds = threading.active_count(), _fds()
+        threads, fds = threading.active_count(), open_fds()
         before = tracemalloc.take_snapshot()
         started = time.monotonic()
         for _ in range(CYCLES):
@@ -131,12 +105,12 @@ def test_sync_container_cycles_leak_nothing(
         wait_for(
             lambda: threading.active_count() == threads, WAIT, f"threads: {threading.enumerate()}"
         )
-        wait_for(lambda: _fds() == fds, WAIT, "file descriptors back to the baseline")
+        wait_for(lambda: open_fds() == fds, WAIT, "file descriptors back to the baseline")
     finally:
         stop.set()
         publisher.join(WAIT)
-    growth = _traced(after) - _traced(before)
-    assert growth < MEMORY_GROWTH_LIMIT, f"{growth} bytes more:\n{_growth_report(before, after)}"
+    growth = traced_bytes(after) - traced_bytes(before)
+    assert growth < MEMORY_GROWTH_LIMIT, f"{growth} bytes more:\n{top_growth(before, after)}"
     assert registry.hubs() == []
     for path in (IEX, STREAM):
         counters = emulator.counters(KEY, path)
@@ -173,7 +147,7 @@ def test_async_container_cycles_leak_nothing(
         for _ in range(WARMUP):
             await cycle()
         gc.collect()
-        tasks, threads, fds = len(asyncio.all_tasks()), threading.active_count(), _fds()
+        tasks, threads, fds = len(asyncio.all_tasks()), threading.active_count(), open_fds()
         before = tracemalloc.take_snapshot()
         started = time.monotonic()
         for _ in range(CYCLES):
@@ -181,13 +155,13 @@ def test_async_container_cycles_leak_nothing(
         elapsed = time.monotonic() - started
         gc.collect()
         after = tracemalloc.take_snapshot()
-        growth = _traced(after) - _traced(before)
+        growth = traced_bytes(after) - traced_bytes(before)
         await await_for(lambda: len(asyncio.all_tasks()) == tasks, WAIT, "tasks at the baseline")
         await await_for(
             lambda: threading.active_count() == threads, WAIT, "threads at the baseline"
         )
-        await await_for(lambda: _fds() == fds, WAIT, "file descriptors at the baseline")
-        assert growth < MEMORY_GROWTH_LIMIT, f"{growth} bytes:\n{_growth_report(before, after)}"
+        await await_for(lambda: open_fds() == fds, WAIT, "file descriptors at the baseline")
+        assert growth < MEMORY_GROWTH_LIMIT, f"{growth} bytes:\n{top_growth(before, after)}"
         return {"growth": growth, "elapsed": elapsed}
 
     try:

@@ -14,17 +14,28 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import os
 import subprocess
 import sys
 import textwrap
 import threading
 import time
 import tracemalloc
-from collections.abc import Iterator
 
 import pytest
-from _reliability_support import FIGURES, IEX, KEY, NOTES, SECRET, await_for, scaled, wait_for
+from _reliability_support import (
+    FIGURES,
+    IEX,
+    KEY,
+    MEMORY_GROWTH_LIMIT,
+    NOTES,
+    SECRET,
+    await_for,
+    open_fds,
+    scaled,
+    top_growth,
+    traced_bytes,
+    wait_for,
+)
 
 from alpaca_di.protocol import StreamKind
 from alpaca_di.providers import ConnectionRegistry
@@ -37,46 +48,9 @@ from alpaca_di.transport.runtime import Runtime
 CYCLES = int(scaled(200))
 WARMUP = 10
 WAIT = 10.0
-MEMORY_GROWTH_LIMIT = 1_000_000
-# Traces of the test harness itself (captured log text, pytest) are not the library's.
-HARNESS = (
-    "*/_pytest/*",
-    "*/pluggy/*",
-    "*conftest.py",
-    "*_reliability_support.py",
-    "*/tracemalloc.py",
-    "*/structlog/*",  # the captured log text (scanned for the secret) is built there
-    "*/alpaca_di/testing/*",  # the emulator runs in this process; its books are not ours
-)
-
-
-def _fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-def _traced(snapshot: tracemalloc.Snapshot) -> int:
-    filters = [tracemalloc.Filter(False, pattern) for pattern in HARNESS]
-    return sum(stat.size for stat in snapshot.filter_traces(filters).statistics("filename"))
-
-
-def _top_growth(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot) -> str:
-    filters = [tracemalloc.Filter(False, pattern) for pattern in HARNESS]
-    stats = after.filter_traces(filters).compare_to(before.filter_traces(filters), "lineno")
-    return "\n".join(str(stat) for stat in stats[:15])
-
-
 @pytest.fixture
 def options() -> ConnectionOptions:
     return ConnectionOptions(backoff_initial=0.01, backoff_max=0.05, open_timeout=5.0)
-
-
-@pytest.fixture
-def tracing() -> Iterator[None]:
-    tracemalloc.start(1)
-    try:
-        yield
-    finally:
-        tracemalloc.stop()
 
 
 def _quiet(emulator: AlpacaEmulator) -> None:
@@ -110,7 +84,7 @@ def test_sync_init_shutdown_cycles_leak_no_thread_socket_or_memory(
     for n in range(WARMUP):
         cycle(n)
     gc.collect()
-    threads, fds = threading.active_count(), _fds()
+    threads, fds = threading.active_count(), open_fds()
     before = tracemalloc.take_snapshot()
     started = time.monotonic()
     for n in range(CYCLES):
@@ -118,11 +92,11 @@ def test_sync_init_shutdown_cycles_leak_no_thread_socket_or_memory(
     elapsed = time.monotonic() - started
     gc.collect()
     after = tracemalloc.take_snapshot()
-    growth = _traced(after) - _traced(before)
+    growth = traced_bytes(after) - traced_bytes(before)
     # Worker threads end and sockets close a moment after the last release returned.
     wait_for(lambda: threading.active_count() == threads, WAIT, f"threads: {threading.enumerate()}")
-    wait_for(lambda: _fds() == fds, WAIT, "file descriptors back to the baseline")
-    assert growth < MEMORY_GROWTH_LIMIT, f"{growth} bytes more:\n{_top_growth(before, after)}"
+    wait_for(lambda: open_fds() == fds, WAIT, "file descriptors back to the baseline")
+    assert growth < MEMORY_GROWTH_LIMIT, f"{growth} bytes more:\n{top_growth(before, after)}"
     assert registry.hubs() == []
     assert not Runtime.shared().running
     counters = emulator.counters(KEY, IEX)
@@ -164,19 +138,19 @@ def test_async_init_shutdown_cycles_leak_no_task_thread_socket_or_memory(
         for n in range(WARMUP):
             await cycle(n)
         gc.collect()
-        tasks, threads, fds = len(asyncio.all_tasks()), threading.active_count(), _fds()
+        tasks, threads, fds = len(asyncio.all_tasks()), threading.active_count(), open_fds()
         before = tracemalloc.take_snapshot()
         for n in range(CYCLES):
             await cycle(n)
         gc.collect()
         after = tracemalloc.take_snapshot()
-        growth = _traced(after) - _traced(before)
+        growth = traced_bytes(after) - traced_bytes(before)
         await await_for(lambda: len(asyncio.all_tasks()) == tasks, WAIT, "tasks at the baseline")
         await await_for(
             lambda: threading.active_count() == threads, WAIT, "threads at the baseline"
         )
-        await await_for(lambda: _fds() == fds, WAIT, "file descriptors at the baseline")
-        assert growth < MEMORY_GROWTH_LIMIT, f"{growth} bytes more:\n{_top_growth(before, after)}"
+        await await_for(lambda: open_fds() == fds, WAIT, "file descriptors at the baseline")
+        assert growth < MEMORY_GROWTH_LIMIT, f"{growth} bytes more:\n{top_growth(before, after)}"
         return {"growth": growth}
 
     result = asyncio.run(main())
