@@ -22,7 +22,15 @@ per (credentials, endpoint), closed by the container's resource lifecycle::
 Test helpers live in :mod:`alpaca_di.testing` (the emulator, fakes, a pytest plugin).
 """
 
+from alpaca_di.compat.streams import (
+    SharedCryptoDataStream,
+    SharedNewsDataStream,
+    SharedOptionDataStream,
+    SharedStockDataStream,
+    SharedTradingStream,
+)
 from alpaca_di.containers import AlpacaContainer, lifespan
+from alpaca_di.credentials import Credentials
 from alpaca_di.errors import (
     AlpacaAPIError,
     AlpacaDIError,
@@ -36,29 +44,23 @@ from alpaca_di.errors import (
     SlowClientError,
     SymbolLimitError,
 )
-from alpaca_di.protocol import StreamKind
-from alpaca_di.providers import ConnectionRegistry, Lease
-from alpaca_di.providers.resources import StreamResource
-from alpaca_di.services import (
+from alpaca_di.hub import (
     ConnectionHealth,
+    ConnectionRegistry,
     HealthReport,
+    Lease,
     StreamHub,
     Subscription,
     SubscriptionOverflowError,
     SubscriptionStats,
 )
+from alpaca_di.protocol import StreamKind
+from alpaca_di.providers.resources import StreamResource
 from alpaca_di.services.interfaces import OrderUpdates, PriceSource, PriceTracker
 from alpaca_di.services.manager import AlpacaManager
 from alpaca_di.services.pricing import PricingService
-from alpaca_di.services.shared_streams import (
-    SharedCryptoDataStream,
-    SharedNewsDataStream,
-    SharedOptionDataStream,
-    SharedStockDataStream,
-    SharedTradingStream,
-)
 from alpaca_di.services.trading import TradingService
-from alpaca_di.settings import AlpacaSettings, Credentials
+from alpaca_di.settings import AlpacaSettings
 from alpaca_di.transport import ConnectionOptions, ConnectionState
 
 __all__ = [

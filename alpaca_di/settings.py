@@ -1,4 +1,4 @@
-"""Credentials and settings.
+"""Settings: every knob of alpaca-di, read from the environment or a container's config.
 
 ``AlpacaSettings`` reads the key pair and every tuning knob from the environment (or an
 ``.env`` file) and turns them into what the rest of the library takes::
@@ -8,15 +8,6 @@
     settings = AlpacaSettings()           # APCA_API_KEY_ID, APCA_API_SECRET_KEY, ALPACA_*
     settings.credentials()                # Credentials(PK******ABCD)
     settings.to_options()                 # ConnectionOptions(...)
-
-``Credentials`` is the key under which connections are shared: two containers
-holding equal credentials share one socket per endpoint::
-
-    from alpaca_di import Credentials
-
-    creds = Credentials("PKTEST1234ABCD", "not-shown")
-    print(creds)              # Credentials(PK******ABCD)
-    creds.secret              # SecretStr('**********')
 """
 
 from __future__ import annotations
@@ -26,7 +17,6 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, get_args
 from urllib.parse import urlsplit
 
@@ -50,71 +40,14 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from alpaca_di.credentials import Credentials
 from alpaca_di.errors import ConfigurationError
+from alpaca_di.protocol import StreamKind, data_path
 
 if TYPE_CHECKING:
     from alpaca_di.transport.options import ConnectionOptions
 
-__all__ = ["AlpacaSettings", "Credentials", "settings_from_mapping"]
-
-
-@dataclass(frozen=True, eq=False)
-class Credentials:
-    """An Alpaca key pair. Frozen, hashable, and safe to print or log.
-
-    Equality and hashing use the key id and the secret, so two distinct key
-    pairs never share a connection, while the secret itself appears in no
-    ``repr``, ``str`` or log line: ``fingerprint`` is the masked key id.
-
-    Example::
-
-        a = Credentials("PKAAAA1111", "s3cret")
-        b = Credentials("PKAAAA1111", SecretStr("s3cret"))
-        assert a == b and hash(a) == hash(b)
-        assert "s3cret" not in repr(a)
-    """
-
-    key_id: str
-    secret: SecretStr
-    _hash: int = field(init=False, repr=False, compare=False)
-
-    def __init__(self, key_id: str, secret: str | SecretStr) -> None:
-        if not isinstance(key_id, str) or not key_id.strip():
-            raise ValueError("Credentials: key_id (APCA_API_KEY_ID) must be a non-empty string")
-        if isinstance(secret, str):
-            secret = SecretStr(secret)
-        if not isinstance(secret, SecretStr) or not secret.get_secret_value():
-            raise ValueError("Credentials: secret (APCA_API_SECRET_KEY) must be a non-empty string")
-        object.__setattr__(self, "key_id", key_id.strip())
-        object.__setattr__(self, "secret", secret)
-        object.__setattr__(self, "_hash", hash((self.key_id, secret.get_secret_value())))
-
-    @property
-    def fingerprint(self) -> str:
-        """The key id with all but its first two and last four characters masked."""
-        key = self.key_id
-        if len(key) <= 6:
-            return key[:1] + "*" * (len(key) - 1)
-        return key[:2] + "*" * (len(key) - 6) + key[-4:]
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Credentials):
-            return NotImplemented
-        return (
-            self.key_id == other.key_id
-            and self.secret.get_secret_value() == other.secret.get_secret_value()
-        )
-
-    def __hash__(self) -> int:
-        return self._hash
-
-    def __repr__(self) -> str:
-        return f"Credentials({self.fingerprint})"
-
-    __str__ = __repr__
-
-    def __reduce__(self) -> tuple[object, ...]:
-        raise TypeError("Credentials cannot be pickled: that would write the secret out")
+__all__ = ["AlpacaSettings", "endpoint_for", "settings_from_mapping", "stream_feed"]
 
 
 StockFeed = Literal["iex", "sip", "delayed_sip", "test", "boats", "overnight"]
@@ -414,6 +347,45 @@ class AlpacaSettings(BaseSettings):
         return self
 
 
+def stream_feed(settings: AlpacaSettings, kind: StreamKind | str) -> str | None:
+    """The feed ``settings`` configure for the ``kind`` stream (``None`` for news and trading).
+
+    Example::
+
+        stream_feed(AlpacaSettings(api_key="PK", secret_key="s", feed="sip"), "stock")  # 'sip'
+    """
+    setting = _FEED_SETTING.get(StreamKind(kind))
+    return getattr(settings, setting[0]) if setting else None
+
+
+def endpoint_for(settings: AlpacaSettings, kind: StreamKind | str) -> str:
+    """The full WebSocket URL of ``kind`` under ``settings``.
+
+    Data streams are ``data_stream_url`` plus the path of the configured feed;
+    the trading stream is ``resolved_trading_stream_url``. An unknown feed raises
+    :class:`~alpaca_di.errors.ConfigurationError` naming its environment variable.
+
+    Example::
+
+        endpoint_for(AlpacaSettings(api_key="PK", secret_key="s", feed="sip"), "stock")
+        # 'wss://stream.data.alpaca.markets/v2/sip'
+    """
+    kind = StreamKind(kind)
+    if kind is StreamKind.TRADING:
+        return settings.resolved_trading_stream_url
+    setting = _FEED_SETTING.get(kind)
+    feed = stream_feed(settings, kind)
+    try:
+        path = data_path(kind, feed)
+    except ValueError as exc:
+        assert setting is not None  # news takes no feed and cannot fail
+        raise ConfigurationError(
+            f"invalid Alpaca settings: {setting[0]}={feed!r} is not supported for the "
+            f"{kind.value} stream ({exc}); set {setting[1]}"
+        ) from None
+    return settings.data_stream_url + path
+
+
 def settings_from_mapping(mapping: Mapping[str, Any] | None) -> AlpacaSettings:
     """Build :class:`AlpacaSettings` from a dependency-injector ``Configuration`` dict.
 
@@ -607,3 +579,10 @@ def _format(problems: list[str]) -> str:
         return f"invalid Alpaca settings: {problems[0]}"
     listed = "\n".join(f"  - {problem}" for problem in problems)
     return f"invalid Alpaca settings ({len(problems)} problems):\n{listed}"
+
+
+_FEED_SETTING: dict[StreamKind, tuple[str, str]] = {
+    StreamKind.STOCK: ("feed", "ALPACA_FEED"),
+    StreamKind.CRYPTO: ("crypto_feed", "ALPACA_CRYPTO_FEED"),
+    StreamKind.OPTION: ("option_feed", "ALPACA_OPTION_FEED"),
+}

@@ -263,9 +263,9 @@ class PyStream:
 @contextlib.contextmanager
 def di_hub(emu: EmulatorProcess, key: str, **options: Any) -> Iterator[Any]:
     """A hub on a private registry (sync mode: the runtime thread), released at exit."""
+    from alpaca_di.credentials import Credentials
+    from alpaca_di.hub.registry import ConnectionRegistry
     from alpaca_di.protocol import StreamKind
-    from alpaca_di.providers.registry import ConnectionRegistry
-    from alpaca_di.settings import Credentials
     from alpaca_di.transport.options import ConnectionOptions
 
     registry = ConnectionRegistry()

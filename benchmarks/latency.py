@@ -120,9 +120,9 @@ def measure_di(ctx: Context, rate: int, seconds: float, *, sync: bool = False) -
 
 def measure_di_app_loop(ctx: Context, rate: int, seconds: float) -> dict[str, float]:
     """alpaca-di in an async app: hub acquired inside ``asyncio.run``, handler on that loop."""
+    from alpaca_di.credentials import Credentials
+    from alpaca_di.hub.registry import ConnectionRegistry
     from alpaca_di.protocol import StreamKind
-    from alpaca_di.providers.registry import ConnectionRegistry
-    from alpaca_di.settings import Credentials
 
     async def main() -> dict[str, float]:
         key = new_key()

@@ -37,9 +37,9 @@ __all__ = ["main"]
 async def _profile_di(
     emu: EmulatorProcess, args: argparse.Namespace, profiler: cProfile.Profile
 ) -> float:
+    from alpaca_di.credentials import Credentials
+    from alpaca_di.hub.registry import ConnectionRegistry
     from alpaca_di.protocol import StreamKind
-    from alpaca_di.providers.registry import ConnectionRegistry
-    from alpaca_di.settings import Credentials
 
     key = new_key("PKPROF")
     registry = ConnectionRegistry()

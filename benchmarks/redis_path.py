@@ -31,8 +31,8 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from alpaca_di.providers.registry import ConnectionRegistry
-from alpaca_di.settings import Credentials
+from alpaca_di.credentials import Credentials
+from alpaca_di.hub.registry import ConnectionRegistry
 from alpaca_di.testing.emulator import AlpacaEmulator
 from alpaca_di.testing.messages import quote
 from alpaca_di.transport import ConnectionOptions
@@ -135,8 +135,8 @@ def _start_gateway(redis_url: str, prefix: str, emulator: AlpacaEmulator) -> sub
 
 
 def _redis_registry(redis_url: str, prefix: str) -> ConnectionRegistry:
-    from alpaca_di.providers.sharing import RedisConnectionRegistry, check_redis
-    from alpaca_di.transport.redis_upstream import SharingOptions
+    from alpaca_di.scaleout.follower import SharingOptions
+    from alpaca_di.scaleout.registry import RedisConnectionRegistry, check_redis
 
     check_redis(redis_url)
     return RedisConnectionRegistry(

@@ -68,9 +68,9 @@ def _memory_child(
     names = symbols(count)
     handlers = _handlers(subs)
     if client == "alpaca-di":
+        from alpaca_di.credentials import Credentials
+        from alpaca_di.hub.registry import ConnectionRegistry
         from alpaca_di.protocol import StreamKind
-        from alpaca_di.providers.registry import ConnectionRegistry
-        from alpaca_di.settings import Credentials
 
         lease = ConnectionRegistry().acquire(Credentials(key, SECRET), StreamKind.STOCK, url)
         lease.hub.wait_ready(30)

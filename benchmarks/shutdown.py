@@ -38,7 +38,7 @@ def container(ctx: Context, key: str) -> Any:
     from dependency_injector import providers
 
     from alpaca_di.containers import AlpacaContainer
-    from alpaca_di.providers.registry import ConnectionRegistry
+    from alpaca_di.hub.registry import ConnectionRegistry
 
     app = AlpacaContainer()
     app.config.from_dict(

@@ -12,9 +12,17 @@ from typing import Any
 
 from dependency_injector import containers, providers
 
+from alpaca_di.compat.streams import (
+    SharedCryptoDataStream,
+    SharedNewsDataStream,
+    SharedOptionDataStream,
+    SharedStockDataStream,
+    SharedTradingStream,
+)
+from alpaca_di.credentials import Credentials
 from alpaca_di.errors import ConfigurationError
+from alpaca_di.hub.health import ConnectionHealth, HealthReport
 from alpaca_di.providers.resources import StreamResource
-from alpaca_di.providers.sharing import registry_for
 from alpaca_di.providers.streams import (
     HubTracker,
     init_crypto_stream,
@@ -26,16 +34,9 @@ from alpaca_di.providers.streams import (
     init_trading_service,
     init_trading_stream,
 )
-from alpaca_di.services.health import ConnectionHealth, HealthReport
+from alpaca_di.scaleout.registry import registry_for
 from alpaca_di.services.manager import AlpacaManager
-from alpaca_di.services.shared_streams import (
-    SharedCryptoDataStream,
-    SharedNewsDataStream,
-    SharedOptionDataStream,
-    SharedStockDataStream,
-    SharedTradingStream,
-)
-from alpaca_di.settings import AlpacaSettings, Credentials, settings_from_mapping
+from alpaca_di.settings import AlpacaSettings, settings_from_mapping
 
 __all__ = ["AlpacaContainer", "container_health", "lifespan", "settings_from_config"]
 
@@ -79,7 +80,7 @@ def _credentials_of(settings: AlpacaSettings) -> Credentials:
 def container_health(
     tracker: HubTracker, *stream_providers: providers.Provider[Any]
 ) -> HealthReport:
-    """The :class:`~alpaca_di.services.health.HealthReport` of one container.
+    """The :class:`~alpaca_di.hub.health.HealthReport` of one container.
 
     Lists the hubs the container holds leases on (initialised stream resources),
     plus any stream provider overridden by an object with a ``health()`` method
@@ -123,7 +124,7 @@ class AlpacaContainer(containers.DeclarativeContainer):
       :meth:`ConnectionRegistry.default() <alpaca_di.providers.ConnectionRegistry.default>`,
       so every container with the same credentials shares one socket per
       endpoint; ``redis`` shares one socket per deployment
-      (:func:`~alpaca_di.providers.sharing.registry_for`). Tests isolate
+      (:func:`~alpaca_di.scaleout.registry.registry_for`). Tests isolate
       themselves with ``container.registry.override(ConnectionRegistry())``.
     * ``stock_stream``, ``crypto_stream``, ``option_stream``, ``news_stream``,
       ``trading_stream`` -- :class:`~alpaca_di.providers.resources.StreamResource`
@@ -148,7 +149,7 @@ class AlpacaContainer(containers.DeclarativeContainer):
       (a Factory: a stateless facade over the client and the current services).
     * ``shared_stock_stream`` ... ``shared_trading_stream`` -- Factories of the
       alpaca-py-shaped ``Shared*Stream`` adapters over the hubs.
-    * ``health`` -- a :class:`~alpaca_di.services.health.HealthReport` of *this*
+    * ``health`` -- a :class:`~alpaca_di.hub.health.HealthReport` of *this*
       container's initialised connections; it never initialises or connects
       anything.
     * ``hub_tracker`` -- internal bookkeeping behind ``health``.

@@ -1,6 +1,5 @@
-"""dependency-injector providers: the registry, stream resources and their init functions."""
+"""dependency-injector providers: StreamResource and the ``init_<thing>`` resource functions."""
 
-from alpaca_di.providers.registry import ConnectionRegistry, Lease
 from alpaca_di.providers.resources import StreamResource
 from alpaca_di.providers.streams import (
     init_crypto_stream,
@@ -14,8 +13,6 @@ from alpaca_di.providers.streams import (
 )
 
 __all__ = [
-    "ConnectionRegistry",
-    "Lease",
     "StreamResource",
     "init_crypto_stream",
     "init_news_stream",

@@ -39,21 +39,20 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from alpaca_di.errors import ConfigurationError
-from alpaca_di.protocol import StreamKind, data_path
-from alpaca_di.providers.registry import ConnectionRegistry
-from alpaca_di.services.health import ConnectionHealth
-from alpaca_di.services.hub import StreamHub
+from alpaca_di.credentials import Credentials
+from alpaca_di.hub.health import ConnectionHealth
+from alpaca_di.hub.hub import StreamHub
+from alpaca_di.hub.registry import ConnectionRegistry
+from alpaca_di.protocol import StreamKind
 from alpaca_di.services.pricing import PricingService
 from alpaca_di.services.trading import TradingService
-from alpaca_di.settings import AlpacaSettings, Credentials
+from alpaca_di.settings import AlpacaSettings, endpoint_for, stream_feed
 
 if TYPE_CHECKING:
     from alpaca.trading.client import TradingClient
 
 __all__ = [
     "HubTracker",
-    "endpoint_for",
     "init_crypto_stream",
     "init_news_stream",
     "init_option_stream",
@@ -68,13 +67,6 @@ __all__ = [
 _log = structlog.get_logger(__name__)
 
 # The environment variable that picks the feed of each kind, for error messages.
-_FEED_SETTING: dict[StreamKind, tuple[str, str]] = {
-    StreamKind.STOCK: ("feed", "ALPACA_FEED"),
-    StreamKind.CRYPTO: ("crypto_feed", "ALPACA_CRYPTO_FEED"),
-    StreamKind.OPTION: ("option_feed", "ALPACA_OPTION_FEED"),
-}
-
-
 class HubTracker:
     """The hubs one container holds leases on right now (thread-safe).
 
@@ -120,34 +112,6 @@ class HubTracker:
         return f"<HubTracker hubs={len(self)}>"
 
 
-def endpoint_for(settings: AlpacaSettings, kind: StreamKind | str) -> str:
-    """The full WebSocket URL of ``kind`` under ``settings``.
-
-    Data streams are ``data_stream_url`` plus the path of the configured feed;
-    the trading stream is ``resolved_trading_stream_url``. An unknown feed raises
-    :class:`~alpaca_di.errors.ConfigurationError` naming its environment variable.
-
-    Example::
-
-        endpoint_for(AlpacaSettings(api_key="PK", secret_key="s", feed="sip"), "stock")
-        # 'wss://stream.data.alpaca.markets/v2/sip'
-    """
-    kind = StreamKind(kind)
-    if kind is StreamKind.TRADING:
-        return settings.resolved_trading_stream_url
-    setting = _FEED_SETTING.get(kind)
-    feed: str | None = getattr(settings, setting[0]) if setting else None
-    try:
-        path = data_path(kind, feed)
-    except ValueError as exc:
-        assert setting is not None  # news takes no feed and cannot fail
-        raise ConfigurationError(
-            f"invalid Alpaca settings: {setting[0]}={feed!r} is not supported for the "
-            f"{kind.value} stream ({exc}); set {setting[1]}"
-        ) from None
-    return settings.data_stream_url + path
-
-
 def stream_lease(
     registry: ConnectionRegistry,
     credentials: Credentials,
@@ -172,8 +136,7 @@ def stream_lease(
         raise TypeError(f"registry must be a ConnectionRegistry, got {type(registry).__name__}")
     endpoint = endpoint_for(settings, kind)
     options = settings.to_options()
-    setting = _FEED_SETTING.get(kind)
-    feed = getattr(settings, setting[0]) if setting else None
+    feed = stream_feed(settings, kind)
     if options.feed != feed:
         options = dataclasses.replace(options, feed=feed)
     lease = registry.acquire(credentials, kind, endpoint, options)

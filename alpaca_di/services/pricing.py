@@ -40,9 +40,9 @@ import structlog
 from alpaca.data.models import Quote, Trade
 
 from alpaca_di.errors import ConnectionClosedError
+from alpaca_di.hub.hub import StreamHub
+from alpaca_di.hub.subscription import Subscription
 from alpaca_di.protocol import StreamKind, validate_symbol
-from alpaca_di.services.hub import StreamHub
-from alpaca_di.services.subscription import Subscription
 from alpaca_di.transport.states import ConnectionState
 
 __all__ = ["PriceListener", "PriceSnapshot", "PricingService", "Tracking"]

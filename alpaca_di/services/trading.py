@@ -53,10 +53,10 @@ from alpaca.trading.models import Order, TradeUpdate
 from alpaca.trading.requests import GetOrdersRequest
 
 from alpaca_di.errors import AlpacaAPIError, ConnectionClosedError
+from alpaca_di.hub.hub import StreamHub
+from alpaca_di.hub.subscription import Handler, Subscription
 from alpaca_di.protocol import StreamKind
-from alpaca_di.services.hub import StreamHub
 from alpaca_di.services.interfaces import DEFAULT_FINAL_EVENTS
-from alpaca_di.services.subscription import Handler, Subscription
 from alpaca_di.transport.states import ConnectionState
 
 if TYPE_CHECKING:

@@ -60,12 +60,12 @@ from dependency_injector import containers, providers
 
 from alpaca_di.containers import AlpacaContainer
 from alpaca_di.errors import ConnectionClosedError
+from alpaca_di.hub.health import ConnectionHealth, StateTransition
+from alpaca_di.hub.registry import ConnectionRegistry
+from alpaca_di.hub.subscription import Handler, SubscriptionOverflowError, SubscriptionStats
 from alpaca_di.protocol import StreamKind, validate_channel, validate_symbol
 from alpaca_di.protocol.models import parse
-from alpaca_di.providers.registry import ConnectionRegistry
-from alpaca_di.services.health import ConnectionHealth, StateTransition
 from alpaca_di.services.interfaces import DEFAULT_FINAL_EVENTS
-from alpaca_di.services.subscription import Handler, SubscriptionOverflowError, SubscriptionStats
 from alpaca_di.testing import messages
 from alpaca_di.transport.options import ConnectionOptions, OverflowPolicy
 from alpaca_di.transport.states import ConnectionState
@@ -629,7 +629,7 @@ class FakeStreamHub:
         return remove
 
     def health(self) -> ConnectionHealth:
-        """A :class:`~alpaca_di.services.health.ConnectionHealth` of the fake."""
+        """A :class:`~alpaca_di.hub.health.ConnectionHealth` of the fake."""
         with self._lock:
             subs = list(self._subs)
             transitions = list(self._transitions[-10:])

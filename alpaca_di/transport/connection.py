@@ -24,6 +24,7 @@ import structlog
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, WebSocketException
 
+from alpaca_di.credentials import Credentials
 from alpaca_di.errors import (
     AlpacaDIError,
     AuthenticationError,
@@ -45,7 +46,6 @@ from alpaca_di.protocol import (
     Welcome,
     protocol_for,
 )
-from alpaca_di.settings import Credentials
 from alpaca_di.transport.backoff import Backoff, ExponentialBackoff
 from alpaca_di.transport.options import ConnectionOptions
 from alpaca_di.transport.states import ConnectionState, StateHistory

@@ -35,8 +35,8 @@ from alpaca_di import (
     TradingService,
 )
 from alpaca_di.containers import settings_from_config
-from alpaca_di.providers import Lease
-from alpaca_di.providers.streams import endpoint_for
+from alpaca_di.hub import Lease
+from alpaca_di.settings import endpoint_for
 from alpaca_di.testing import AlpacaEmulator, Recorder
 from alpaca_di.testing.fakes import FakeStreamHub, trade_update_message
 from alpaca_di.testing.messages import quote

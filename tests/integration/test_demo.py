@@ -23,8 +23,8 @@ from typing import IO, Any
 import pytest
 
 from alpaca_di import HealthReport
-from alpaca_di._demo import DEMO_SECRET
-from alpaca_di._health import _EMULATOR_SECRET
+from alpaca_di.cli.demo.run import DEMO_SECRET
+from alpaca_di.cli.health import _EMULATOR_SECRET
 from alpaca_di.testing import AlpacaEmulator, find_leaks, register_secret
 
 LIVE_SECRET = "demo-live-secret-must-not-print-7"
@@ -301,6 +301,6 @@ def test_health_exits_1_when_a_stream_cannot_connect(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("command", ["demo", "health"])
 def test_subcommands_are_registered(command: str) -> None:
-    from alpaca_di.cli import commands
+    from alpaca_di.cli.commands import commands
 
     assert command in commands()

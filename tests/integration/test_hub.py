@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from alpaca_di.credentials import Credentials
 from alpaca_di.errors import (
     AuthenticationError,
     ConnectionClosedError,
@@ -16,7 +17,6 @@ from alpaca_di.errors import (
     SymbolLimitError,
 )
 from alpaca_di.protocol import StreamKind
-from alpaca_di.settings import Credentials
 from alpaca_di.testing.messages import quote as _quote
 from alpaca_di.testing.messages import trade as _trade
 from alpaca_di.testing.recorder import Recorder as Collector

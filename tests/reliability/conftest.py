@@ -31,9 +31,9 @@ import pytest
 import structlog
 from _reliability_support import FIGURES, IEX, KEY, NOTES, SECRET, SecretGuard
 
+from alpaca_di.credentials import Credentials
+from alpaca_di.hub import ConnectionRegistry, Lease
 from alpaca_di.protocol import StreamKind
-from alpaca_di.providers import ConnectionRegistry, Lease
-from alpaca_di.settings import Credentials
 from alpaca_di.testing.emulator import AlpacaEmulator
 from alpaca_di.transport import ConnectionOptions
 

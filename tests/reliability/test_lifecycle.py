@@ -37,9 +37,9 @@ from _reliability_support import (
     wait_for,
 )
 
+from alpaca_di.credentials import Credentials
+from alpaca_di.hub import ConnectionRegistry
 from alpaca_di.protocol import StreamKind
-from alpaca_di.providers import ConnectionRegistry
-from alpaca_di.settings import Credentials
 from alpaca_di.testing.emulator import AlpacaEmulator
 from alpaca_di.testing.messages import quote
 from alpaca_di.transport import ConnectionOptions, ConnectionState
@@ -384,7 +384,7 @@ def test_shutdown_from_inside_an_async_handler(
 _SYNC_EXIT = """
 import sys, threading
 from alpaca_di.protocol import StreamKind
-from alpaca_di.providers import ConnectionRegistry
+from alpaca_di import ConnectionRegistry
 from alpaca_di.settings import Credentials
 
 lease = ConnectionRegistry.default().acquire(
@@ -401,7 +401,7 @@ sys.stdin.readline()              # the test publishes a quote, then lets us exi
 _ASYNC_EXIT = """
 import asyncio, sys
 from alpaca_di.protocol import StreamKind
-from alpaca_di.providers import ConnectionRegistry
+from alpaca_di import ConnectionRegistry
 from alpaca_di.settings import Credentials
 
 async def main():

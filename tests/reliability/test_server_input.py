@@ -36,7 +36,9 @@ from alpaca.trading.models import TradeUpdate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from alpaca_di.credentials import Credentials
 from alpaca_di.errors import ProtocolError
+from alpaca_di.hub import ConnectionRegistry
 from alpaca_di.protocol import (
     DataBatch,
     DataStreamProtocol,
@@ -45,8 +47,6 @@ from alpaca_di.protocol import (
     TradingStreamProtocol,
 )
 from alpaca_di.protocol.models import parse
-from alpaca_di.providers import ConnectionRegistry
-from alpaca_di.settings import Credentials
 from alpaca_di.testing.emulator import AlpacaEmulator
 from alpaca_di.transport import ConnectionOptions
 

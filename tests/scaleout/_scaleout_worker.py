@@ -12,10 +12,9 @@ from typing import Any
 
 
 def run_worker(index: int, config: dict[str, Any], commands: Any, results: Any) -> None:
-    from alpaca_di.providers.sharing import redis_registry
-    from alpaca_di.providers.streams import endpoint_for
-    from alpaca_di.settings import AlpacaSettings
-    from alpaca_di.transport.redis_upstream import SharingOptions
+    from alpaca_di.scaleout.follower import SharingOptions
+    from alpaca_di.scaleout.registry import redis_registry
+    from alpaca_di.settings import AlpacaSettings, endpoint_for
 
     settings = AlpacaSettings(
         api_key=config["key"],

@@ -26,22 +26,11 @@ from _scaleout_support import KEY, REDIS_URL, SECRET
 from dependency_injector import providers
 
 from alpaca_di.containers import AlpacaContainer
+from alpaca_di.credentials import Credentials
 from alpaca_di.errors import AuthenticationError, ConfigurationError, SymbolLimitError
-from alpaca_di.providers.registry import ConnectionRegistry
-from alpaca_di.providers.sharing import (
-    RedisConnectionRegistry,
-    redis_registry,
-    registry_for,
-    sharing_options_from_env,
-)
-from alpaca_di.services.gateway import LeaderElector
-from alpaca_di.services.hub import StreamHub
-from alpaca_di.settings import AlpacaSettings, Credentials
-from alpaca_di.testing.emulator import AlpacaEmulator
-from alpaca_di.testing.messages import quote
-from alpaca_di.testing.recorder import Recorder
-from alpaca_di.transport import ConnectionOptions, ConnectionState
-from alpaca_di.transport.redis_upstream import (
+from alpaca_di.hub.hub import StreamHub
+from alpaca_di.hub.registry import ConnectionRegistry
+from alpaca_di.scaleout.follower import (
     LeaderStatus,
     RedisUnavailableError,
     SharingKeys,
@@ -50,6 +39,18 @@ from alpaca_di.transport.redis_upstream import (
     mask_redis_url,
     redis_client,
 )
+from alpaca_di.scaleout.leader import LeaderElector
+from alpaca_di.scaleout.registry import (
+    RedisConnectionRegistry,
+    redis_registry,
+    registry_for,
+    sharing_options_from_env,
+)
+from alpaca_di.settings import AlpacaSettings
+from alpaca_di.testing.emulator import AlpacaEmulator
+from alpaca_di.testing.messages import quote
+from alpaca_di.testing.recorder import Recorder
+from alpaca_di.transport import ConnectionOptions, ConnectionState
 
 pytestmark = pytest.mark.redis
 
@@ -582,7 +583,7 @@ def test_redis_is_not_imported_in_local_mode() -> None:
     code = (
         "import sys\n"
         "from alpaca_di.containers import AlpacaContainer\n"
-        "from alpaca_di.providers.sharing import registry_for\n"
+        "from alpaca_di.scaleout.registry import registry_for\n"
         "from alpaca_di.settings import AlpacaSettings\n"
         "registry_for(AlpacaSettings(api_key='PK', secret_key='s'))\n"
         "print('redis' in sys.modules)\n"

@@ -1,7 +1,7 @@
 """Four worker processes, one Alpaca account: one socket per endpoint, shared through Redis.
 
 The workers (``_scaleout_worker.run_worker``, started with ``multiprocessing``
-spawn) build their hubs through :func:`alpaca_di.providers.sharing.redis_registry`
+spawn) build their hubs through :func:`alpaca_di.scaleout.registry.redis_registry`
 against one :class:`AlpacaEmulator` running in this process, and report what
 they receive over a queue. Worker 0 starts first, so it leads both groups; it is
 then killed with SIGKILL and another worker must take over.
@@ -24,10 +24,10 @@ import redis
 from _scaleout_support import KEY, REDIS_URL, SECRET
 from _scaleout_worker import run_worker
 
-from alpaca_di.settings import Credentials
+from alpaca_di.credentials import Credentials
+from alpaca_di.scaleout.follower import SharingKeys, account_tag
 from alpaca_di.testing.emulator import AlpacaEmulator
 from alpaca_di.testing.messages import quote
-from alpaca_di.transport.redis_upstream import SharingKeys, account_tag
 
 pytestmark = pytest.mark.redis
 

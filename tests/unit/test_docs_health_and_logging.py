@@ -11,7 +11,7 @@ import ast
 import re
 from pathlib import Path
 
-from alpaca_di.services.health import ConnectionHealth, HealthReport
+from alpaca_di.hub.health import ConnectionHealth, HealthReport
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "health-and-logging.md"

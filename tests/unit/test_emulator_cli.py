@@ -11,7 +11,7 @@ import msgpack
 import pytest
 from websockets.asyncio.client import connect
 
-from alpaca_di import cli
+from alpaca_di.cli import commands as cli
 
 
 def test_emulator_subcommand_prints_urls_serves_and_exits_0_on_sigterm() -> None:

@@ -14,8 +14,8 @@ import structlog
 from dependency_injector import containers, providers, resources
 from dependency_injector.wiring import Closing, Provide, inject
 
+from alpaca_di.credentials import Credentials
 from alpaca_di.providers.resources import StreamResource
-from alpaca_di.settings import Credentials
 
 DEADLINE = 10.0
 SECRET = "never-print-this-secret-42"

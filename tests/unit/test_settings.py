@@ -11,8 +11,9 @@ import pytest
 from dependency_injector import providers
 from pydantic import SecretStr
 
+from alpaca_di.credentials import Credentials
 from alpaca_di.errors import ConfigurationError
-from alpaca_di.settings import AlpacaSettings, Credentials, settings_from_mapping
+from alpaca_di.settings import AlpacaSettings, settings_from_mapping
 
 KEY = "PKTEST1234ABCD"
 SECRET = "sUp3r-s3cret-VALUE-9f8e7d"

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from alpaca_di.containers import AlpacaContainer
-    from alpaca_di.services.hub import StreamHub
+    from alpaca_di.hub.hub import StreamHub
 
 __all__ = ["STREAMS", "configure", "run"]
 

@@ -5,11 +5,11 @@
 (``ALPACA_SHARING=redis``, ``ALPACA_REDIS_URL``) keeps one socket per
 (credentials, endpoint) *per deployment*: every process gets a
 :class:`RedisConnectionRegistry` whose hubs read through Redis
-(:class:`~alpaca_di.transport.redis_upstream.RedisUpstream`) while one elected
-process holds the real socket (:class:`~alpaca_di.services.gateway.Gateway`).
+(:class:`~alpaca_di.scaleout.follower.RedisUpstream`) while one elected
+process holds the real socket (:class:`~alpaca_di.scaleout.leader.Gateway`).
 Hubs, services and containers are unchanged::
 
-    from alpaca_di.providers.sharing import registry_for
+    from alpaca_di.scaleout.registry import registry_for
 
     registry = registry_for(AlpacaSettings())      # local or redis, from the settings
     lease = registry.acquire(creds, "stock", url)
@@ -40,12 +40,13 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from alpaca_di.credentials import Credentials
 from alpaca_di.errors import ConfigurationError
+from alpaca_di.hub.health import ConnectionHealth, HealthReport
+from alpaca_di.hub.hub import StreamHub
+from alpaca_di.hub.registry import ConnectionRegistry, Lease
 from alpaca_di.protocol import StreamKind, SubscriptionState
-from alpaca_di.providers.registry import ConnectionRegistry, Lease
-from alpaca_di.services.health import ConnectionHealth, HealthReport
-from alpaca_di.services.hub import StreamHub
-from alpaca_di.settings import AlpacaSettings, Credentials
+from alpaca_di.settings import AlpacaSettings
 from alpaca_di.transport.backoff import Backoff
 from alpaca_di.transport.connection import ConnectionListener, Upstream
 from alpaca_di.transport.options import ConnectionOptions
@@ -54,8 +55,8 @@ from alpaca_di.transport.runtime import Runtime
 if TYPE_CHECKING:
     import asyncio
 
-    from alpaca_di.services.gateway import Gateway
-    from alpaca_di.transport.redis_upstream import RedisUpstream, SharingOptions
+    from alpaca_di.scaleout.follower import RedisUpstream, SharingOptions
+    from alpaca_di.scaleout.leader import Gateway
 
 __all__ = [
     "RedisConnectionRegistry",
@@ -88,9 +89,9 @@ class RedisConnectionRegistry(ConnectionRegistry):
     """A :class:`ConnectionRegistry` whose hubs share one socket per deployment via Redis.
 
     Each hub's upstream is a
-    :class:`~alpaca_di.transport.redis_upstream.RedisUpstream`; unless built
+    :class:`~alpaca_di.scaleout.follower.RedisUpstream`; unless built
     follower-only (``candidate=False``), the process's
-    :class:`~alpaca_di.services.gateway.Gateway` is a leader candidate for every
+    :class:`~alpaca_di.scaleout.leader.Gateway` is a leader candidate for every
     (credentials, endpoint) one of its hubs uses. :meth:`health` adds the
     sharing fields (``role``, ``leader``, ``redis``, ``lag_ms``).
 
@@ -110,8 +111,8 @@ class RedisConnectionRegistry(ConnectionRegistry):
         runtime: Runtime | None = None,
     ) -> None:
         _import_redis_modules()
-        from alpaca_di.services.gateway import Gateway
-        from alpaca_di.transport.redis_upstream import SharingOptions, new_identity
+        from alpaca_di.scaleout.follower import SharingOptions, new_identity
+        from alpaca_di.scaleout.leader import Gateway
 
         self.redis_url = redis_url
         self.sharing = sharing or SharingOptions()
@@ -167,7 +168,7 @@ class RedisConnectionRegistry(ConnectionRegistry):
         loop: asyncio.AbstractEventLoop,
         backoff: Backoff | None = None,
     ) -> Upstream:
-        from alpaca_di.transport.redis_upstream import RedisUpstream
+        from alpaca_di.scaleout.follower import RedisUpstream
 
         gateway = self.gateway
         with self._members_lock:
@@ -230,7 +231,7 @@ class RedisConnectionRegistry(ConnectionRegistry):
                 self.gateway.close(timeout)
 
     def __repr__(self) -> str:
-        from alpaca_di.transport.redis_upstream import mask_redis_url
+        from alpaca_di.scaleout.follower import mask_redis_url
 
         role = "candidate" if self.gateway is not None else "follower"
         return f"<RedisConnectionRegistry {mask_redis_url(self.redis_url)} {role} {self.identity}>"
@@ -249,7 +250,7 @@ def check_redis(redis_url: str, timeout: float = 2.0) -> None:
     _import_redis_modules()
     import redis
 
-    from alpaca_di.transport.redis_upstream import RedisUnavailableError, mask_redis_url
+    from alpaca_di.scaleout.follower import RedisUnavailableError, mask_redis_url
 
     try:
         client = redis.Redis.from_url(
@@ -284,7 +285,7 @@ def sharing_options_from_env(
         options, candidate, fallback = sharing_options_from_env({"ALPACA_REDIS_ROLE": "follower"})
     """
     _import_redis_modules()
-    from alpaca_di.transport.redis_upstream import SharingOptions
+    from alpaca_di.scaleout.follower import SharingOptions
 
     source = os.environ if environ is None else environ
     env = {key.upper(): value for key, value in source.items()}
@@ -328,7 +329,7 @@ def redis_registry(
     """This process's Redis-shared registry for ``settings.redis_url`` (created once).
 
     Redis is pinged first: when it does not answer, a
-    :class:`~alpaca_di.transport.redis_upstream.RedisUnavailableError` names
+    :class:`~alpaca_di.scaleout.follower.RedisUnavailableError` names
     ``ALPACA_REDIS_URL``, or, with ``fallback_local=True``
     (``ALPACA_REDIS_FALLBACK_LOCAL=true``), a warning is logged and
     :meth:`ConnectionRegistry.default` is returned. Arguments left ``None`` come
@@ -348,7 +349,7 @@ def redis_registry(
         registry = _cache.get(key)
         if registry is not None:
             return registry
-        from alpaca_di.transport.redis_upstream import RedisUnavailableError, mask_redis_url
+        from alpaca_di.scaleout.follower import RedisUnavailableError, mask_redis_url
 
         try:
             check_redis(settings.redis_url)
@@ -397,7 +398,7 @@ def run_gateway(
     """``alpaca-di gateway``: lead every ``kind`` for the environment's account until stopped.
 
     A dedicated leader process: it builds no hubs, only a
-    :class:`~alpaca_di.services.gateway.Gateway` registered for each kind's
+    :class:`~alpaca_di.scaleout.leader.Gateway` registered for each kind's
     endpoint, so that worker processes can all run follower-only
     (``ALPACA_REDIS_ROLE=follower``). Prints ``ready <identity>`` once registered
     and one ``group <kind> <endpoint> <tag>`` line per kind; stops on SIGINT or
@@ -409,7 +410,7 @@ def run_gateway(
         export ALPACA_SHARING=redis ALPACA_REDIS_URL=redis://cache:6379/0
         alpaca-di gateway --kinds stock,trading
     """
-    from alpaca_di.providers.streams import endpoint_for
+    from alpaca_di.settings import endpoint_for
 
     try:
         settings = settings or AlpacaSettings()
@@ -422,8 +423,8 @@ def run_gateway(
     except ConfigurationError as exc:
         print(f"alpaca-di gateway: {exc}", file=sys.stderr)
         return 2
-    from alpaca_di.services.gateway import Gateway
-    from alpaca_di.transport.redis_upstream import RedisUnavailableError
+    from alpaca_di.scaleout.follower import RedisUnavailableError
+    from alpaca_di.scaleout.leader import Gateway
 
     try:
         check_redis(settings.redis_url)

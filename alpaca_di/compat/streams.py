@@ -52,9 +52,9 @@ from typing import Any, ClassVar
 import structlog
 
 from alpaca_di.errors import ConnectionClosedError
+from alpaca_di.hub.hub import StreamHub
+from alpaca_di.hub.subscription import Subscription
 from alpaca_di.protocol import StreamKind, validate_symbol
-from alpaca_di.services.hub import StreamHub
-from alpaca_di.services.subscription import Subscription
 from alpaca_di.transport.states import ConnectionState
 
 __all__ = [

@@ -15,7 +15,7 @@ and a ``run`` function returning the exit code::
         parser.add_argument("--duration", type=float, default=10.0)
 
     def _run_demo(args: argparse.Namespace) -> int:
-        from alpaca_di._demo import run_demo      # import lazily: keep --help fast
+        from alpaca_di.cli.demo.run import run_demo      # import lazily: keep --help fast
         return run_demo(args)
 
     register(Command("demo", "run the demo against the emulator", _configure_demo, _run_demo))
@@ -181,8 +181,9 @@ register(
 )
 
 # More subcommands register here (see the module docstring). ``demo`` and ``health`` live in
-# private modules whose heavy imports happen inside ``run``.
-from alpaca_di import _demo, _health  # noqa: E402 - registered after the registry exists
+# their own modules whose heavy imports happen inside ``run``.
+from alpaca_di.cli import health as _health  # noqa: E402 - registered after the registry exists
+from alpaca_di.cli.demo import run as _demo  # noqa: E402
 
 register(
     Command(
@@ -213,7 +214,7 @@ def _configure_gateway(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_gateway(args: argparse.Namespace) -> int:
-    from alpaca_di.providers.sharing import run_gateway
+    from alpaca_di.scaleout.registry import run_gateway
 
     return run_gateway([kind.strip() for kind in args.kinds.split(",") if kind.strip()])
 

@@ -24,12 +24,12 @@ from typing import Any
 
 import structlog
 
+from alpaca_di.credentials import Credentials
 from alpaca_di.errors import ConnectionClosedError, ProtocolError, ServerError
+from alpaca_di.hub.health import ConnectionHealth, StateTransition
+from alpaca_di.hub.subscription import Handler, Subscription
 from alpaca_di.protocol import StreamKind, SubscriptionState, validate_channel, validate_symbol
 from alpaca_di.protocol.models import parse
-from alpaca_di.services.health import ConnectionHealth, StateTransition
-from alpaca_di.services.subscription import Handler, Subscription
-from alpaca_di.settings import Credentials
 from alpaca_di.transport.backoff import Backoff
 from alpaca_di.transport.connection import Connection, ConnectionFactory, Upstream
 from alpaca_di.transport.options import ConnectionOptions, OverflowPolicy

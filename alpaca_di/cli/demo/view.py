@@ -1,7 +1,7 @@
 """What ``alpaca-di demo`` draws: the live view, plain progress lines, the final report.
 
 Everything here is a pure function of a :class:`Snapshot` (or of a
-:class:`~alpaca_di.services.health.HealthReport`): the demo builds a snapshot on
+:class:`~alpaca_di.hub.health.HealthReport`): the demo builds a snapshot on
 every tick and renders it with rich, either as a live-updating view (a
 terminal) or as one plain line per second (pipes, CI)::
 
@@ -21,8 +21,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from alpaca_di._demo_app import LogEntry
-from alpaca_di.services.health import ConnectionHealth, HealthReport
+from alpaca_di.cli.demo.app import LogEntry
+from alpaca_di.hub.health import ConnectionHealth, HealthReport
 
 __all__ = [
     "PriceRow",

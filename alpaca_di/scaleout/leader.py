@@ -2,7 +2,7 @@
 
 In ``sharing="redis"`` mode every process runs a :class:`Gateway` candidate
 (unless configured follower-only) and reads its data through
-:class:`~alpaca_di.transport.redis_upstream.RedisUpstream`. For each
+:class:`~alpaca_di.scaleout.follower.RedisUpstream`. For each
 (account, endpoint) group one candidate wins a Redis lock
 (:class:`LeaderElector`: ``SET NX PX``, renewed by a compare-and-``PEXPIRE``
 script) and, while it leads and some live process wants data, holds one real
@@ -10,7 +10,7 @@ WebSocket :class:`~alpaca_di.transport.Connection` subscribed to the *union* of
 the live processes' demand. Every batch it reads is republished on Redis
 pub/sub, trade updates are appended to a Redis stream, and the upstream state
 and acknowledged subscriptions are published as a
-:class:`~alpaca_di.transport.redis_upstream.LeaderStatus`.
+:class:`~alpaca_di.scaleout.follower.LeaderStatus`.
 
 Never two sockets for one (key, endpoint): a candidate connects only after it
 holds the lock, and a leader that cannot renew closes its socket *before* the
@@ -41,12 +41,10 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from alpaca_di.credentials import Credentials
 from alpaca_di.errors import ConfigurationError, ServerError
 from alpaca_di.protocol import StreamKind, SubscriptionState
-from alpaca_di.settings import Credentials
-from alpaca_di.transport.connection import Connection, ConnectionFactory, Upstream
-from alpaca_di.transport.options import ConnectionOptions
-from alpaca_di.transport.redis_upstream import (
+from alpaca_di.scaleout.follower import (
     LeaderStatus,
     SharingKeys,
     SharingOptions,
@@ -58,6 +56,8 @@ from alpaca_di.transport.redis_upstream import (
     new_identity,
     redis_client,
 )
+from alpaca_di.transport.connection import Connection, ConnectionFactory, Upstream
+from alpaca_di.transport.options import ConnectionOptions
 from alpaca_di.transport.runtime import Runtime
 from alpaca_di.transport.states import ConnectionState
 

@@ -34,11 +34,11 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from alpaca_di.errors import AlpacaDIError, ConnectionClosedError
-from alpaca_di.services._workers import HandlerPool
+from alpaca_di.hub.delivery import HandlerPool
 from alpaca_di.transport.options import OverflowPolicy
 
 if TYPE_CHECKING:
-    from alpaca_di.services.hub import StreamHub
+    from alpaca_di.hub.hub import StreamHub
 
 __all__ = ["Handler", "Subscription", "SubscriptionOverflowError", "SubscriptionStats"]
 

@@ -2,7 +2,7 @@
 
 Alpaca allows one socket per account and endpoint, whatever the number of
 processes. In ``sharing="redis"`` mode one process (the *leader*, see
-:mod:`alpaca_di.services.gateway`) holds the real socket and republishes what it
+:mod:`alpaca_di.scaleout.leader`) holds the real socket and republishes what it
 reads; every process -- the leader's own consumers included -- reads through a
 :class:`RedisUpstream`, which implements the
 :class:`~alpaca_di.transport.connection.Upstream` protocol, so
@@ -25,7 +25,7 @@ no key holds a secret or a raw key id)::
 
 The ``{T}`` hash tag keeps a group's keys in one Redis Cluster slot.
 
-Example (what :func:`alpaca_di.providers.sharing.redis_registry` wires up)::
+Example (what :func:`alpaca_di.scaleout.registry.redis_registry` wires up)::
 
     upstream = RedisUpstream(url, kind=StreamKind.STOCK, credentials=creds,
                              options=ConnectionOptions(), subscriptions=state,
@@ -54,6 +54,7 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from alpaca_di.credentials import Credentials
 from alpaca_di.errors import (
     AlpacaDIError,
     ConfigurationError,
@@ -64,7 +65,6 @@ from alpaca_di.errors import (
     error_for_code,
 )
 from alpaca_di.protocol import StreamKind, SubscriptionState
-from alpaca_di.settings import Credentials
 from alpaca_di.transport.backoff import Backoff, ExponentialBackoff
 from alpaca_di.transport.connection import ConnectionListener
 from alpaca_di.transport.options import ConnectionOptions
@@ -524,7 +524,7 @@ class RedisUpstream:
     a leader holds a connected upstream socket. It reconnects to Redis with the
     hub's backoff. All methods run on ``loop``.
 
-    Built by :func:`alpaca_di.providers.sharing.redis_registry`; by hand::
+    Built by :func:`alpaca_di.scaleout.registry.redis_registry`; by hand::
 
         registry = ConnectionRegistry(connection_factory=functools.partial(
             RedisUpstream, redis_url="redis://127.0.0.1:6379/0"))
@@ -649,7 +649,7 @@ class RedisUpstream:
     # -- health --------------------------------------------------------------------------
 
     def health_fields(self) -> dict[str, Any]:
-        """Sharing fields for :class:`~alpaca_di.services.health.ConnectionHealth`.
+        """Sharing fields for :class:`~alpaca_di.hub.health.ConnectionHealth`.
 
         ``role`` (``leader`` when this process's gateway holds the group's lock,
         else ``follower``), ``leader`` (the leader's identity), ``redis`` (``up``,

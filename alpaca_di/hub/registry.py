@@ -23,10 +23,10 @@ from typing import ClassVar
 
 import structlog
 
+from alpaca_di.credentials import Credentials
+from alpaca_di.hub.health import ConnectionHealth, HealthReport
+from alpaca_di.hub.hub import StreamHub
 from alpaca_di.protocol import StreamKind
-from alpaca_di.services.health import ConnectionHealth, HealthReport
-from alpaca_di.services.hub import StreamHub
-from alpaca_di.settings import Credentials
 from alpaca_di.transport.backoff import Backoff
 from alpaca_di.transport.connection import Connection, ConnectionFactory, check_url
 from alpaca_di.transport.options import ConnectionOptions

@@ -4,7 +4,7 @@ Run ``alpaca-di demo`` (or ``python -m alpaca_di demo``, or ``make demo``). It
 
 1. starts the embedded :class:`~alpaca_di.testing.AlpacaEmulator` (a seeded
    synthetic market, ``--rate`` messages per second per connection);
-2. builds the demo's application container (:class:`~alpaca_di._demo_app.DemoApp`),
+2. builds the demo's application container (:class:`~alpaca_di.cli.demo.app.DemoApp`),
    which embeds ``AlpacaContainer`` and declares a momentum strategy, a crypto
    watcher, a risk monitor, a trade tape, an order log, a news desk and an
    executor that places a few orders;
@@ -19,7 +19,7 @@ On a terminal the view redraws in place (``rich.live``); otherwise (pipes, CI)
 it prints one plain progress line per second. Phases ("connecting",
 "waiting for first prices", ...) are always shown, so nothing waits silently.
 
-``--json`` prints **only** the final :class:`~alpaca_di.services.health.HealthReport`
+``--json`` prints **only** the final :class:`~alpaca_di.hub.health.HealthReport`
 (``model_dump_json``, top-level ``connections``) on stdout; the view and the
 progress go to stderr. The final report is the snapshot taken **at the end of
 the run, just before shutdown**: every connection in it is ``connected`` and
@@ -55,9 +55,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from alpaca_di._demo_app import Component, DemoApp
-    from alpaca_di._demo_view import PriceRow, ServerView, Snapshot
-    from alpaca_di.services.health import HealthReport
+    from alpaca_di.cli.demo.app import Component, DemoApp
+    from alpaca_di.cli.demo.view import PriceRow, ServerView, Snapshot
+    from alpaca_di.hub.health import HealthReport
     from alpaca_di.testing.emulator import AlpacaEmulator
 
 __all__ = ["DEMO_KEY_ID", "DEMO_SECRET", "configure", "run"]
@@ -214,7 +214,7 @@ class _Demo:
         self.interrupted = True
 
     def _run(self) -> _Final:
-        from alpaca_di._demo_app import DemoApp
+        from alpaca_di.cli.demo.app import DemoApp
 
         if self.target.live:
             self.say(f"connecting to {self.target.description}...")
@@ -267,7 +267,7 @@ class _Demo:
         """Tick (render) until the duration is over or Ctrl-C."""
         from rich.live import Live
 
-        from alpaca_di._demo_view import progress_line, render
+        from alpaca_di.cli.demo.view import progress_line, render
 
         if not self.tty:
             next_line = 1.0
@@ -344,8 +344,8 @@ class _Demo:
     # -- snapshots -------------------------------------------------------------------------
 
     def _snapshot(self) -> Snapshot:
-        from alpaca_di._demo_view import Snapshot
-        from alpaca_di.services.health import HealthReport
+        from alpaca_di.cli.demo.view import Snapshot
+        from alpaca_di.hub.health import HealthReport
 
         app = self.app
         report = app.alpaca.health() if app is not None else HealthReport.of([])
@@ -403,8 +403,8 @@ class _Demo:
         return None
 
     def _prices(self) -> list[PriceRow]:
-        from alpaca_di._demo_app import CRYPTO_PAIRS, STOCK_SYMBOLS
-        from alpaca_di._demo_view import PriceRow
+        from alpaca_di.cli.demo.app import CRYPTO_PAIRS, STOCK_SYMBOLS
+        from alpaca_di.cli.demo.view import PriceRow
 
         app = self.app
         if app is None or not self.components:
@@ -449,7 +449,7 @@ class _Demo:
         return rows
 
     def _server(self, report: HealthReport) -> dict[str, ServerView] | None:
-        from alpaca_di._demo_view import ServerView, path_of
+        from alpaca_di.cli.demo.view import ServerView, path_of
 
         emulator = self.emulator
         if emulator is None:
@@ -531,7 +531,7 @@ class _Demo:
         )
 
     def _finish(self, final: _Final) -> int:
-        from alpaca_di._demo_view import health_table, sharing_summary
+        from alpaca_di.cli.demo.view import health_table, sharing_summary
 
         report = final.report
         problems = list(self.problems)

@@ -54,10 +54,10 @@ from dependency_injector import containers, providers
 
 from alpaca_di.containers import AlpacaContainer
 from alpaca_di.errors import AlpacaDIError
-from alpaca_di.services.hub import StreamHub
+from alpaca_di.hub.hub import StreamHub
+from alpaca_di.hub.subscription import Subscription
 from alpaca_di.services.interfaces import PriceSource, PriceTracker
 from alpaca_di.services.manager import AlpacaManager
-from alpaca_di.services.subscription import Subscription
 from alpaca_di.services.trading import TradingService
 
 __all__ = [

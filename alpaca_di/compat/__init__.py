@@ -1,0 +1,1 @@
+"""alpaca-py's stream classes (``Shared*Stream``) served by the shared hubs."""

@@ -1,0 +1,25 @@
+"""The hub: one shared connection, its consumers, their queues and the registry."""
+
+from alpaca_di.hub.health import ConnectionHealth, HealthReport, StateTransition
+from alpaca_di.hub.hub import StateListener, StreamHub
+from alpaca_di.hub.registry import ConnectionRegistry, Lease
+from alpaca_di.hub.subscription import (
+    Handler,
+    Subscription,
+    SubscriptionOverflowError,
+    SubscriptionStats,
+)
+
+__all__ = [
+    "ConnectionHealth",
+    "ConnectionRegistry",
+    "Handler",
+    "HealthReport",
+    "Lease",
+    "StateListener",
+    "StateTransition",
+    "StreamHub",
+    "Subscription",
+    "SubscriptionOverflowError",
+    "SubscriptionStats",
+]

@@ -1,0 +1,1 @@
+"""Redis scale-out: one upstream socket per (account, endpoint) for a whole deployment."""
