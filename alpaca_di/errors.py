@@ -29,6 +29,7 @@ __all__ = [
     "ServerError",
     "SlowClientError",
     "SymbolLimitError",
+    "describe_error",
     "error_for_code",
 ]
 
@@ -162,3 +163,16 @@ def error_for_code(code: int, message: str, *, feed: str | None = None) -> Serve
     elif cls is AuthenticationError:
         detail = "check APCA_API_KEY_ID / APCA_API_SECRET_KEY and the paper/live setting"
     return cls(code, message, detail)
+
+
+def describe_error(error: BaseException | None) -> str | None:
+    """``"TypeName: message"`` (or just the type name), for logs and health; ``None`` for ``None``.
+
+    Example::
+
+        describe_error(TimeoutError("no pong"))   # 'TimeoutError: no pong'
+    """
+    if error is None:
+        return None
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

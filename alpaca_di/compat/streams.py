@@ -51,6 +51,7 @@ from typing import Any, ClassVar
 
 import structlog
 
+from alpaca_di._aio import running_loop
 from alpaca_di.errors import ConnectionClosedError
 from alpaca_di.hub.hub import StreamHub
 from alpaca_di.hub.subscription import Subscription
@@ -86,13 +87,6 @@ def _ensure_coroutine(handler: Any) -> None:
         )
     ):
         raise ValueError("handler must be a coroutine function")
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 class _SharedStream:
@@ -143,7 +137,7 @@ class _SharedStream:
         do); opens no socket of its own. In a running event loop use ``await
         stream._run_forever()`` instead.
         """
-        if _running_loop() is not None:
+        if running_loop() is not None:
             raise RuntimeError(
                 "run() cannot be called from a running event loop; "
                 "use 'await stream._run_forever()'"
@@ -208,7 +202,7 @@ class _SharedStream:
             sub.close()
         if loop is None or event is None:
             return
-        if _running_loop() is loop:
+        if running_loop() is loop:
             event.set()
             return
         try:
@@ -231,7 +225,7 @@ class _SharedStream:
         """
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-        if self._loop is not None and _running_loop() is self._loop:
+        if self._loop is not None and running_loop() is self._loop:
             raise RuntimeError(
                 "wait_subscribed() would block the run loop; use 'await subscribed()'"
             )
@@ -319,7 +313,7 @@ class _SharedStream:
         if loop is None:
             return  # applied when run() starts
         for name in channels:
-            if _running_loop() is loop:
+            if running_loop() is loop:
                 self._apply(name)
             else:
                 try:

@@ -24,8 +24,10 @@ from typing import Any
 
 import structlog
 
+from alpaca_di._aio import running_loop, wake
+from alpaca_di._check import check_seconds
 from alpaca_di.credentials import Credentials
-from alpaca_di.errors import ConnectionClosedError, ProtocolError, ServerError
+from alpaca_di.errors import ConnectionClosedError, ProtocolError, ServerError, describe_error
 from alpaca_di.hub.health import ConnectionHealth, StateTransition
 from alpaca_di.hub.subscription import Handler, Subscription
 from alpaca_di.protocol import StreamKind, SubscriptionState, validate_channel, validate_symbol
@@ -51,13 +53,6 @@ _log = structlog.get_logger("alpaca_di.hub")
 def _wire(pair: Pair) -> Pair:
     channel = _WIRE_CHANNEL.get(pair[0])
     return (channel, pair[1]) if channel else pair
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 class StreamHub:
@@ -229,7 +224,7 @@ class StreamHub:
             raise ValueError(
                 f"overflow must be one of {', '.join(_OVERFLOW_POLICIES)}; got {overflow!r}"
             )
-        caller_loop = _running_loop()
+        caller_loop = running_loop()
         sub = Subscription(
             self,
             handler,
@@ -255,7 +250,7 @@ class StreamHub:
         grace window), ``TimeoutError`` when time runs out. Do not call it on the
         hub's own loop: ``await hub.ready()`` there.
         """
-        _check_timeout(timeout)
+        check_seconds("timeout", timeout)
         if self._on_loop():
             raise RuntimeError("wait_ready() would block the event loop; use await hub.ready()")
         self._call(self._connection.start)
@@ -266,7 +261,7 @@ class StreamHub:
 
         Works from any loop (the hub's or another one) without tying up a thread.
         """
-        _check_timeout(timeout)
+        check_seconds("timeout", timeout)
         self._call(self._connection.start)
         await self._await(self._ready_check, timeout)
 
@@ -318,7 +313,7 @@ class StreamHub:
             handler_errors=self._retired[2] + sum(s.errors for s in stats),
             reconnects=conn.reconnects,
             last_message_at=last_at,
-            last_error=_error_text(conn.last_error),
+            last_error=describe_error(conn.last_error),
             transitions=[
                 StateTransition(state=c.state.value, at=c.at, error=c.error)
                 for c in conn.history.changes[-10:]
@@ -334,7 +329,7 @@ class StreamHub:
         async handler, say) it closes every subscription at once, schedules the
         socket's close and returns (``await hub.aclose()`` there to wait).
         """
-        _check_timeout(timeout)
+        check_seconds("timeout", timeout)
         if self._on_loop():
             self._begin_close()
             return
@@ -635,7 +630,7 @@ class StreamHub:
         return not sub.unconfirmed and not sub._pending_changes
 
     def _wait_confirmed(self, sub: Subscription, timeout: float) -> None:
-        _check_timeout(timeout)
+        check_seconds("timeout", timeout)
         if self._on_loop():
             raise RuntimeError(
                 "wait_confirmed() would block the event loop; use await sub.confirmed()"
@@ -643,7 +638,7 @@ class StreamHub:
         self._wait(lambda: self._confirmed_check(sub), timeout, "subscription confirmed")
 
     async def _await_confirmed(self, sub: Subscription, timeout: float) -> None:
-        _check_timeout(timeout)
+        check_seconds("timeout", timeout)
         await self._await(lambda: self._confirmed_check(sub), timeout, "subscription confirmed")
 
     def _wait(self, check: Callable[[], bool], timeout: float, what: str = "ready") -> None:
@@ -686,7 +681,7 @@ class StreamHub:
                         self._async_waiters.remove(entry)
 
     def _timeout_message(self, timeout: float, what: str) -> str:
-        error = _error_text(self._connection.last_error)
+        error = describe_error(self._connection.last_error)
         return (
             f"{self.kind.value} stream {self.endpoint}: not {what} within {timeout} s "
             f"(state {self.state.value}{'; last error: ' + error if error else ''})"
@@ -696,20 +691,20 @@ class StreamHub:
         with self._changed:
             self._changed.notify_all()
             waiters, self._async_waiters = self._async_waiters, []
-        here = _running_loop()
+        here = running_loop()
         for loop, waiter in waiters:
             if loop is here:
-                _wake(waiter)
+                wake(waiter)
             else:
                 try:
-                    loop.call_soon_threadsafe(_wake, waiter)
+                    loop.call_soon_threadsafe(wake, waiter)
                 except RuntimeError:  # that loop is closed: nobody waits there any more
                     pass
 
     # -- threading -------------------------------------------------------------------------
 
     def _on_loop(self) -> bool:
-        return _running_loop() is self._loop
+        return running_loop() is self._loop
 
     def _call(self, function: Callable[..., None], *args: Any) -> None:
         if self._on_loop():
@@ -723,23 +718,6 @@ class StreamHub:
             ) from None
 
 
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
-def _check_timeout(timeout: float) -> None:
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-
-
-def _error_text(error: BaseException | None) -> str | None:
-    if error is None:
-        return None
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
 def _log_task_error(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
-        _log.error("hub.close_failed", error=_error_text(task.exception()))
+        _log.error("hub.close_failed", error=describe_error(task.exception()))

@@ -23,6 +23,8 @@ from typing import ClassVar
 
 import structlog
 
+from alpaca_di._aio import running_loop
+from alpaca_di._check import check_seconds
 from alpaca_di.credentials import Credentials
 from alpaca_di.hub.health import ConnectionHealth, HealthReport
 from alpaca_di.hub.hub import StreamHub
@@ -70,7 +72,7 @@ class Lease:
         Off the hub's loop this blocks until the close frame is exchanged (bounded
         by ``timeout``); on the loop it schedules the close (use :meth:`arelease`).
         """
-        _check_timeout(timeout)
+        check_seconds("timeout", timeout)
         if self._take():
             self._registry._release(self._key, self._entry, timeout)
 
@@ -155,7 +157,7 @@ class ConnectionRegistry:
             raise TypeError(f"options must be ConnectionOptions, got {type(options).__name__}")
         check_url(endpoint, allow_insecure=options.allow_insecure)
         key = (credentials, endpoint)
-        loop = _running_loop()
+        loop = running_loop()
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None and (entry.hub.closed or entry.hub.loop.is_closed()):
@@ -224,7 +226,7 @@ class ConnectionRegistry:
 
     def close_all(self, timeout: float = 2.0) -> None:
         """Close every hub now, whatever its lease count (used at interpreter exit)."""
-        _check_timeout(timeout)
+        check_seconds("timeout", timeout)
         with self._lock:
             entries = list(self._entries.items())
             self._entries.clear()
@@ -278,18 +280,6 @@ class ConnectionRegistry:
         finally:
             if entry.on_runtime:
                 self._runtime.release()
-
-
-def _check_timeout(timeout: float) -> None:
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 @atexit.register

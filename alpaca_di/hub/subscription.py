@@ -21,8 +21,6 @@ handler (sync or async) or by iterating::
 from __future__ import annotations
 
 import asyncio
-import functools
-import inspect
 import threading
 import time
 from collections import deque
@@ -33,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from alpaca_di._aio import is_async_callable
 from alpaca_di.errors import AlpacaDIError, ConnectionClosedError
 from alpaca_di.hub.delivery import HandlerPool
 from alpaca_di.transport.options import OverflowPolicy
@@ -70,15 +69,6 @@ class SubscriptionStats:
     dropped: int
     queued: int
     errors: int
-
-
-def _is_async_callable(handler: Callable[..., Any]) -> bool:
-    while isinstance(handler, functools.partial):
-        handler = handler.func
-    if inspect.iscoroutinefunction(handler):
-        return True
-    call = getattr(handler, "__call__", None)  # noqa: B004 - instances with async __call__
-    return call is not None and inspect.iscoroutinefunction(call)
 
 
 class Subscription:
@@ -131,7 +121,7 @@ class Subscription:
         self._held: frozenset[tuple[str, str]] = frozenset()
         self._filtering = False
         # Wake-up plumbing, by mode:
-        self._async_handler = handler is not None and _is_async_callable(handler)
+        self._async_handler = handler is not None and is_async_callable(handler)
         self._drain_scheduled = False
         self._wake_pending = False
         self._event: asyncio.Event | None = None

@@ -41,6 +41,8 @@ from typing import Any, TypeVar, cast, overload
 import structlog
 from dependency_injector import providers, resources
 
+from alpaca_di._aio import running_loop
+
 __all__ = ["StreamResource"]
 
 T = TypeVar("T")
@@ -49,14 +51,6 @@ _logger = structlog.get_logger(__name__)
 
 # Guards only the lazy creation of a provider's own lock (see StreamResource._guard).
 _LOCK_CREATION = threading.Lock()
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    """The event loop running in this thread, if any."""
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 def _is_async_initializer(provides: object) -> bool:
@@ -207,7 +201,7 @@ class StreamResource(providers.Resource[T]):
     def init(self) -> T | asyncio.Future[T]:  # type: ignore[override]
         """Initialise now; inside a running loop, return a completed Future of it."""
         resource = self()
-        loop = _running_loop()
+        loop = running_loop()
         if loop is None or asyncio.isfuture(resource) or inspect.iscoroutine(resource):
             return resource
         future: asyncio.Future[T] = loop.create_future()
@@ -218,7 +212,7 @@ class StreamResource(providers.Resource[T]):
         """Run the cleanup; never raises (see the class docstring)."""
         with self._guard:
             pass  # let a first-use initialisation in progress finish, so it gets closed
-        loop = _running_loop()
+        loop = running_loop()
         # Tasks the cleanup starts on this loop (a close handshake that cannot block
         # the loop) are what the async shutdown must await before it completes.
         before = asyncio.all_tasks(loop) if loop is not None else set()
@@ -282,7 +276,7 @@ class _AsyncShutdownMarker(StreamResource[None]):
     """
 
     def is_async_mode_enabled(self) -> bool:
-        return _running_loop() is not None
+        return running_loop() is not None
 
     def init(self) -> None:
         return None

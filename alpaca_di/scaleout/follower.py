@@ -54,6 +54,7 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from alpaca_di._aio import wake
 from alpaca_di.credentials import Credentials
 from alpaca_di.errors import (
     AlpacaDIError,
@@ -62,6 +63,7 @@ from alpaca_di.errors import (
     ProtocolError,
     ServerError,
     SymbolLimitError,
+    describe_error,
     error_for_code,
 )
 from alpaca_di.protocol import StreamKind, SubscriptionState
@@ -623,13 +625,13 @@ class RedisUpstream:
                 if task is not None:
                     await asyncio.wait_for(self._withdraw(client), self.sharing.command_timeout)
             except Exception as exc:  # Redis down: the demand expires with its TTL
-                self._log.debug("redis.withdraw_failed", error=_describe(exc))
+                self._log.debug("redis.withdraw_failed", error=describe_error(exc))
             await _close_client(client)
         if self._on_close is not None:
             try:
                 await self._on_close()
             except Exception as exc:
-                self._log.warning("redis.gateway_release_failed", error=_describe(exc))
+                self._log.warning("redis.gateway_release_failed", error=describe_error(exc))
         if not self.state.is_final:
             self._set_state(ConnectionState.CLOSED)
 
@@ -672,7 +674,7 @@ class RedisUpstream:
     def _set_state(self, state: ConnectionState, error: BaseException | None = None) -> None:
         if state is self.history.state:
             return
-        previous = self.history.record(state, _describe(error) if error else None)
+        previous = self.history.record(state, describe_error(error))
         if error is not None:
             self.last_error = error
         if state is ConnectionState.RECONNECTING:
@@ -683,7 +685,7 @@ class RedisUpstream:
             state=state.value,
             previous=previous.value,
             leader=self._status.leader if self._status else None,
-            error=_describe(error) if error else None,
+            error=describe_error(error),
         )
         self._listener.on_state(state, previous, error)
 
@@ -772,13 +774,13 @@ class RedisUpstream:
                     try:
                         await asyncio.wait_for(self._withdraw(client), self.sharing.command_timeout)
                     except Exception as exc:
-                        self._log.debug("redis.withdraw_failed", error=_describe(exc))
+                        self._log.debug("redis.withdraw_failed", error=describe_error(exc))
                 return
             except Exception as exc:  # Redis errors, OSError, undecodable records
                 if self._closing:
                     break
                 self.last_error = exc
-                self._log.warning("redis.lost", error=_describe(exc))
+                self._log.warning("redis.lost", error=describe_error(exc))
             finally:
                 self._redis_up = False
                 self.subscriptions.reset_wire()
@@ -825,7 +827,7 @@ class RedisUpstream:
                     self.options.close_timeout,
                 )
             except Exception as exc:
-                self._log.debug("redis.pubsub_close_failed", error=_describe(exc))
+                self._log.debug("redis.pubsub_close_failed", error=describe_error(exc))
 
     async def _read_pubsub(self, pubsub: PubSub, session: _Session) -> None:
         data_channel = self.keys.data_channel.encode()
@@ -928,7 +930,7 @@ class RedisUpstream:
             if not self._demand_dirty:
                 waiter: asyncio.Future[None] = loop.create_future()
                 self._demand_waiter = waiter
-                timer = loop.call_later(interval, _resolve, waiter)
+                timer = loop.call_later(interval, wake, waiter)
                 try:
                     await waiter
                 finally:
@@ -1017,11 +1019,6 @@ class RedisUpstream:
         return item
 
 
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
 class _Session:
     """One Redis session's liveness flag: its loops stop even if a cancel gets lost."""
 
@@ -1050,11 +1047,6 @@ async def _close_client(client: Redis) -> None:
     try:
         await asyncio.wait_for(client.aclose(), 1.0)
     except Exception as exc:
-        _log.debug("redis.client_close_failed", error=_describe(exc))
+        _log.debug("redis.client_close_failed", error=describe_error(exc))
 
 
-def _describe(error: BaseException | None) -> str:
-    if error is None:
-        return ""
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -42,7 +42,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from alpaca_di.credentials import Credentials
-from alpaca_di.errors import ConfigurationError, ServerError
+from alpaca_di.errors import ConfigurationError, ServerError, describe_error
 from alpaca_di.protocol import StreamKind, SubscriptionState
 from alpaca_di.scaleout.follower import (
     LeaderStatus,
@@ -398,7 +398,7 @@ class _Group:
                     self.elector.release(self._farewell()), self.gateway.sharing.command_timeout
                 )
             except Exception as exc:
-                self._log.debug("gateway.release_failed", error=_describe(exc))
+                self._log.debug("gateway.release_failed", error=describe_error(exc))
         self.subscriptions = SubscriptionState()
         self.applied = set()
         self.ack = {}
@@ -432,7 +432,7 @@ class _Group:
                         self._recompute(client), self.gateway.sharing.command_timeout
                     )
                 except (RedisError, OSError, asyncio.TimeoutError) as exc:
-                    self._log.debug("gateway.recompute_failed", error=_describe(exc))
+                    self._log.debug("gateway.recompute_failed", error=describe_error(exc))
                     return
         finally:
             self._recompute_running = False
@@ -457,7 +457,7 @@ class _Group:
                     value if isinstance(value, bytes) else value.encode()
                 )
             except Exception as exc:
-                self._log.warning("gateway.bad_demand", member=member, error=_describe(exc))
+                self._log.warning("gateway.bad_demand", member=member, error=describe_error(exc))
                 continue
             union |= pairs
             seen[member] = version
@@ -601,7 +601,7 @@ class _Group:
                 self._renew(self.elector), self.gateway.sharing.command_timeout
             )
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
-            self._log.debug("gateway.status_failed", error=_describe(exc))
+            self._log.debug("gateway.status_failed", error=describe_error(exc))
             return
         if not held and self.term == term:
             await self.step_down("another process holds the lock", release=False)
@@ -620,12 +620,12 @@ class _Group:
                     if self._stopping:
                         return
                     if self.kind is StreamKind.TRADING:
-                        self._log.warning("gateway.xadd_failed", error=_describe(exc))
+                        self._log.warning("gateway.xadd_failed", error=describe_error(exc))
                         await asyncio.sleep(self.gateway.sharing.renew_interval)
                     else:
                         self.dropped += sum(len(batch) for batch in self._outbox)
                         self._outbox.clear()
-                        self._log.warning("gateway.publish_failed", error=_describe(exc))
+                        self._log.warning("gateway.publish_failed", error=describe_error(exc))
             if self._stopping:
                 return
 
@@ -788,7 +788,7 @@ class Gateway:
             future = asyncio.run_coroutine_threadsafe(self._retire(group), loop)
             await asyncio.wait_for(asyncio.wrap_future(future), 5.0)
         except Exception as exc:
-            _log.error("gateway.unregister_failed", group=tag, error=_describe(exc))
+            _log.error("gateway.unregister_failed", group=tag, error=describe_error(exc))
         finally:
             await asyncio.to_thread(self._runtime.release)
 
@@ -871,7 +871,7 @@ class Gateway:
             try:
                 await asyncio.wait_for(client.aclose(), 1.0)
             except Exception as exc:
-                _log.debug("gateway.client_close_failed", error=_describe(exc))
+                _log.debug("gateway.client_close_failed", error=describe_error(exc))
 
     async def _ticker(self) -> None:
         interval = self.sharing.renew_interval
@@ -895,7 +895,7 @@ class Gateway:
                         _log.warning(
                             "gateway.redis_unavailable",
                             identity=self.identity,
-                            error=_describe(errors[0]),
+                            error=describe_error(errors[0]),
                             failures=failures,
                         )
                     self.redis_up = False
@@ -935,12 +935,12 @@ class Gateway:
                     if group is not None:
                         group.recompute_soon()
             except (RedisError, OSError, asyncio.TimeoutError) as exc:
-                _log.debug("gateway.listener_lost", error=_describe(exc))
+                _log.debug("gateway.listener_lost", error=describe_error(exc))
             finally:
                 try:
                     await asyncio.wait_for(pubsub.aclose(), 1.0)  # type: ignore[no-untyped-call]
                 except Exception as exc:
-                    _log.debug("gateway.pubsub_close_failed", error=_describe(exc))
+                    _log.debug("gateway.pubsub_close_failed", error=describe_error(exc))
             await asyncio.sleep(delay)
 
 
@@ -955,8 +955,3 @@ def _glob_escape(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
-def _describe(error: BaseException | None) -> str:
-    if error is None:
-        return ""
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__

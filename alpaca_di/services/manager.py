@@ -30,6 +30,7 @@ from alpaca.trading.enums import OrderSide, TradeEvent
 from alpaca.trading.models import Order, Position, TradeAccount, TradeUpdate
 from alpaca.trading.requests import OrderRequest
 
+from alpaca_di._check import check_seconds
 from alpaca_di.services.interfaces import DEFAULT_FINAL_EVENTS, PriceSource
 from alpaca_di.services.trading import TradingService, _event_names, _order_key, _rest_call
 
@@ -159,7 +160,7 @@ class AlpacaManager:
             assert update.event == "fill"
         """
         service = self._require_trading()
-        _check_positive("timeout", timeout)
+        check_seconds("timeout", timeout)
         wanted = _event_names(events)  # validated before anything is submitted
         _check_request(request)
         deadline = time.monotonic() + timeout
@@ -247,7 +248,7 @@ class AlpacaManager:
             update = await manager.submit_and_wait_async(request, timeout=10)
         """
         service = self._require_trading()
-        _check_positive("timeout", timeout)
+        check_seconds("timeout", timeout)
         wanted = _event_names(events)  # validated before anything is submitted
         _check_request(request)
         deadline = time.monotonic() + timeout
@@ -303,6 +304,3 @@ def _limit_price(mid: float, buy: bool, offset_bps: float) -> float:
     return float(price)
 
 
-def _check_positive(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        raise ValueError(f"{name} must be a positive, finite number of seconds, got {value!r}")

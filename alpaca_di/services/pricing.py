@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import math
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable
@@ -39,6 +38,8 @@ from typing import Any
 import structlog
 from alpaca.data.models import Quote, Trade
 
+from alpaca_di._aio import running_loop, settle
+from alpaca_di._check import check_seconds
 from alpaca_di.errors import ConnectionClosedError
 from alpaca_di.hub.hub import StreamHub
 from alpaca_di.hub.subscription import Subscription
@@ -270,7 +271,7 @@ class PricingService:
                 ...  # no fresh price: skip this cycle
         """
         if max_age is not None:
-            _check_positive("max_age", max_age)
+            check_seconds("max_age", max_age)
         with self._lock:
             book = self._books.get(symbol)
             if book is None:
@@ -324,9 +325,9 @@ class PricingService:
 
             mid = pricing.wait_for_price("AAPL", timeout=5.0)
         """
-        _check_positive("timeout", timeout)
+        check_seconds("timeout", timeout)
         symbol, hub = self._resolve(symbol)
-        if _running_loop() is hub.loop:
+        if running_loop() is hub.loop:
             raise RuntimeError(
                 "wait_for_price() would block the stream's event loop; "
                 "use 'await pricing.wait_for_price_async(...)'"
@@ -361,7 +362,7 @@ class PricingService:
 
             mid = await pricing.wait_for_price_async("AAPL", timeout=5.0)
         """
-        _check_positive("timeout", timeout)
+        check_seconds("timeout", timeout)
         symbol, hub = self._resolve(symbol)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
@@ -451,7 +452,7 @@ class PricingService:
             remover()
         for pending in waiters.values():
             for loop, future in pending:
-                _resolve_future(loop, future, _FAILED)
+                settle(loop, future, _FAILED)
 
     def __repr__(self) -> str:
         return f"<PricingService tracking={len(self.tracked())} closed={self._closed}>"
@@ -569,7 +570,7 @@ class PricingService:
                 for waiter in waiters
             ]
         for loop, future in failed:
-            _resolve_future(loop, future, _FAILED)
+            settle(loop, future, _FAILED)
 
     def _on_message(self, message: Any) -> None:
         # Runs on a worker thread, one message at a time per hub.
@@ -598,7 +599,7 @@ class PricingService:
             listeners = list(self._listeners)
         if waiters:
             for loop, future in waiters:
-                _resolve_future(loop, future, price)
+                settle(loop, future, price)
         for listener in listeners:
             try:
                 listener(symbol, price)
@@ -670,19 +671,6 @@ def _price_of(book: _Book, max_age: float | None, now: float) -> float | None:
     return None
 
 
-def _resolve_future(
-    loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], value: Any
-) -> None:
-    def settle() -> None:
-        if not future.done():
-            future.set_result(value)
-
-    try:
-        loop.call_soon_threadsafe(settle)
-    except RuntimeError:  # the waiter's loop is closed: nobody is waiting any more
-        pass
-
-
 def _check_hub(name: str, hub: object, kinds: tuple[StreamKind, ...]) -> None:
     kind = getattr(hub, "kind", None)
     if kind is None or not hasattr(hub, "subscribe"):
@@ -690,18 +678,6 @@ def _check_hub(name: str, hub: object, kinds: tuple[StreamKind, ...]) -> None:
     if kind not in kinds:
         valid = " or ".join(k.value for k in kinds)
         raise ValueError(f"{name} must be a {valid} stream, got a {StreamKind(kind).value} one")
-
-
-def _check_positive(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        raise ValueError(f"{name} must be a positive, finite number of seconds, got {value!r}")
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 def _timeout_text(symbol: str, timeout: float, hub: StreamHub) -> str:

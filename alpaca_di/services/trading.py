@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
-import math
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -52,6 +51,8 @@ from alpaca.trading.enums import QueryOrderStatus, TradeEvent
 from alpaca.trading.models import Order, TradeUpdate
 from alpaca.trading.requests import GetOrdersRequest
 
+from alpaca_di._aio import running_loop, settle
+from alpaca_di._check import check_seconds
 from alpaca_di.errors import AlpacaAPIError, ConnectionClosedError
 from alpaca_di.hub.hub import StreamHub
 from alpaca_di.hub.subscription import Handler, Subscription
@@ -306,7 +307,7 @@ class TradingService:
         if handler is not None and not callable(handler):
             raise TypeError(f"handler must be callable or None, got {type(handler).__name__}")
         self._listen()
-        loop = _running_loop()
+        loop = running_loop()
         sub = TradeUpdateSubscription(
             self._hub,
             handler,
@@ -339,13 +340,13 @@ class TradingService:
 
             trading.listen(timeout=10)      # orders submitted from now on are seen
         """
-        _check_positive("timeout", timeout)
+        check_seconds("timeout", timeout)
         self._check_off_loop("listen", "listen_async")
         self._listen().wait_confirmed(timeout)
 
     async def listen_async(self, timeout: float = 10.0) -> None:
         """Async :meth:`listen`."""
-        _check_positive("timeout", timeout)
+        check_seconds("timeout", timeout)
         await self._listen().confirmed(timeout)
 
     def last_update(self, order_id: str | UUID) -> TradeUpdate | None:
@@ -400,7 +401,7 @@ class TradingService:
         """
         key = _order_key(order_id)
         wanted = _event_names(events)
-        _check_positive("timeout", timeout)
+        check_seconds("timeout", timeout)
         self._check_off_loop("wait_for_order", "wait_for_order_async")
         deadline = time.monotonic() + timeout
         with self._lock:
@@ -459,7 +460,7 @@ class TradingService:
         """
         key = _order_key(order_id)
         wanted = _event_names(events)
-        _check_positive("timeout", timeout)
+        check_seconds("timeout", timeout)
         deadline = time.monotonic() + timeout
         with self._lock:
             found = self._match(key, wanted)
@@ -474,7 +475,7 @@ class TradingService:
             if found is not None:
                 return found
             if self._down():
-                _settle(loop, future, _FAILED)
+                settle(loop, future, _FAILED)
             self._async_waiters.setdefault(key, []).append(entry)
             self._waiting[key] += 1
         catch: asyncio.Future[TradeUpdate | str | None] | None = None
@@ -557,7 +558,7 @@ class TradingService:
             remover()
         for pending in waiters.values():
             for loop, future, _events in pending:
-                _settle(loop, future, _FAILED)
+                settle(loop, future, _FAILED)
 
     def __repr__(self) -> str:
         return (
@@ -614,7 +615,7 @@ class TradingService:
                 for loop, future, wanted in list(waiters):
                     if event in wanted:
                         waiters.remove((loop, future, wanted))
-                        _settle(loop, future, update)
+                        settle(loop, future, update)
             item = [("trade_updates", update.order.symbol or "", update)]
             for sub in list(self._subs):
                 if sub.closed:
@@ -663,7 +664,7 @@ class TradingService:
             for sub in subs:
                 Subscription.close(sub)
         for loop, future, _events in waiters:
-            _settle(loop, future, _FAILED)
+            settle(loop, future, _FAILED)
 
     # -- waiting ------------------------------------------------------------------------------
 
@@ -696,7 +697,7 @@ class TradingService:
         self._raise_down()
 
     def _check_off_loop(self, name: str, alternative: str) -> None:
-        if _running_loop() is self._hub.loop:
+        if running_loop() is self._hub.loop:
             raise RuntimeError(
                 f"{name}() would block the trading stream's event loop; "
                 f"use 'await trading.{alternative}(...)'"
@@ -1014,28 +1015,7 @@ def _redact(text: str, client: Any) -> str:
     return text
 
 
-def _settle(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], value: Any) -> None:
-    def settle() -> None:
-        if not future.done():
-            future.set_result(value)
-
-    try:
-        loop.call_soon_threadsafe(settle)
-    except RuntimeError:  # the waiter's loop is closed: nobody is waiting any more
-        pass
-
-
 def _spawn(target: Callable[..., None], *args: Any) -> None:
     threading.Thread(target=target, args=args, name="alpaca-di-trading", daemon=True).start()
 
 
-def _check_positive(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        raise ValueError(f"{name} must be a positive, finite number of seconds, got {value!r}")
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None

@@ -41,7 +41,6 @@ so it schedules them: ``await hub.drain()`` then waits.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import threading
 import time
 import uuid
@@ -58,8 +57,9 @@ from alpaca.trading.enums import TradeEvent
 from alpaca.trading.models import TradeUpdate
 from dependency_injector import containers, providers
 
+from alpaca_di._aio import is_async_callable, running_loop
 from alpaca_di.containers import AlpacaContainer
-from alpaca_di.errors import ConnectionClosedError
+from alpaca_di.errors import ConnectionClosedError, describe_error
 from alpaca_di.hub.health import ConnectionHealth, StateTransition
 from alpaca_di.hub.registry import ConnectionRegistry
 from alpaca_di.hub.subscription import Handler, SubscriptionOverflowError, SubscriptionStats
@@ -122,20 +122,6 @@ _POLICIES = ("drop_oldest", "drop_newest", "conflate", "error")
 _USE_DEFAULT: Any = object()
 
 
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-
-
-def _is_async_callable(handler: Callable[..., Any]) -> bool:
-    if inspect.iscoroutinefunction(handler):
-        return True
-    call = getattr(handler, "__call__", None)  # noqa: B004 - instances with async __call__
-    return call is not None and inspect.iscoroutinefunction(call)
-
-
 # -- subscriptions --------------------------------------------------------------------------
 
 
@@ -169,7 +155,7 @@ class FakeSubscription:
         self.overflow: OverflowPolicy = overflow
         self.pairs: set[_Pair] = set()
         self._handler = handler
-        self._async_handler = handler is not None and _is_async_callable(handler)
+        self._async_handler = handler is not None and is_async_callable(handler)
         self._loop = consumer_loop
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)
@@ -373,7 +359,7 @@ class FakeSubscription:
 
     def _run_async(self, handler: Callable[[Any], Coroutine[Any, Any, None]], message: Any) -> None:
         loop = self._loop or self.hub.loop
-        if _running_loop() is loop:
+        if running_loop() is loop:
             task = loop.create_task(handler(message))
             self.hub._track(task, self)
             return
@@ -425,7 +411,7 @@ class FakeSubscription:
 
     @staticmethod
     def _wake(waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]) -> None:
-        current = _running_loop()
+        current = running_loop()
         for loop, event in waiters:
             if loop is current:
                 event.set()
@@ -599,7 +585,7 @@ class FakeStreamHub:
         if self.kind is StreamKind.TRADING:
             size = None  # trade updates are never dropped
         sub = FakeSubscription(
-            self, handler, maxsize=size, overflow=policy, raw=raw, consumer_loop=_running_loop()
+            self, handler, maxsize=size, overflow=policy, raw=raw, consumer_loop=running_loop()
         )
         sub.pairs = pairs
         with self._lock:
@@ -661,7 +647,7 @@ class FakeStreamHub:
             handler_errors=self._errors + sum(s.errors for s in stats),
             reconnects=sum(1 for t in transitions if t.state == "reconnecting"),
             last_message_at=None,
-            last_error=_error_text(self._last_error),
+            last_error=describe_error(self._last_error),
             transitions=transitions,
         )
 
@@ -731,7 +717,7 @@ class FakeStreamHub:
             if error is not None:
                 self._last_error = error
             self._transitions.append(
-                StateTransition(state=new.value, at=self._since, error=_error_text(error))
+                StateTransition(state=new.value, at=self._since, error=describe_error(error))
             )
             subs = list(self._subs) if new.is_final else []
             if new.is_final:
@@ -855,7 +841,7 @@ class FakeStreamHub:
 
     def _on_loop(self) -> bool:
         loop = self._loop
-        return loop is not None and _running_loop() is loop
+        return loop is not None and running_loop() is loop
 
     def _track(self, task: asyncio.Task[None], sub: FakeSubscription) -> None:
         with self._lock:
@@ -901,13 +887,6 @@ def _symbol_of(channel: str, raw: dict[str, Any]) -> str:
     if not isinstance(symbol, str):
         raise ValueError(f"a {channel} message needs a string 'S' (symbol); got {symbol!r}")
     return symbol
-
-
-def _error_text(error: BaseException | None) -> str | None:
-    if error is None:
-        return None
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 # -- wire builders ----------------------------------------------------------------------------
@@ -1255,7 +1234,7 @@ def reset_fake_container(container: AnyContainer) -> None:
         ...
         reset_fake_container(container)
     """
-    if _running_loop() is None:
+    if running_loop() is None:
         container.shutdown_resources()
     else:
         # On a loop thread shutdown_resources() would return a coroutine; the

@@ -34,6 +34,7 @@ from alpaca_di.errors import (
     ServerError,
     SlowClientError,
     SymbolLimitError,
+    describe_error,
 )
 from alpaca_di.protocol import (
     Authenticated,
@@ -241,7 +242,7 @@ class Connection:
     def _set_state(self, state: ConnectionState, error: BaseException | None = None) -> None:
         if state is self.history.state:
             return
-        previous = self.history.record(state, _describe(error) if error else None)
+        previous = self.history.record(state, describe_error(error))
         if error is not None:
             self.last_error = error
         log = self._log.warning if state is ConnectionState.FAILED else self._log.info
@@ -249,7 +250,7 @@ class Connection:
             "connection.state",
             state=state.value,
             previous=previous.value,
-            error=_describe(error) if error else None,
+            error=describe_error(error),
         )
         self._listener.on_state(state, previous, error)
 
@@ -317,7 +318,7 @@ class Connection:
                 await ws.send(frame)
         except (ConnectionClosed, OSError) as exc:
             # The reader sees the same failure and reconnects; restore() resends all.
-            self._log.debug("connection.send_failed", error=_describe(exc))
+            self._log.debug("connection.send_failed", error=describe_error(exc))
 
     # -- the connection loop -------------------------------------------------
 
@@ -351,7 +352,7 @@ class Connection:
                 cause, self._cause = self._cause, None
                 self.last_error = cause or exc
                 self._log.warning(
-                    "connection.lost", error=_describe(exc), cause=_describe(cause) or None
+                    "connection.lost", error=describe_error(exc), cause=describe_error(cause)
                 )
             finally:
                 self._disconnected()
@@ -536,8 +537,3 @@ async def _close_quietly(ws: ClientConnection, timeout: float) -> None:
         ws.transport.abort()
 
 
-def _describe(error: BaseException | None) -> str:
-    if error is None:
-        return ""
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from alpaca_di._check import check_seconds
+
 __all__ = ["ConnectionOptions", "OverflowPolicy"]
 
 OverflowPolicy = Literal["drop_oldest", "drop_newest", "conflate", "error"]
@@ -57,8 +59,8 @@ class ConnectionOptions:
             raise TypeError(f"allow_insecure must be True or False, got {self.allow_insecure!r}")
         if self.feed is not None and not isinstance(self.feed, str):
             raise TypeError(f"feed must be a feed name or None, got {type(self.feed).__name__}")
-        _positive("backoff_initial", self.backoff_initial)
-        _positive("backoff_max", self.backoff_max)
+        check_seconds("backoff_initial", self.backoff_initial)
+        check_seconds("backoff_max", self.backoff_max)
         if self.backoff_max < self.backoff_initial:
             raise ValueError(
                 f"backoff_max ({self.backoff_max}) must be >= backoff_initial "
@@ -72,9 +74,9 @@ class ConnectionOptions:
         for name in ("ping_interval", "ping_timeout", "data_timeout"):
             value = getattr(self, name)
             if value is not None:
-                _positive(name, value)
-        _positive("open_timeout", self.open_timeout)
-        _positive("close_timeout", self.close_timeout)
+                check_seconds(name, value)
+        check_seconds("open_timeout", self.open_timeout)
+        check_seconds("close_timeout", self.close_timeout)
         size = self.queue_maxsize
         if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
             raise ValueError(
@@ -87,6 +89,3 @@ class ConnectionOptions:
             )
 
 
-def _positive(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
