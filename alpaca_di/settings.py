@@ -17,7 +17,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, SupportsIndex, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -70,6 +70,14 @@ _ENV_PREFIX = "ALPACA_"
 # What pydantic prints in place of a SecretStr: a "secret" equal to it was copied from a dump.
 _MASK = "**********"
 _NONE_WORDS = frozenset({"none", "null", "off", "disabled"})
+# Alpaca's key ids are 20 upper-case characters starting PK (paper) or AK (live); secrets
+# are 40 mixed-case ones. Either shape in the other field means the two were swapped.
+_KEY_ID_SHAPE = re.compile(r"[PA]K[A-Z0-9]{14,}")
+_SECRET_MIN_LENGTH = 30
+
+
+def _looks_like_secret(key: str) -> bool:
+    return len(key) >= _SECRET_MIN_LENGTH and any(char.islower() for char in key)
 # Set by settings_from_mapping: read only the arguments, name config keys in errors.
 _MAPPING_ONLY: ContextVar[bool] = ContextVar("alpaca_di_settings_mapping_only", default=False)
 
@@ -251,12 +259,20 @@ class AlpacaSettings(BaseSettings):
 
     # -- validation ----------------------------------------------------------------------
 
+    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
+        raise TypeError("AlpacaSettings cannot be pickled: that would write the secret out")
+
     @field_validator("api_key", mode="after")
     @classmethod
     def _check_key(cls, value: str) -> str:
         value = value.strip()
         if not value:
             raise ValueError("must not be empty")
+        if _looks_like_secret(value):
+            raise ValueError(
+                "looks like a secret key (long, with lowercase letters), not a key id "
+                "(PK.../AK..., upper case): are APCA_API_KEY_ID and APCA_API_SECRET_KEY swapped?"
+            )
         return value
 
     @field_validator("secret_key", mode="after")
@@ -269,6 +285,11 @@ class AlpacaSettings(BaseSettings):
             raise ValueError(
                 "is the masked placeholder '**********', not a secret; it was probably "
                 "copied from a JSON dump: pass the real value"
+            )
+        if _KEY_ID_SHAPE.fullmatch(secret.strip()):
+            raise ValueError(
+                "looks like a key id (PK.../AK..., upper case), not a secret: are "
+                "APCA_API_KEY_ID and APCA_API_SECRET_KEY swapped?"
             )
         return value
 

@@ -534,3 +534,45 @@ def test_custom_endpoints_skip_the_paper_key_check() -> None:
         api_key="PKPAPER001ABCD", secret_key=SECRET, paper=False, api_url="http://127.0.0.1:1"
     )
     assert s.paper is False
+
+
+def test_settings_refuse_pickling_without_showing_the_secret() -> None:
+    settings = AlpacaSettings(api_key=KEY, secret_key=SECRET)
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        with pytest.raises(TypeError, match="AlpacaSettings cannot be pickled") as caught:
+            pickle.dumps(settings, protocol=protocol)
+        assert SECRET not in _all_text(caught.value)
+    # copies that never leave the process still work
+    assert settings.model_copy(update={"feed": "sip"}).feed == "sip"
+
+
+# Shaped like Alpaca's own: a 20-character upper-case key id and a 40-character mixed-case secret.
+REAL_SHAPED_KEY = "PKZ8Q2M4N6B1V3C5X7L9"
+REAL_SHAPED_SECRET = "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5bC7d"
+
+
+def test_real_shaped_keys_are_accepted() -> None:
+    settings = AlpacaSettings(api_key=REAL_SHAPED_KEY, secret_key=REAL_SHAPED_SECRET)
+    assert settings.api_key == REAL_SHAPED_KEY
+
+
+@pytest.mark.parametrize(
+    ("key", "secret", "field", "env"),
+    [
+        (REAL_SHAPED_SECRET, REAL_SHAPED_KEY, "api_key", "APCA_API_KEY_ID"),
+        (REAL_SHAPED_SECRET, "another-secret-value", "api_key", "APCA_API_KEY_ID"),
+        (KEY, REAL_SHAPED_KEY, "secret_key", "APCA_API_SECRET_KEY"),
+    ],
+    ids=["swapped", "secret-as-key", "key-as-secret"],
+)
+def test_a_secret_shaped_key_or_a_swapped_pair_is_refused_naming_the_fields(
+    key: str, secret: str, field: str, env: str
+) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        AlpacaSettings(api_key=key, secret_key=secret)
+    text = _all_text(caught.value)
+    assert field in text
+    assert env in text
+    assert "swapped" in text
+    assert REAL_SHAPED_SECRET not in text
+    assert "another-secret-value" not in text
