@@ -104,7 +104,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo; returns the exit code (see the module docstring)."""
-    from rich.console import Console
+    try:
+        from rich.console import Console
+    except ImportError:
+        print(
+            "alpaca-di demo: its live view needs the 'demo' extra (rich): "
+            "pip install 'alpaca-di[demo]' (make demo installs it)",
+            file=sys.stderr,
+        )
+        return 2
 
     console = Console(stderr=bool(args.json))
     if not console.is_terminal and "COLUMNS" not in os.environ:
