@@ -42,6 +42,7 @@ from alpaca_di.errors import (
     ProtocolError,
     ServerError,
     SlowClientError,
+    SubscriptionOverflowError,
     SymbolLimitError,
 )
 from alpaca_di.hub import (
@@ -51,7 +52,6 @@ from alpaca_di.hub import (
     Lease,
     StreamHub,
     Subscription,
-    SubscriptionOverflowError,
     SubscriptionStats,
 )
 from alpaca_di.protocol import StreamKind

@@ -11,6 +11,22 @@ streams map to the subclasses below through :func:`error_for_code`::
 
 No message built here ever contains a secret key: callers pass the server's
 message and, at most, a masked key fingerprint.
+
+The hierarchy::
+
+    AlpacaDIError
+    ├── ConfigurationError (ValueError)     a setting is missing or invalid
+    ├── ProtocolError (ValueError)          a frame that does not follow the protocol
+    ├── ConnectionClosedError               the hub or subscription is closed
+    ├── SubscriptionOverflowError           overflow="error" and the queue filled up
+    ├── RedisUnavailableError (ConnectionError)   sharing="redis" and Redis unreachable
+    ├── AlpacaAPIError                      a REST call failed
+    └── ServerError                         an error message from Alpaca's stream server
+        ├── AuthenticationError             402
+        ├── SymbolLimitError                405
+        ├── ConnectionLimitError            406
+        ├── SlowClientError                 407
+        └── InsufficientSubscriptionError   409
 """
 
 from __future__ import annotations
@@ -26,8 +42,10 @@ __all__ = [
     "ConnectionLimitError",
     "InsufficientSubscriptionError",
     "ProtocolError",
+    "RedisUnavailableError",
     "ServerError",
     "SlowClientError",
+    "SubscriptionOverflowError",
     "SymbolLimitError",
     "describe_error",
     "error_for_code",
@@ -48,6 +66,14 @@ class ProtocolError(AlpacaDIError, ValueError):
 
 class ConnectionClosedError(AlpacaDIError):
     """The hub or subscription was closed and can no longer be used."""
+
+
+class SubscriptionOverflowError(AlpacaDIError):
+    """The queue of a subscription with ``overflow="error"`` filled up; it was closed."""
+
+
+class RedisUnavailableError(AlpacaDIError, ConnectionError):
+    """Redis could not be reached when ``sharing='redis'`` was set up."""
 
 
 class ServerError(AlpacaDIError):

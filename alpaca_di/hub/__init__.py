@@ -3,12 +3,7 @@
 from alpaca_di.hub.health import ConnectionHealth, HealthReport, StateTransition
 from alpaca_di.hub.hub import StateListener, StreamHub
 from alpaca_di.hub.registry import ConnectionRegistry, Lease
-from alpaca_di.hub.subscription import (
-    Handler,
-    Subscription,
-    SubscriptionOverflowError,
-    SubscriptionStats,
-)
+from alpaca_di.hub.subscription import Handler, Subscription, SubscriptionStats
 
 __all__ = [
     "ConnectionHealth",
@@ -20,6 +15,5 @@ __all__ = [
     "StateTransition",
     "StreamHub",
     "Subscription",
-    "SubscriptionOverflowError",
     "SubscriptionStats",
 ]

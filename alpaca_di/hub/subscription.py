@@ -32,14 +32,14 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from alpaca_di._aio import is_async_callable
-from alpaca_di.errors import AlpacaDIError, ConnectionClosedError
+from alpaca_di.errors import ConnectionClosedError, SubscriptionOverflowError
 from alpaca_di.hub.delivery import HandlerPool
 from alpaca_di.transport.options import OverflowPolicy
 
 if TYPE_CHECKING:
     from alpaca_di.hub.hub import StreamHub
 
-__all__ = ["Handler", "Subscription", "SubscriptionOverflowError", "SubscriptionStats"]
+__all__ = ["Handler", "Subscription", "SubscriptionStats"]
 
 Handler = Callable[[Any], None] | Callable[[Any], Awaitable[None]]
 _Item = tuple[str, str, Any]
@@ -48,9 +48,6 @@ _LOGGED_ERRORS = 10  # handler errors logged with a traceback, per subscription.
 _LOG_EVERY = 1000  # ...then one in this many (all are counted)
 _log = structlog.get_logger("alpaca_di.subscription")
 
-
-class SubscriptionOverflowError(AlpacaDIError):
-    """The queue of a subscription with ``overflow="error"`` filled up; it was closed."""
 
 
 @dataclass(frozen=True)

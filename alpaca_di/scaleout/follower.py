@@ -57,7 +57,6 @@ from redis.backoff import NoBackoff
 from alpaca_di._aio import wake
 from alpaca_di.credentials import Credentials
 from alpaca_di.errors import (
-    AlpacaDIError,
     ConfigurationError,
     ConnectionClosedError,
     ProtocolError,
@@ -74,7 +73,6 @@ from alpaca_di.transport.states import ConnectionState, StateHistory
 
 __all__ = [
     "LeaderStatus",
-    "RedisUnavailableError",
     "RedisUpstream",
     "SharingKeys",
     "SharingOptions",
@@ -96,9 +94,6 @@ Pair = tuple[str, str]
 _log = structlog.get_logger(__name__)
 _TAG_CONTEXT = b"alpaca-di/sharing/v1"
 
-
-class RedisUnavailableError(AlpacaDIError, ConnectionError):
-    """Redis could not be reached when ``sharing='redis'`` was set up."""
 
 
 @dataclass(frozen=True)

@@ -250,7 +250,8 @@ def check_redis(redis_url: str, timeout: float = 2.0) -> None:
     _import_redis_modules()
     import redis
 
-    from alpaca_di.scaleout.follower import RedisUnavailableError, mask_redis_url
+    from alpaca_di.errors import RedisUnavailableError
+    from alpaca_di.scaleout.follower import mask_redis_url
 
     try:
         client = redis.Redis.from_url(
@@ -349,7 +350,8 @@ def redis_registry(
         registry = _cache.get(key)
         if registry is not None:
             return registry
-        from alpaca_di.scaleout.follower import RedisUnavailableError, mask_redis_url
+        from alpaca_di.errors import RedisUnavailableError
+        from alpaca_di.scaleout.follower import mask_redis_url
 
         try:
             check_redis(settings.redis_url)
@@ -423,7 +425,7 @@ def run_gateway(
     except ConfigurationError as exc:
         print(f"alpaca-di gateway: {exc}", file=sys.stderr)
         return 2
-    from alpaca_di.scaleout.follower import RedisUnavailableError
+    from alpaca_di.errors import RedisUnavailableError
     from alpaca_di.scaleout.leader import Gateway
 
     try:

@@ -59,10 +59,10 @@ from dependency_injector import containers, providers
 
 from alpaca_di._aio import is_async_callable, running_loop
 from alpaca_di.containers import AlpacaContainer
-from alpaca_di.errors import ConnectionClosedError, describe_error
+from alpaca_di.errors import ConnectionClosedError, SubscriptionOverflowError, describe_error
 from alpaca_di.hub.health import ConnectionHealth, StateTransition
 from alpaca_di.hub.registry import ConnectionRegistry
-from alpaca_di.hub.subscription import Handler, SubscriptionOverflowError, SubscriptionStats
+from alpaca_di.hub.subscription import Handler, SubscriptionStats
 from alpaca_di.protocol import StreamKind, validate_channel, validate_symbol
 from alpaca_di.protocol.models import parse
 from alpaca_di.services.interfaces import DEFAULT_FINAL_EVENTS

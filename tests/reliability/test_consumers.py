@@ -25,8 +25,8 @@ from _reliability_support import FIGURES, IEX, KEY, NOTES, scaled
 from alpaca.data.models import Quote, Trade
 
 from alpaca_di.credentials import Credentials
-from alpaca_di.errors import ConnectionClosedError
-from alpaca_di.hub import ConnectionRegistry, Subscription, SubscriptionOverflowError
+from alpaca_di.errors import ConnectionClosedError, SubscriptionOverflowError
+from alpaca_di.hub import ConnectionRegistry, Subscription
 from alpaca_di.protocol import StreamKind
 from alpaca_di.testing.emulator import AlpacaEmulator
 from alpaca_di.transport import ConnectionOptions

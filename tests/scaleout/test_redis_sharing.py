@@ -27,12 +27,16 @@ from dependency_injector import providers
 
 from alpaca_di.containers import AlpacaContainer
 from alpaca_di.credentials import Credentials
-from alpaca_di.errors import AuthenticationError, ConfigurationError, SymbolLimitError
+from alpaca_di.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    RedisUnavailableError,
+    SymbolLimitError,
+)
 from alpaca_di.hub.hub import StreamHub
 from alpaca_di.hub.registry import ConnectionRegistry
 from alpaca_di.scaleout.follower import (
     LeaderStatus,
-    RedisUnavailableError,
     SharingKeys,
     SharingOptions,
     account_tag,

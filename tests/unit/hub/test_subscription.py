@@ -9,8 +9,8 @@ import threading
 import pytest
 
 from alpaca_di.credentials import Credentials
-from alpaca_di.errors import ConnectionClosedError
-from alpaca_di.hub import StreamHub, SubscriptionOverflowError
+from alpaca_di.errors import ConnectionClosedError, SubscriptionOverflowError
+from alpaca_di.hub import StreamHub
 from alpaca_di.protocol import StreamKind
 from alpaca_di.transport import ConnectionOptions
 

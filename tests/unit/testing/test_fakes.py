@@ -21,7 +21,7 @@ from alpaca_di import (
     SubscriptionStats,
     TradingService,
 )
-from alpaca_di.hub.subscription import SubscriptionOverflowError
+from alpaca_di.errors import SubscriptionOverflowError
 from alpaca_di.services.interfaces import OrderUpdates, PriceSource, PriceTracker
 from alpaca_di.testing import Recorder, messages
 from alpaca_di.testing.fakes import (
