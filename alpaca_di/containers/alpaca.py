@@ -24,7 +24,6 @@ from alpaca_di.errors import ConfigurationError
 from alpaca_di.hub.health import ConnectionHealth, HealthReport
 from alpaca_di.providers.resources import StreamResource
 from alpaca_di.providers.streams import (
-    HubTracker,
     init_crypto_stream,
     init_news_stream,
     init_option_stream,
@@ -77,31 +76,31 @@ def _credentials_of(settings: AlpacaSettings) -> Credentials:
     return settings.credentials()
 
 
-def container_health(
-    tracker: HubTracker, *stream_providers: providers.Provider[Any]
-) -> HealthReport:
+def container_health(*stream_providers: providers.Provider[Any]) -> HealthReport:
     """The :class:`~alpaca_di.hub.health.HealthReport` of one container.
 
-    Lists the hubs the container holds leases on (initialised stream resources),
-    plus any stream provider overridden by an object with a ``health()`` method
-    (a :class:`~alpaca_di.testing.fakes.FakeStreamHub`). Nothing is initialised
-    or connected by asking.
+    Lists the hub of every stream resource the container has initialised, and of
+    every stream provider overridden with something that reports ``health()`` (a
+    fake stream in a test). Nothing is initialised or connected by asking.
 
     Example::
 
         report = container.health()
         print(report.model_dump_json(indent=2))
     """
-    connections: list[ConnectionHealth] = tracker.health()
-    seen = {id(hub) for hub in tracker.hubs()}
+    connections: list[ConnectionHealth] = []
+    seen: set[int] = set()
     for provider in stream_providers:
-        overriding = provider.last_overriding if provider.overridden else None
-        if isinstance(overriding, providers.Object):
-            stream = overriding()
-            health = getattr(stream, "health", None)
-            if callable(health) and id(stream) not in seen:
-                seen.add(id(stream))
-                connections.append(health())
+        in_use = provider.overridden or (
+            isinstance(provider, StreamResource) and provider.initialized
+        )
+        if not in_use:
+            continue
+        stream = provider()
+        health = getattr(stream, "health", None)
+        if callable(health) and id(stream) not in seen:
+            seen.add(id(stream))
+            connections.append(health())
     return HealthReport.of(connections)
 
 
@@ -152,7 +151,6 @@ class AlpacaContainer(containers.DeclarativeContainer):
     * ``health`` -- a :class:`~alpaca_di.hub.health.HealthReport` of *this*
       container's initialised connections; it never initialises or connects
       anything.
-    * ``hub_tracker`` -- internal bookkeeping behind ``health``.
 
     Usage, embedded in an application container::
 
@@ -191,42 +189,36 @@ class AlpacaContainer(containers.DeclarativeContainer):
     settings = providers.Callable(settings_from_config, config)
     credentials = providers.Callable(_credentials_of, settings)
     registry = providers.Callable(registry_for, settings)
-    hub_tracker = providers.ThreadSafeSingleton(HubTracker)
 
     stock_stream = StreamResource(
         init_stock_stream,
         registry=registry,
         credentials=credentials,
         settings=settings,
-        tracker=hub_tracker,
     )
     crypto_stream = StreamResource(
         init_crypto_stream,
         registry=registry,
         credentials=credentials,
         settings=settings,
-        tracker=hub_tracker,
     )
     option_stream = StreamResource(
         init_option_stream,
         registry=registry,
         credentials=credentials,
         settings=settings,
-        tracker=hub_tracker,
     )
     news_stream = StreamResource(
         init_news_stream,
         registry=registry,
         credentials=credentials,
         settings=settings,
-        tracker=hub_tracker,
     )
     trading_stream = StreamResource(
         init_trading_stream,
         registry=registry,
         credentials=credentials,
         settings=settings,
-        tracker=hub_tracker,
     )
 
     trading_client = StreamResource(init_trading_client, settings=settings)
@@ -251,7 +243,6 @@ class AlpacaContainer(containers.DeclarativeContainer):
 
     health = providers.Callable(
         container_health,
-        hub_tracker,
         stock_stream.provider,
         crypto_stream.provider,
         option_stream.provider,

@@ -33,14 +33,12 @@ stream resources, dependency-injector shuts them down before the streams.
 from __future__ import annotations
 
 import dataclasses
-import threading
 from collections.abc import Generator
 from typing import TYPE_CHECKING
 
 import structlog
 
 from alpaca_di.credentials import Credentials
-from alpaca_di.hub.health import ConnectionHealth
 from alpaca_di.hub.hub import StreamHub
 from alpaca_di.hub.registry import ConnectionRegistry
 from alpaca_di.protocol import StreamKind
@@ -52,7 +50,6 @@ if TYPE_CHECKING:
     from alpaca.trading.client import TradingClient
 
 __all__ = [
-    "HubTracker",
     "init_crypto_stream",
     "init_news_stream",
     "init_option_stream",
@@ -66,64 +63,16 @@ __all__ = [
 
 _log = structlog.get_logger(__name__)
 
-# The environment variable that picks the feed of each kind, for error messages.
-class HubTracker:
-    """The hubs one container holds leases on right now (thread-safe).
-
-    The stream functions add their hub at init and drop it at shutdown, so
-    ``container.health()`` reports this container's initialised connections
-    without initialising anything.
-
-    Example::
-
-        tracker = HubTracker()
-        for hub in tracker.hubs():
-            print(hub.health().state)
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._hubs: dict[int, StreamHub] = {}
-
-    def add(self, hub: StreamHub) -> None:
-        """Record a hub this container leased."""
-        with self._lock:
-            self._hubs[id(hub)] = hub
-
-    def discard(self, hub: StreamHub) -> None:
-        """Forget a hub whose lease was given back."""
-        with self._lock:
-            self._hubs.pop(id(hub), None)
-
-    def hubs(self) -> list[StreamHub]:
-        """The leased hubs, in lease order."""
-        with self._lock:
-            return list(self._hubs.values())
-
-    def health(self) -> list[ConnectionHealth]:
-        """``health()`` of every leased hub."""
-        return [hub.health() for hub in self.hubs()]
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._hubs)
-
-    def __repr__(self) -> str:
-        return f"<HubTracker hubs={len(self)}>"
-
-
 def stream_lease(
     registry: ConnectionRegistry,
     credentials: Credentials,
     settings: AlpacaSettings,
     kind: StreamKind | str,
-    tracker: HubTracker | None = None,
 ) -> Generator[StreamHub, None, None]:
     """Lease the hub of ``kind`` for the resource's lifetime (the body of every ``init_*``).
 
     Yields the shared :class:`~alpaca_di.services.StreamHub`; at shutdown the lease
-    is released (the last one closes the socket with a close frame), even when the
-    tracker or anything else fails.
+    is released (the last one closes the socket with a close frame), whatever fails.
 
     Example::
 
@@ -141,22 +90,15 @@ def stream_lease(
         options = dataclasses.replace(options, feed=feed)
     lease = registry.acquire(credentials, kind, endpoint, options)
     try:
-        if tracker is not None:
-            tracker.add(lease.hub)
         yield lease.hub
     finally:
-        try:
-            if tracker is not None:
-                tracker.discard(lease.hub)
-        finally:
-            lease.release()
+        lease.release()
 
 
 def init_stock_stream(
     registry: ConnectionRegistry,
     credentials: Credentials,
     settings: AlpacaSettings,
-    tracker: HubTracker | None = None,
 ) -> Generator[StreamHub, None, None]:
     """The stock hub (``data_stream_url`` + ``/v2/<feed>``) for the resource's lifetime.
 
@@ -164,14 +106,13 @@ def init_stock_stream(
 
         stock_stream = StreamResource(init_stock_stream, registry, credentials, settings)
     """
-    yield from stream_lease(registry, credentials, settings, StreamKind.STOCK, tracker)
+    yield from stream_lease(registry, credentials, settings, StreamKind.STOCK)
 
 
 def init_crypto_stream(
     registry: ConnectionRegistry,
     credentials: Credentials,
     settings: AlpacaSettings,
-    tracker: HubTracker | None = None,
 ) -> Generator[StreamHub, None, None]:
     """The crypto hub (``/v1beta3/crypto/<crypto_feed>``) for the resource's lifetime.
 
@@ -179,14 +120,13 @@ def init_crypto_stream(
 
         crypto_stream = StreamResource(init_crypto_stream, registry, credentials, settings)
     """
-    yield from stream_lease(registry, credentials, settings, StreamKind.CRYPTO, tracker)
+    yield from stream_lease(registry, credentials, settings, StreamKind.CRYPTO)
 
 
 def init_option_stream(
     registry: ConnectionRegistry,
     credentials: Credentials,
     settings: AlpacaSettings,
-    tracker: HubTracker | None = None,
 ) -> Generator[StreamHub, None, None]:
     """The option hub (``/v1beta1/<option_feed>``) for the resource's lifetime.
 
@@ -194,14 +134,13 @@ def init_option_stream(
 
         option_stream = StreamResource(init_option_stream, registry, credentials, settings)
     """
-    yield from stream_lease(registry, credentials, settings, StreamKind.OPTION, tracker)
+    yield from stream_lease(registry, credentials, settings, StreamKind.OPTION)
 
 
 def init_news_stream(
     registry: ConnectionRegistry,
     credentials: Credentials,
     settings: AlpacaSettings,
-    tracker: HubTracker | None = None,
 ) -> Generator[StreamHub, None, None]:
     """The news hub (``/v1beta1/news``) for the resource's lifetime.
 
@@ -209,14 +148,13 @@ def init_news_stream(
 
         news_stream = StreamResource(init_news_stream, registry, credentials, settings)
     """
-    yield from stream_lease(registry, credentials, settings, StreamKind.NEWS, tracker)
+    yield from stream_lease(registry, credentials, settings, StreamKind.NEWS)
 
 
 def init_trading_stream(
     registry: ConnectionRegistry,
     credentials: Credentials,
     settings: AlpacaSettings,
-    tracker: HubTracker | None = None,
 ) -> Generator[StreamHub, None, None]:
     """The trading hub (``resolved_trading_stream_url``) for the resource's lifetime.
 
@@ -224,7 +162,7 @@ def init_trading_stream(
 
         trading_stream = StreamResource(init_trading_stream, registry, credentials, settings)
     """
-    yield from stream_lease(registry, credentials, settings, StreamKind.TRADING, tracker)
+    yield from stream_lease(registry, credentials, settings, StreamKind.TRADING)
 
 
 def init_pricing_service(

@@ -330,7 +330,7 @@ def redis_registry(
     """This process's Redis-shared registry for ``settings.redis_url`` (created once).
 
     Redis is pinged first: when it does not answer, a
-    :class:`~alpaca_di.scaleout.follower.RedisUnavailableError` names
+    :class:`~alpaca_di.errors.RedisUnavailableError` names
     ``ALPACA_REDIS_URL``, or, with ``fallback_local=True``
     (``ALPACA_REDIS_FALLBACK_LOCAL=true``), a warning is logged and
     :meth:`ConnectionRegistry.default` is returned. Arguments left ``None`` come
