@@ -17,7 +17,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Literal, NoReturn, SupportsIndex, get_args
+from typing import Any, Literal, NoReturn, SupportsIndex, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -43,9 +43,7 @@ from pydantic_settings import (
 from alpaca_di.credentials import Credentials
 from alpaca_di.errors import ConfigurationError
 from alpaca_di.protocol import StreamKind, data_path
-
-if TYPE_CHECKING:
-    from alpaca_di.transport.options import ConnectionOptions
+from alpaca_di.transport.options import ConnectionOptions, OverflowPolicy
 
 __all__ = ["AlpacaSettings", "endpoint_for", "settings_from_mapping", "stream_feed"]
 
@@ -54,9 +52,6 @@ StockFeed = Literal["iex", "sip", "delayed_sip", "test", "boats", "overnight"]
 CryptoFeed = Literal["us", "us-1", "eu-1"]
 OptionFeed = Literal["indicative", "opra"]
 Sharing = Literal["local", "redis"]
-# Same values as alpaca_di.transport.options.OverflowPolicy, repeated so that this leaf
-# module imports the transport package only when to_options() is called.
-Overflow = Literal["drop_oldest", "drop_newest", "conflate", "error"]
 
 _PAPER_TRADING_STREAM = "wss://paper-api.alpaca.markets/stream"
 _LIVE_TRADING_STREAM = "wss://api.alpaca.markets/stream"
@@ -159,7 +154,7 @@ class AlpacaSettings(BaseSettings):
     queue_maxsize: PositiveInt | None = Field(
         10_000, description="Default per-subscription queue bound; None: unbounded."
     )
-    overflow: Overflow = Field("drop_oldest", description="Full-queue policy.")
+    overflow: OverflowPolicy = Field("drop_oldest", description="Full-queue policy.")
     sharing: Sharing = Field("local", description="Connection sharing: local or redis.")
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0", description="Redis URL used when sharing='redis'."
@@ -232,8 +227,6 @@ class AlpacaSettings(BaseSettings):
 
     def to_options(self) -> ConnectionOptions:
         """The connection tuning knobs as a :class:`ConnectionOptions`."""
-        from alpaca_di.transport.options import ConnectionOptions
-
         return ConnectionOptions(
             backoff_initial=self.backoff_initial,
             backoff_max=self.backoff_max,

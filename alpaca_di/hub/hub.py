@@ -34,7 +34,7 @@ from alpaca_di.protocol import StreamKind, SubscriptionState, validate_channel, 
 from alpaca_di.protocol.models import parse
 from alpaca_di.transport.backoff import Backoff
 from alpaca_di.transport.connection import Connection, ConnectionFactory, Upstream
-from alpaca_di.transport.options import ConnectionOptions, OverflowPolicy
+from alpaca_di.transport.options import ConnectionOptions, OverflowPolicy, check_overflow
 from alpaca_di.transport.states import ConnectionState
 
 __all__ = ["StateListener", "StreamHub"]
@@ -45,7 +45,6 @@ Pair = tuple[str, str]
 # corrections and cancel errors ride on the trades subscription (Alpaca sends them
 # to every trades subscriber), so they count against the wire's trades entry.
 _WIRE_CHANNEL = {"corrections": "trades", "cancel_errors": "trades"}
-_OVERFLOW_POLICIES = ("drop_oldest", "drop_newest", "conflate", "error")
 _USE_DEFAULT: Any = object()
 _log = structlog.get_logger("alpaca_di.hub")
 
@@ -220,10 +219,7 @@ class StreamHub:
         if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
             raise ValueError(f"maxsize must be a positive int or None, got {maxsize!r}")
         policy = self.options.overflow if overflow is None else overflow
-        if policy not in _OVERFLOW_POLICIES:
-            raise ValueError(
-                f"overflow must be one of {', '.join(_OVERFLOW_POLICIES)}; got {overflow!r}"
-            )
+        check_overflow(policy)
         caller_loop = running_loop()
         sub = Subscription(
             self,

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from alpaca_di._check import check_seconds
 
-__all__ = ["ConnectionOptions", "OverflowPolicy"]
+__all__ = ["OVERFLOW_POLICIES", "ConnectionOptions", "OverflowPolicy", "check_overflow"]
 
 OverflowPolicy = Literal["drop_oldest", "drop_newest", "conflate", "error"]
+OVERFLOW_POLICIES: tuple[OverflowPolicy, ...] = get_args(OverflowPolicy)
+
+
+def check_overflow(policy: object) -> None:
+    """Raise ``ValueError`` unless ``policy`` is one of :data:`OVERFLOW_POLICIES`."""
+    if policy not in OVERFLOW_POLICIES:
+        raise ValueError(f"overflow must be one of {', '.join(OVERFLOW_POLICIES)}; got {policy!r}")
 
 
 @dataclass(frozen=True)
@@ -82,10 +89,6 @@ class ConnectionOptions:
             raise ValueError(
                 f"queue_maxsize must be a positive int or None, got {self.queue_maxsize!r}"
             )
-        if self.overflow not in ("drop_oldest", "drop_newest", "conflate", "error"):
-            raise ValueError(
-                f"overflow must be one of drop_oldest, drop_newest, conflate, error; "
-                f"got {self.overflow!r}"
-            )
+        check_overflow(self.overflow)
 
 
