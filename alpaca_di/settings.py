@@ -12,9 +12,11 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
+import warnings
 from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from typing import Any, Literal, NoReturn, SupportsIndex, get_args
@@ -45,7 +47,17 @@ from alpaca_di.errors import ConfigurationError
 from alpaca_di.protocol import StreamKind, data_path
 from alpaca_di.transport.options import ConnectionOptions, OverflowPolicy
 
-__all__ = ["AlpacaSettings", "endpoint_for", "settings_from_mapping", "stream_feed"]
+__all__ = [
+    "AlpacaSettings",
+    "UnknownSettingWarning",
+    "endpoint_for",
+    "settings_from_mapping",
+    "stream_feed",
+]
+
+
+class UnknownSettingWarning(UserWarning):
+    """An ``ALPACA_*`` environment variable one edit away from a setting's name."""
 
 
 StockFeed = Literal["iex", "sip", "delayed_sip", "test", "boats", "overnight"]
@@ -160,18 +172,28 @@ class AlpacaSettings(BaseSettings):
         "redis://127.0.0.1:6379/0", description="Redis URL used when sharing='redis'."
     )
 
+    strict_env: bool = Field(
+        False,
+        description="Refuse, instead of warn about, an ALPACA_* variable one edit away "
+        "from a setting.",
+    )
+
     def __init__(self, **values: Any) -> None:
         """Read the settings; see the class docstring. Raises ConfigurationError."""
         from_mapping = _MAPPING_ONLY.get()
-        try:
-            super().__init__(**values)
-        except ValidationError as exc:
-            secrets = _secret_candidates(values, from_env=not from_mapping)
-            problems = _problems(exc, secrets, config=from_mapping)
-        except SettingsError as exc:
-            problems = [f"could not read the settings sources: {_first_line(exc)}"]
-        else:
-            return
+        problems = _unknown_keys(values, config=from_mapping)
+        if not problems:
+            try:
+                super().__init__(**values)
+            except ValidationError as exc:
+                secrets = _secret_candidates(values, from_env=not from_mapping)
+                problems = _problems(exc, secrets, config=from_mapping)
+            except SettingsError as exc:
+                problems = [f"could not read the settings sources: {_first_line(exc)}"]
+            else:
+                if not from_mapping:
+                    _check_environment(os.environ, strict=self.strict_env)
+                return
         # Raised outside the except block: the ValidationError (which quotes the input,
         # secret included) must not ride along as __context__. The locals holding the
         # secret are dropped first: traceback printers that show local variables
@@ -403,11 +425,12 @@ def endpoint_for(settings: AlpacaSettings, kind: StreamKind | str) -> str:
 def settings_from_mapping(mapping: Mapping[str, Any] | None) -> AlpacaSettings:
     """Build :class:`AlpacaSettings` from a dependency-injector ``Configuration`` dict.
 
-    Keys are field names (``api_key``, ``secret_key``, ``feed``...); unknown keys are
-    ignored. Only the mapping is read (no environment, no ``.env``): the configuration
-    is the single source of truth. A ``None`` value counts as unset for fields that
-    cannot be ``None`` (``Configuration`` yields ``None`` for options never loaded),
-    and is kept for those that can (``ping_interval=None`` disables pings).
+    Keys are field names (``api_key``, ``secret_key``, ``feed``...); an unknown key is
+    an error naming it and the nearest valid name. Only the mapping is read (no
+    environment, no ``.env``): the configuration is the single source of truth. A
+    ``None`` value counts as unset for fields that cannot be ``None``
+    (``Configuration`` yields ``None`` for options never loaded), and is kept for
+    those that can (``ping_interval=None`` disables pings).
 
     Errors raise one :class:`~alpaca_di.errors.ConfigurationError` naming each config key
     and its environment variable, never the secret.
@@ -464,6 +487,55 @@ _LOC_TO_FIELD: dict[str, str] = {
 # Fields whose input value may be quoted in an error message (URLs password-masked).
 _QUOTABLE = frozenset(_FIELDS) - {"api_key", "secret_key"}
 _URL_FIELDS = frozenset({"data_stream_url", "trading_stream_url", "api_url", "redis_url"})
+
+
+def _unknown_keys(values: Mapping[str, Any], *, config: bool) -> list[str]:
+    """One problem per key that names no setting, with the nearest valid name."""
+    problems = []
+    for key in values:
+        if not isinstance(key, str) or key.startswith("_") or key in _LOC_TO_FIELD:
+            continue  # _env_file and the like are BaseSettings' own arguments
+        where = "config key" if config else "argument"
+        near = difflib.get_close_matches(key, list(_FIELDS), n=1, cutoff=0.6)
+        hint = f"did you mean {near[0]!r}?" if near else "see the configuration reference"
+        problems.append(f"{where} {key!r} is not a setting: {hint}")
+    return problems
+
+
+def _edit_distance_is_one(a: str, b: str) -> bool:
+    """True when one insertion, deletion or substitution turns ``a`` into ``b``."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) > len(b):
+        a, b = b, a
+    for index, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            rest = index + 1
+            return a[index if len(a) < len(b) else rest :] == b[rest:]
+    return True
+
+
+def _check_environment(environ: Mapping[str, str], *, strict: bool) -> None:
+    """Report ``ALPACA_*``/``APCA_*`` variables one edit away from a setting's name.
+
+    Other tools' variables that merely share the prefix are left alone.
+    """
+    known = {_ENV_PREFIX + name.upper() for name in _FIELDS} | {
+        alias for aliases in _ALIASES.values() for alias in aliases
+    }
+    for name in environ:
+        upper = name.upper()
+        if upper in known or not upper.startswith((_ENV_PREFIX, "APCA_")):
+            continue
+        for valid in sorted(known):
+            if _edit_distance_is_one(upper, valid):
+                message = (
+                    f"environment variable {name} is not an Alpaca setting: did you mean {valid}?"
+                )
+                if strict:
+                    raise ConfigurationError(message + " (ALPACA_STRICT_ENV is set)")
+                warnings.warn(message, UnknownSettingWarning, stacklevel=4)
+                break
 
 
 def _env_label(field_name: str) -> str:

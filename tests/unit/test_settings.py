@@ -13,7 +13,7 @@ from pydantic import SecretStr
 
 from alpaca_di.credentials import Credentials
 from alpaca_di.errors import ConfigurationError
-from alpaca_di.settings import AlpacaSettings, settings_from_mapping
+from alpaca_di.settings import AlpacaSettings, UnknownSettingWarning, settings_from_mapping
 
 KEY = "PKTEST1234ABCD"
 SECRET = "sUp3r-s3cret-VALUE-9f8e7d"
@@ -406,9 +406,7 @@ def test_secret_never_in_error_from_mapping() -> None:
 
 
 def test_from_mapping() -> None:
-    s = settings_from_mapping(
-        {"api_key": KEY, "secret_key": SECRET, "feed": "sip", "unknown_key": 1}
-    )
+    s = settings_from_mapping({"api_key": KEY, "secret_key": SECRET, "feed": "sip"})
     assert (s.api_key, s.feed) == (KEY, "sip")
     assert s.secret_key.get_secret_value() == SECRET
 
@@ -576,3 +574,51 @@ def test_a_secret_shaped_key_or_a_swapped_pair_is_refused_naming_the_fields(
     assert "swapped" in text
     assert REAL_SHAPED_SECRET not in text
     assert "another-secret-value" not in text
+
+
+def test_an_unknown_config_key_is_refused_naming_the_nearest_setting() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        settings_from_mapping({"api_key": KEY, "secret_key": SECRET, "feeds": "sip"})
+    assert "config key 'feeds' is not a setting: did you mean 'feed'?" in str(info.value)
+    assert SECRET not in _all_text(info.value)
+    with pytest.raises(ConfigurationError, match="'zzz' is not a setting: see the configuration"):
+        settings_from_mapping({"api_key": KEY, "secret_key": SECRET, "zzz": 1})
+
+
+def test_an_unknown_argument_is_refused_naming_the_nearest_setting() -> None:
+    with pytest.raises(ConfigurationError, match="argument 'papr' is not a setting: did you mean"):
+        AlpacaSettings(api_key=KEY, secret_key=SECRET, papr=False)
+
+
+def test_a_container_config_typo_fails_at_first_resolution() -> None:
+    from alpaca_di import AlpacaContainer
+
+    container = AlpacaContainer()
+    container.config.from_dict({"api_key": KEY, "secret_key": SECRET, "feeds": "sip"})
+    with pytest.raises(ConfigurationError, match="did you mean 'feed'"):
+        container.settings()
+
+
+def test_a_misspelt_environment_variable_is_reported(
+    keys: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ALPACA_FEEDS", "sip")
+    monkeypatch.setenv("ALPACA_TOOLKIT_HOME", "/opt/other-tool")  # another tool's: left alone
+    with pytest.warns(UnknownSettingWarning) as caught:
+        settings = AlpacaSettings()
+    assert [str(w.message) for w in caught] == [
+        "environment variable ALPACA_FEEDS is not an Alpaca setting: did you mean ALPACA_FEED?"
+    ]
+    assert settings.feed == "iex"
+    monkeypatch.setenv("ALPACA_STRICT_ENV", "true")
+    with pytest.raises(ConfigurationError, match="did you mean ALPACA_FEED"):
+        AlpacaSettings()
+
+
+def test_other_tools_variables_raise_no_warning(
+    keys: None, monkeypatch: pytest.MonkeyPatch, recwarn: pytest.WarningsRecorder
+) -> None:
+    monkeypatch.setenv("ALPACA_TOOLKIT_HOME", "/opt/other-tool")
+    monkeypatch.setenv("ALPACA_STRICT_ENV", "1")
+    AlpacaSettings()
+    assert not [w for w in recwarn if issubclass(w.category, UnknownSettingWarning)]
