@@ -46,6 +46,7 @@ Pair = tuple[str, str]
 # to every trades subscriber), so they count against the wire's trades entry.
 _WIRE_CHANNEL = {"corrections": "trades", "cancel_errors": "trades"}
 _USE_DEFAULT: Any = object()
+_UNPARSED: Any = object()  # the model of a message no model can be built from
 _log = structlog.get_logger("alpaca_di.hub")
 
 
@@ -501,8 +502,10 @@ class StreamHub:
                 try:
                     item = (channel, symbol, parse(channel, symbol, raw))
                 except ProtocolError as exc:
+                    # No model can be built; raw subscribers still get the message.
                     self._connection.count_malformed(str(exc))
-                    continue
+                    item = _UNPARSED
+                    uniform = False
             if shared is None:
                 shared = targets
             elif targets is not shared:
@@ -522,6 +525,8 @@ class StreamHub:
         batches: dict[Subscription, list[tuple[str, str, Any]]] = {}
         for targets, raw_item, item in entries:
             for sub in targets:
+                if item is _UNPARSED and not sub.raw:
+                    continue
                 batch = batches.get(sub)
                 if batch is None:
                     batches[sub] = batch = []

@@ -374,7 +374,10 @@ class Subscription:
                 symbols = message.get("symbols")
             else:
                 symbols = getattr(message, "symbols", None)
-            return any((channel, symbol) in held for symbol in symbols or ())
+            if not isinstance(symbols, (list, tuple)):
+                return False
+            # The server's list may hold anything: only strings can name a symbol.
+            return any(isinstance(s, str) and (channel, s) in held for s in symbols)
         return False
 
     def _pop_one(self) -> _Item | None:

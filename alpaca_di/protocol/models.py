@@ -18,9 +18,12 @@ makes), so every field is validated exactly as before.
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
+import enum
+import functools
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 from alpaca.data.mappings import (
     BAR_MAPPING,
@@ -43,10 +46,11 @@ from alpaca.data.models import (
 )
 from alpaca.trading.models import TradeUpdate
 from msgpack import Timestamp
+from pydantic import BaseModel, ValidationError
 
 from alpaca_di.errors import ProtocolError
 
-__all__ = ["parse"]
+__all__ = ["Lenient", "is_lenient", "parse"]
 
 _Parser = Callable[[str, Mapping[str, Any]], object]
 
@@ -103,26 +107,133 @@ def _to_datetime(key: str, value: Any) -> Any:
     raise _BadTime(key, value)
 
 
-def _validate(cls: Any) -> Callable[[dict[str, Any]], object]:
-    """Return ``data -> cls instance`` that runs the model's validator, skipping ``__init__``.
+class Lenient:
+    """Marks a model built leniently: some value was one alpaca-py's model does not accept.
 
-    ``BaseModel.__init__`` does ``validate_python(kwargs, self_instance=self)``; the
-    alpaca-py models override ``__init__`` only to rename keys, which we do already.
+    Alpaca adds enum values over time (an order status, an asset class, a time in
+    force...). A message carrying one is still delivered: as an instance of a
+    subclass of the usual alpaca-py model (so ``isinstance(update, TradeUpdate)``
+    holds), every value that validates converted as usual, and each value that does
+    not kept as it came (usually the new value's string)::
+
+        update = parse("trade_updates", "AAPL", raw)
+        isinstance(update, TradeUpdate)        # True
+        is_lenient(update)                     # True: order.status is "pending_hold"
     """
-    validate_python = cls.__pydantic_validator__.validate_python
 
-    def build(data: dict[str, Any]) -> object:
-        instance = _new(cls)
+
+def is_lenient(model: object) -> bool:
+    """True when ``model`` was built leniently (see :class:`Lenient`)."""
+    return isinstance(model, Lenient)
+
+
+@functools.cache
+def _lenient_class(cls: Any) -> Any:
+    if issubclass(cls, Lenient):
+        return cls
+    return type(f"Lenient{cls.__name__}", (cls, Lenient), {"__module__": __name__})
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model an annotation holds (``Order``, ``Optional[Order]``, ``List[Order]``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _known_value(annotation: Any) -> Any:
+    """A value the enum or ``Literal`` inside ``annotation`` accepts."""
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return next(iter(annotation)).value
+    if get_origin(annotation) is Literal:
+        return get_args(annotation)[0]
+    for arg in get_args(annotation):
+        value = _known_value(arg)
+        if value is not _MISSING:
+            return value
+    return _MISSING
+
+
+def _annotation_at(cls: type[BaseModel], loc: tuple[int | str, ...]) -> Any:
+    annotation: Any = cls
+    for part in loc:
+        if isinstance(part, int):
+            continue  # an index into a list: the element's annotation is the same model
+        model = _model_in(annotation)
+        if model is None or part not in model.model_fields:
+            return _MISSING
+        annotation = model.model_fields[part].annotation
+    return annotation
+
+
+def _step(container: Any, part: int | str) -> Any:
+    if isinstance(part, int) or isinstance(container, dict):
+        return container[part]
+    return getattr(container, part)
+
+
+def _lenient(cls: type[BaseModel], data: dict[str, Any], exc: ValidationError) -> object:
+    """Validate ``data`` with each unknown enum value swapped for a known one, then put
+    the unknown values back, so every other field goes through the model's own
+    validators exactly as usual."""
+    unknown = [tuple(error["loc"]) for error in exc.errors()]
+    patched = copy.deepcopy(data)
+    for loc in unknown:
+        known = _known_value(_annotation_at(cls, loc))
+        if known is _MISSING or not loc:
+            raise exc
+        parent: Any = patched
+        for part in loc[:-1]:
+            parent = _step(parent, part)
+        parent[loc[-1]] = known
+    instance = _new(cls)
+    cls.__pydantic_validator__.validate_python(patched, self_instance=instance)
+    for loc in unknown:
+        original: Any = data
+        for part in loc:
+            original = _step(original, part)
+        owner: Any = instance
+        for part in loc[:-1]:
+            owner = _step(owner, part)
+        owner.__dict__[loc[-1]] = original
+        owner.__class__ = _lenient_class(owner.__class__)
+    instance.__class__ = _lenient_class(cls)
+    return instance
+
+
+# Errors of values the model lists but the message goes beyond: Alpaca adding a value.
+_UNKNOWN_VALUE_ERRORS = frozenset({"enum", "literal_error"})
+
+
+def _validate_or_lenient(cls: Any, validate_python: Any, data: dict[str, Any]) -> object:
+    """Validate ``data`` into ``cls``; if only unknown enum values fail, build it leniently.
+
+    An unknown value is a string the enum does not list (what Alpaca sends when it
+    adds one). Any other error (a price that is not a number, a map where a status
+    belongs, a bad timestamp) is a malformed message and raises as before.
+    """
+    instance = _new(cls)
+    try:
         validate_python(data, self_instance=instance)
-        return instance
-
-    return build
+    except ValidationError as exc:
+        if all(
+            error["type"] in _UNKNOWN_VALUE_ERRORS and isinstance(error["input"], str)
+            for error in exc.errors()
+        ):
+            return _lenient(cls, data, exc)
+        raise
+    return instance
 
 
 def _mapped(cls: Any, mapping: Mapping[str, str]) -> _Parser:
     """A parser for the data models built as ``cls(symbol, raw)``."""
     pairs = tuple(mapping.items())  # (wire key, field name)
-    validate_python = cls.__pydantic_validator__.validate_python  # inlined _validate(cls)
+    # The model's compiled validator, as BaseModel.__init__ calls it (minus the renaming).
+    validate_python = cls.__pydantic_validator__.validate_python
 
     def parse_mapped(symbol: str, raw: Mapping[str, Any]) -> object:
         data: dict[str, Any] = {name: raw[key] for key, name in pairs if key in raw}
@@ -132,15 +243,13 @@ def _mapped(cls: Any, mapping: Mapping[str, str]) -> _Parser:
             data["timestamp"] = _stamp_to_datetime(stamp)
         elif stamp is not _MISSING:
             data["timestamp"] = _to_datetime("t", stamp)
-        instance = _new(cls)
-        validate_python(data, self_instance=instance)
-        return instance
+        return _validate_or_lenient(cls, validate_python, data)
 
     return parse_mapped
 
 
 def _news() -> _Parser:
-    build = _validate(News)
+    validate_python = News.__pydantic_validator__.validate_python
 
     def parse_news(symbol: str, raw: Mapping[str, Any]) -> object:
         data = dict(raw)
@@ -148,7 +257,7 @@ def _news() -> _Parser:
             if key in data:
                 data[key] = _to_datetime(key, data[key])
         data.setdefault("symbols", [])
-        return build(data)
+        return _validate_or_lenient(News, validate_python, data)
 
     return parse_news
 
@@ -161,10 +270,10 @@ def _luld(symbol: str, raw: Mapping[str, Any]) -> object:
 
 
 def _trade_update() -> _Parser:
-    build = _validate(TradeUpdate)
+    validate_python = TradeUpdate.__pydantic_validator__.validate_python
 
     def parse_trade_update(symbol: str, raw: Mapping[str, Any]) -> object:
-        return build(dict(raw))
+        return _validate_or_lenient(TradeUpdate, validate_python, dict(raw))
 
     return parse_trade_update
 
@@ -220,9 +329,14 @@ def parse(channel: str, symbol: str, raw: Mapping[str, Any]) -> object:
         quote = parse("quotes", "AAPL", {"T": "q", "S": "AAPL", "bp": 1.0, ...})
         quote.bid_price   # 1.0
 
+    A value the model does not accept (an enum value newer than alpaca-py) does not
+    lose the message: it is built leniently, still an instance of the model's class,
+    with that value kept as it came (see :class:`Lenient`, :func:`is_lenient`).
+
     Raises:
-        ProtocolError: the message does not validate; the text names the channel,
-            the symbol and the bad fields, never the whole payload.
+        ProtocolError: no model can be built (a required field is missing, a
+            timestamp of the wrong type...); the text names the channel, the symbol
+            and the bad fields, never the whole payload.
         ValueError: ``channel`` is not a channel name.
     """
     parser = _PARSERS.get(channel)

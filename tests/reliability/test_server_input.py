@@ -1,4 +1,4 @@
-"""Bad input from the server: fuzzed frames never reach a consumer and never kill the socket.
+"""Bad input from the server: fuzzed frames never reach a typed consumer, never kill the socket.
 
 Over a real socket (``emulator.send_raw``) 10,000 seeded-random frames mix valid
 messages with every kind of garbage: truncated MessagePack, trailing bytes, JSON
@@ -10,7 +10,9 @@ elements are bad, so the suite proves:
 
 * every valid message reaches every consumer exactly once, as a valid alpaca-py
   model of the subscribed symbol (or the wire dict, for ``raw=True``);
-* nothing else reaches any consumer;
+* nothing else reaches a typed consumer; a ``raw=True`` consumer also gets each
+  routable element that no model can be built from (a message always reaches raw
+  subscribers), exactly once, and nothing else;
 * every bad element (or undecodable frame) is counted once in ``health().malformed``;
 * the connection never dropped (one session, no reconnect).
 
@@ -76,6 +78,7 @@ class Fuzzer:
         self.next_id = 1
         self.expected: dict[str, set[int]] = {channel: set() for channel in CHANNELS}
         self.malformed = 0
+        self.raw_only = 0  # bad elements with a T and an S: raw consumers still get them
         self.kinds: Counter[str] = Counter()
 
     def _id(self) -> int:
@@ -197,6 +200,8 @@ class Fuzzer:
                     {"T": "subscription", "quotes": ["A", 1]},
                 ]
             )
+        if _routed(msg):
+            self.raw_only += 1
         return msg
 
     def harmless(self) -> Any:
@@ -264,6 +269,15 @@ class Fuzzer:
         return msgpack.packb(elements)
 
 
+_RAW_CHANNEL = {"t": "trades", "q": "quotes", "b": "bars", "s": "statuses"}
+
+
+def _routed(msg: dict[str, Any]) -> bool:
+    """Whether the codec hands ``msg`` on to the hub (it may still fail the model)."""
+    events = DataStreamProtocol(StreamKind.STOCK).receive(msgpack.packb([msg], datetime=True))
+    return any(isinstance(event, DataBatch) for event in events)
+
+
 class Checker:
     """A consumer that accepts only what the fuzzer declared valid, each exactly once."""
 
@@ -273,14 +287,13 @@ class Checker:
         self.seen: dict[str, set[int]] = {channel: set() for channel in CHANNELS}
         self.problems: list[str] = []
         self.count = 0
+        self.unparsable = 0
 
     def identify(self, message: Any) -> tuple[str, int] | None:
         if self.raw:
             if type(message) is not dict:
                 return None
-            channel = {"t": "trades", "q": "quotes", "b": "bars", "s": "statuses"}.get(
-                message.get("T")
-            )
+            channel = _RAW_CHANNEL.get(message.get("T"))
             if channel is None or message.get("S") not in SYMBOLS:
                 return None
             key = {"trades": "i", "quotes": "bs", "bars": "v", "statuses": "sm"}[channel]
@@ -301,11 +314,24 @@ class Checker:
                 return channel, int(message.status_message.split()[-1])
         return None
 
+    def _unparsable(self, message: Any) -> bool:
+        channel = _RAW_CHANNEL.get(message.get("T")) if type(message) is dict else None
+        if channel is None or message.get("S") not in SYMBOLS:
+            return False
+        try:
+            parse(channel, message["S"], message)
+        except ProtocolError:
+            return True
+        return False
+
     def __call__(self, message: Any) -> None:
-        found = self.identify(message)
+        unparsable = self.raw and self._unparsable(message)
+        found = None if unparsable else self.identify(message)
         with self.cond:
             self.count += 1
-            if found is None:
+            if unparsable:
+                self.unparsable += 1
+            elif found is None:
                 self.problems.append(f"{self.name} got an unexpected object {message!r:.300}")
             else:
                 channel, ident = found
@@ -358,6 +384,7 @@ def test_ten_thousand_fuzzed_frames(
             missing = fuzzer.expected[name] - checker.seen[name]
             assert not missing, f"{checker.name} never got {name} {sorted(missing)[:10]}"
             assert checker.seen[name] == fuzzer.expected[name]
+    assert [checker.unparsable for checker in checkers] == [0, 0, fuzzer.raw_only]
     health = hub.health()
     assert health.malformed == fuzzer.malformed
     assert health.reconnects == 0

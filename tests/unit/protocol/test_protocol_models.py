@@ -134,7 +134,6 @@ def test_trade_update_order_defaults_match_alpaca_py() -> None:
         ("trades", "stock_trade", {"p": [1]}, "price"),
         ("bars", "bar", {"vw": "x"}, "vwap"),
         ("statuses", "status", {"sc": 5}, "status_code"),
-        ("cancel_errors", "cancel_error", {"x": "not-an-exchange"}, "exchange"),
         ("corrections", "correction", {"oc": "@"}, "original_conditions"),
         ("orderbooks", "orderbook", {"b": [{"p": 1.0}]}, "bids"),
         ("news", "news", {"id": "not-a-number"}, "id"),
