@@ -31,9 +31,9 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
+from alpaca_di.emulator import AlpacaEmulator
 from alpaca_di.providers.registry import ConnectionRegistry
 from alpaca_di.settings import Credentials
-from alpaca_di.testing.emulator import AlpacaEmulator
 from alpaca_di.testing.messages import quote
 from alpaca_di.transport import ConnectionOptions
 

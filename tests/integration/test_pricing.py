@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from alpaca_di.emulator import AlpacaEmulator
 from alpaca_di.errors import AuthenticationError, ConnectionClosedError
 from alpaca_di.protocol import StreamKind
 from alpaca_di.providers import ConnectionRegistry
@@ -14,7 +15,6 @@ from alpaca_di.services import StreamHub
 from alpaca_di.services.interfaces import PriceSource, PriceTracker
 from alpaca_di.services.pricing import PriceSnapshot, PricingService
 from alpaca_di.settings import Credentials
-from alpaca_di.testing.emulator import AlpacaEmulator
 from alpaca_di.testing.messages import quote, trade
 from alpaca_di.transport import ConnectionOptions
 

@@ -14,6 +14,7 @@ from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import OrderSide, TimeInForce
 from alpaca.trading.requests import MarketOrderRequest
 
+from alpaca_di.emulator import AlpacaEmulator
 from alpaca_di.protocol import StreamKind
 from alpaca_di.providers import ConnectionRegistry
 from alpaca_di.services import StreamHub
@@ -25,7 +26,6 @@ from alpaca_di.services.shared_streams import (
     SharedTradingStream,
 )
 from alpaca_di.settings import Credentials
-from alpaca_di.testing.emulator import AlpacaEmulator
 from alpaca_di.testing.messages import news, quote, trade
 from alpaca_di.transport import ConnectionOptions
 

@@ -39,11 +39,11 @@ from typing import Any
 from _reliability_support import FIGURES, IEX, KEY, NOTES, scaled, wait_for
 from alpaca.data.models import Quote, Trade
 
+from alpaca_di.emulator import AlpacaEmulator
 from alpaca_di.protocol import StreamKind
 from alpaca_di.providers import ConnectionRegistry
 from alpaca_di.services import StreamHub, Subscription
 from alpaca_di.settings import Credentials
-from alpaca_di.testing.emulator import AlpacaEmulator
 from alpaca_di.transport import ConnectionOptions
 
 Pair = tuple[str, str]

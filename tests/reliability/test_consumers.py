@@ -24,12 +24,12 @@ import pytest
 from _reliability_support import FIGURES, IEX, KEY, NOTES, scaled
 from alpaca.data.models import Quote, Trade
 
+from alpaca_di.emulator import AlpacaEmulator
 from alpaca_di.errors import ConnectionClosedError
 from alpaca_di.protocol import StreamKind
 from alpaca_di.providers import ConnectionRegistry
 from alpaca_di.services import Subscription, SubscriptionOverflowError
 from alpaca_di.settings import Credentials
-from alpaca_di.testing.emulator import AlpacaEmulator
 from alpaca_di.transport import ConnectionOptions
 
 WAIT = 20.0

@@ -37,10 +37,10 @@ from _reliability_support import (
     wait_for,
 )
 
+from alpaca_di.emulator import AlpacaEmulator
 from alpaca_di.protocol import StreamKind
 from alpaca_di.providers import ConnectionRegistry
 from alpaca_di.settings import Credentials
-from alpaca_di.testing.emulator import AlpacaEmulator
 from alpaca_di.testing.messages import quote
 from alpaca_di.transport import ConnectionOptions, ConnectionState
 from alpaca_di.transport.runtime import Runtime

@@ -21,6 +21,7 @@ from alpaca.trading.requests import MarketOrderRequest
 from dependency_injector import providers
 
 from alpaca_di.containers import AlpacaContainer
+from alpaca_di.emulator import AlpacaEmulator
 from alpaca_di.errors import (
     AlpacaAPIError,
     AuthenticationError,
@@ -30,7 +31,6 @@ from alpaca_di.errors import (
 from alpaca_di.protocol import StreamKind
 from alpaca_di.providers import ConnectionRegistry
 from alpaca_di.settings import AlpacaSettings, Credentials
-from alpaca_di.testing.emulator import AlpacaEmulator
 from alpaca_di.testing.pytest_plugin import emulator_config
 from alpaca_di.transport import ConnectionOptions
 

@@ -36,6 +36,7 @@ from alpaca.trading.models import TradeUpdate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from alpaca_di.emulator import AlpacaEmulator
 from alpaca_di.errors import ProtocolError
 from alpaca_di.protocol import (
     DataBatch,
@@ -47,7 +48,6 @@ from alpaca_di.protocol import (
 from alpaca_di.protocol.models import parse
 from alpaca_di.providers import ConnectionRegistry
 from alpaca_di.settings import Credentials
-from alpaca_di.testing.emulator import AlpacaEmulator
 from alpaca_di.transport import ConnectionOptions
 
 FRAMES = int(scaled(10_000))

@@ -23,6 +23,7 @@ from alpaca.trading.requests import MarketOrderRequest
 from dependency_injector import providers
 
 from alpaca_di.containers import AlpacaContainer
+from alpaca_di.emulator import AlpacaEmulator
 from alpaca_di.errors import (
     AuthenticationError,
     ConfigurationError,
@@ -32,7 +33,6 @@ from alpaca_di.protocol import StreamKind
 from alpaca_di.providers import ConnectionRegistry, Lease
 from alpaca_di.services import StreamHub, Subscription
 from alpaca_di.settings import AlpacaSettings, Credentials
-from alpaca_di.testing.emulator import AlpacaEmulator
 from alpaca_di.testing.pytest_plugin import emulator_config
 from alpaca_di.transport import ConnectionOptions, check_url
 

@@ -26,6 +26,7 @@ from _scaleout_support import KEY, REDIS_URL, SECRET
 from dependency_injector import providers
 
 from alpaca_di.containers import AlpacaContainer
+from alpaca_di.emulator import AlpacaEmulator
 from alpaca_di.errors import AuthenticationError, ConfigurationError, SymbolLimitError
 from alpaca_di.providers.registry import ConnectionRegistry
 from alpaca_di.providers.sharing import (
@@ -37,7 +38,6 @@ from alpaca_di.providers.sharing import (
 from alpaca_di.services.gateway import LeaderElector
 from alpaca_di.services.hub import StreamHub
 from alpaca_di.settings import AlpacaSettings, Credentials
-from alpaca_di.testing.emulator import AlpacaEmulator
 from alpaca_di.testing.messages import quote
 from alpaca_di.testing.recorder import Recorder
 from alpaca_di.transport import ConnectionOptions, ConnectionState

@@ -24,8 +24,8 @@ import redis
 from _scaleout_support import KEY, REDIS_URL, SECRET
 from _scaleout_worker import run_worker
 
+from alpaca_di.emulator import AlpacaEmulator
 from alpaca_di.settings import Credentials
-from alpaca_di.testing.emulator import AlpacaEmulator
 from alpaca_di.testing.messages import quote
 from alpaca_di.transport.redis_upstream import SharingKeys, account_tag
 
