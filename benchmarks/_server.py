@@ -2,7 +2,7 @@
 
 The machine has few cores, and the emulator and a client in one process would
 share one GIL: the client would be measured while it competes with the server.
-So the :class:`~alpaca_di.testing.emulator.AlpacaEmulator` runs in a child
+So the :class:`~alpaca_di.emulator.AlpacaEmulator` runs in a child
 process (``multiprocessing`` spawn context, its own interpreter and core) and the
 benchmark process talks to it through a small command protocol::
 
@@ -210,7 +210,7 @@ class _Driver:
 
 
 async def _serve_async(conn: Connection, config: dict[str, Any]) -> None:
-    from alpaca_di.testing.emulator import AlpacaEmulator
+    from alpaca_di.emulator import AlpacaEmulator
 
     loop = asyncio.get_running_loop()
     async with AlpacaEmulator(**config) as emu:
@@ -248,7 +248,7 @@ def _serve(conn: Connection, config: dict[str, Any]) -> None:
 
 
 class EmulatorProcess:
-    """An :class:`~alpaca_di.testing.emulator.AlpacaEmulator` in a child process.
+    """An :class:`~alpaca_di.emulator.AlpacaEmulator` in a child process.
 
     Args:
         batch_size: the emulator's most data points per frame (Alpaca's are ~100).

@@ -32,8 +32,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from alpaca_di.credentials import Credentials
+from alpaca_di.emulator import AlpacaEmulator
 from alpaca_di.hub.registry import ConnectionRegistry
-from alpaca_di.testing.emulator import AlpacaEmulator
 from alpaca_di.testing.messages import quote
 from alpaca_di.transport import ConnectionOptions
 

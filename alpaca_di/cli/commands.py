@@ -3,7 +3,7 @@
 Run ``alpaca-di --help`` (or ``python -m alpaca_di --help``). Built in:
 
 * ``alpaca-di emulator [--port N] [--rate R] [--seed S]`` — run the loopback
-  :class:`~alpaca_di.testing.emulator.AlpacaEmulator` until SIGINT/SIGTERM. Once it
+  :class:`~alpaca_di.emulator.AlpacaEmulator` until SIGINT/SIGTERM. Once it
   accepts connections it prints ``ready ws://127.0.0.1:PORT`` (the data base URL),
   then ``trading ws://127.0.0.1:PORT/stream`` and ``rest http://127.0.0.1:PORT``.
 
@@ -142,7 +142,7 @@ def _configure_emulator(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_emulator(args: argparse.Namespace) -> int:
-    from alpaca_di.testing.emulator import AlpacaEmulator
+    from alpaca_di.emulator import AlpacaEmulator
 
     async def serve() -> None:
         stop = asyncio.Event()

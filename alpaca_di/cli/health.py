@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     container = AlpacaContainer()
     emulator = None
     if args.emulator:
-        from alpaca_di.testing.emulator import AlpacaEmulator
+        from alpaca_di.emulator import AlpacaEmulator
 
         emulator = AlpacaEmulator().start()
         container.config.from_dict(

@@ -25,8 +25,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 
+from alpaca_di.emulator import AlpacaEmulator
 from alpaca_di.testing import fakes, messages
-from alpaca_di.testing.emulator import AlpacaEmulator
 from alpaca_di.testing.fakes import (
     FakeOrderUpdates,
     FakePriceSource,

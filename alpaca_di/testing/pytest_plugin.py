@@ -56,9 +56,9 @@ import pytest
 from dependency_injector import providers
 
 from alpaca_di.containers import AlpacaContainer
+from alpaca_di.emulator import AlpacaEmulator
 from alpaca_di.hub.registry import ConnectionRegistry
 from alpaca_di.testing import register_secret
-from alpaca_di.testing.emulator import AlpacaEmulator
 from alpaca_di.testing.fakes import fake_container, reset_fake_container
 
 __all__ = [

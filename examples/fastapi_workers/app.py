@@ -46,9 +46,9 @@ from dependency_injector import containers, providers
 from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
 
 from alpaca_di.containers import AlpacaContainer, lifespan
+from alpaca_di.emulator import AlpacaEmulator
 from alpaca_di.hub.health import HealthReport
 from alpaca_di.scaleout.registry import RedisConnectionRegistry, check_redis, registry_for
-from alpaca_di.testing.emulator import AlpacaEmulator
 
 KEY_ID = "PKEXAMPLEWORKERS"
 

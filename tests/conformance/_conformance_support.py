@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from alpaca_di.testing.emulator import AlpacaEmulator
+from alpaca_di.emulator import AlpacaEmulator
 
 
 class Collector:

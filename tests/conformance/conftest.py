@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from _conformance_support import StreamRunner
 
-from alpaca_di.testing.emulator import AlpacaEmulator
+from alpaca_di.emulator import AlpacaEmulator
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from alpaca.data.live import CryptoDataStream, NewsDataStream, OptionDataStream,
 from alpaca.data.models import Bar, News, Orderbook, Quote, Trade, TradingStatus
 from alpaca.data.models.trades import TradeCancel, TradeCorrection
 
-from alpaca_di.testing._market import OPTION_UNIVERSE
-from alpaca_di.testing.emulator import AlpacaEmulator
+from alpaca_di.emulator import AlpacaEmulator
+from alpaca_di.emulator.market import OPTION_UNIVERSE
 
 KEY, SECRET = "PKCONF0001", "conf-secret"
 IEX, SIP, CRYPTO = "/v2/iex", "/v2/sip", "/v1beta3/crypto/us"

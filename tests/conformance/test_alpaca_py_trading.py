@@ -13,7 +13,7 @@ from alpaca.trading.models import TradeUpdate
 from alpaca.trading.requests import GetOrdersRequest, LimitOrderRequest, MarketOrderRequest
 from alpaca.trading.stream import TradingStream
 
-from alpaca_di.testing.emulator import AlpacaEmulator
+from alpaca_di.emulator import AlpacaEmulator
 
 KEY, SECRET = "PKTRADE001", "trade-secret"
 STREAM = "/stream"

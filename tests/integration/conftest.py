@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import pytest
 
 from alpaca_di.credentials import Credentials
+from alpaca_di.emulator import AlpacaEmulator
 from alpaca_di.hub import ConnectionRegistry, Lease
 from alpaca_di.protocol import StreamKind
-from alpaca_di.testing.emulator import AlpacaEmulator
 from alpaca_di.transport import ConnectionOptions
 
 KEY = "PKINTEGRATION01"

@@ -11,13 +11,13 @@ from alpaca.trading.enums import OrderSide, TimeInForce
 from alpaca.trading.requests import LimitOrderRequest, MarketOrderRequest
 
 from alpaca_di.credentials import Credentials
+from alpaca_di.emulator import AlpacaEmulator
 from alpaca_di.errors import AlpacaAPIError
 from alpaca_di.hub import ConnectionRegistry
 from alpaca_di.protocol import StreamKind
 from alpaca_di.services.manager import AlpacaManager
 from alpaca_di.services.pricing import PricingService
 from alpaca_di.services.trading import TradingService
-from alpaca_di.testing.emulator import AlpacaEmulator
 from alpaca_di.testing.messages import quote
 from alpaca_di.transport import ConnectionOptions
 

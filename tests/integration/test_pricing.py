@@ -8,12 +8,12 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from alpaca_di.credentials import Credentials
+from alpaca_di.emulator import AlpacaEmulator
 from alpaca_di.errors import AuthenticationError, ConnectionClosedError
 from alpaca_di.hub import ConnectionRegistry, StreamHub
 from alpaca_di.protocol import StreamKind
 from alpaca_di.services.interfaces import PriceSource, PriceTracker
 from alpaca_di.services.pricing import PriceSnapshot, PricingService
-from alpaca_di.testing.emulator import AlpacaEmulator
 from alpaca_di.testing.messages import quote, trade
 from alpaca_di.transport import ConnectionOptions
 

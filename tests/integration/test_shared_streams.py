@@ -22,9 +22,9 @@ from alpaca_di.compat.streams import (
     SharedTradingStream,
 )
 from alpaca_di.credentials import Credentials
+from alpaca_di.emulator import AlpacaEmulator
 from alpaca_di.hub import ConnectionRegistry, StreamHub
 from alpaca_di.protocol import StreamKind
-from alpaca_di.testing.emulator import AlpacaEmulator
 from alpaca_di.testing.messages import news, quote, trade
 from alpaca_di.transport import ConnectionOptions
 

@@ -15,12 +15,12 @@ from alpaca.trading.models import TradeUpdate
 from alpaca.trading.requests import LimitOrderRequest, MarketOrderRequest
 
 from alpaca_di.credentials import Credentials
+from alpaca_di.emulator import AlpacaEmulator
 from alpaca_di.errors import AuthenticationError, ConnectionClosedError
 from alpaca_di.hub import ConnectionRegistry, Lease
 from alpaca_di.protocol import StreamKind
 from alpaca_di.services.interfaces import OrderUpdates
 from alpaca_di.services.trading import ReconciledTradeUpdate, TradingService
-from alpaca_di.testing.emulator import AlpacaEmulator
 from alpaca_di.testing.recorder import Recorder
 from alpaca_di.transport import ConnectionOptions, ConnectionState
 

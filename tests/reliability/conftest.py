@@ -32,9 +32,9 @@ import structlog
 from _reliability_support import FIGURES, IEX, KEY, NOTES, SECRET, SecretGuard
 
 from alpaca_di.credentials import Credentials
+from alpaca_di.emulator import AlpacaEmulator
 from alpaca_di.hub import ConnectionRegistry, Lease
 from alpaca_di.protocol import StreamKind
-from alpaca_di.testing.emulator import AlpacaEmulator
 from alpaca_di.transport import ConnectionOptions
 
 

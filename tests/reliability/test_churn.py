@@ -40,9 +40,9 @@ from _reliability_support import FIGURES, IEX, KEY, NOTES, scaled, wait_for
 from alpaca.data.models import Quote, Trade
 
 from alpaca_di.credentials import Credentials
+from alpaca_di.emulator import AlpacaEmulator
 from alpaca_di.hub import ConnectionRegistry, StreamHub, Subscription
 from alpaca_di.protocol import StreamKind
-from alpaca_di.testing.emulator import AlpacaEmulator
 from alpaca_di.transport import ConnectionOptions
 
 Pair = tuple[str, str]

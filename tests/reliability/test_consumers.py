@@ -25,10 +25,10 @@ from _reliability_support import FIGURES, IEX, KEY, NOTES, scaled
 from alpaca.data.models import Quote, Trade
 
 from alpaca_di.credentials import Credentials
+from alpaca_di.emulator import AlpacaEmulator
 from alpaca_di.errors import ConnectionClosedError, SubscriptionOverflowError
 from alpaca_di.hub import ConnectionRegistry, Subscription
 from alpaca_di.protocol import StreamKind
-from alpaca_di.testing.emulator import AlpacaEmulator
 from alpaca_di.transport import ConnectionOptions
 
 WAIT = 20.0

@@ -13,7 +13,7 @@ import msgpack
 from _reliability_support import IEX
 from websockets.sync.client import ClientConnection, connect
 
-from alpaca_di.testing.emulator import AlpacaEmulator
+from alpaca_di.emulator import AlpacaEmulator
 
 KEY, SECRET = "PKKNOBS000000001", "knobs-secret"
 WAIT = 10.0

@@ -26,10 +26,10 @@ from _reliability_support import FIGURES, IEX, KEY
 from alpaca.data.models import Quote, Trade
 
 from alpaca_di.credentials import Credentials
+from alpaca_di.emulator import AlpacaEmulator
 from alpaca_di.errors import ConnectionLimitError
 from alpaca_di.hub import ConnectionRegistry, Lease, StreamHub
 from alpaca_di.protocol import StreamKind
-from alpaca_di.testing.emulator import AlpacaEmulator
 from alpaca_di.testing.messages import quote, trade
 from alpaca_di.transport import ConnectionOptions, ConnectionState
 

@@ -38,9 +38,9 @@ from _reliability_support import (
 )
 
 from alpaca_di.credentials import Credentials
+from alpaca_di.emulator import AlpacaEmulator
 from alpaca_di.hub import ConnectionRegistry
 from alpaca_di.protocol import StreamKind
-from alpaca_di.testing.emulator import AlpacaEmulator
 from alpaca_di.testing.messages import quote
 from alpaca_di.transport import ConnectionOptions, ConnectionState
 from alpaca_di.transport.runtime import Runtime

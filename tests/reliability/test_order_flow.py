@@ -28,9 +28,9 @@ from alpaca.trading.requests import LimitOrderRequest, MarketOrderRequest
 from dependency_injector import providers
 
 from alpaca_di.containers import AlpacaContainer
+from alpaca_di.emulator import AlpacaEmulator
 from alpaca_di.hub import ConnectionRegistry
 from alpaca_di.services.trading import FINAL_EVENTS
-from alpaca_di.testing.emulator import AlpacaEmulator
 from alpaca_di.testing.pytest_plugin import emulator_config
 from alpaca_di.transport import ConnectionState
 

@@ -39,6 +39,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from alpaca_di.credentials import Credentials
+from alpaca_di.emulator import AlpacaEmulator
 from alpaca_di.errors import ProtocolError
 from alpaca_di.hub import ConnectionRegistry
 from alpaca_di.protocol import (
@@ -49,7 +50,6 @@ from alpaca_di.protocol import (
     TradingStreamProtocol,
 )
 from alpaca_di.protocol.models import parse
-from alpaca_di.testing.emulator import AlpacaEmulator
 from alpaca_di.transport import ConnectionOptions
 
 FRAMES = int(scaled(10_000))

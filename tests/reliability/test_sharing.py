@@ -19,8 +19,8 @@ from _reliability_support import FIGURES, IEX, KEY, SECRET
 from dependency_injector import providers
 
 from alpaca_di.containers import AlpacaContainer
+from alpaca_di.emulator import AlpacaEmulator
 from alpaca_di.hub import ConnectionRegistry
-from alpaca_di.testing.emulator import AlpacaEmulator
 from alpaca_di.testing.messages import quote
 from alpaca_di.testing.pytest_plugin import emulator_config
 from alpaca_di.testing.recorder import Recorder

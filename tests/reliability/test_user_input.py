@@ -24,6 +24,7 @@ from dependency_injector import providers
 
 from alpaca_di.containers import AlpacaContainer
 from alpaca_di.credentials import Credentials
+from alpaca_di.emulator import AlpacaEmulator
 from alpaca_di.errors import (
     AuthenticationError,
     ConfigurationError,
@@ -32,7 +33,6 @@ from alpaca_di.errors import (
 from alpaca_di.hub import ConnectionRegistry, Lease, StreamHub, Subscription
 from alpaca_di.protocol import StreamKind
 from alpaca_di.settings import AlpacaSettings
-from alpaca_di.testing.emulator import AlpacaEmulator
 from alpaca_di.testing.pytest_plugin import emulator_config
 from alpaca_di.transport import ConnectionOptions, check_url
 

@@ -27,6 +27,7 @@ from dependency_injector import providers
 
 from alpaca_di.containers import AlpacaContainer
 from alpaca_di.credentials import Credentials
+from alpaca_di.emulator import AlpacaEmulator
 from alpaca_di.errors import (
     AuthenticationError,
     ConfigurationError,
@@ -51,7 +52,6 @@ from alpaca_di.scaleout.registry import (
     sharing_options_from_env,
 )
 from alpaca_di.settings import AlpacaSettings
-from alpaca_di.testing.emulator import AlpacaEmulator
 from alpaca_di.testing.messages import quote
 from alpaca_di.testing.recorder import Recorder
 from alpaca_di.transport import ConnectionOptions, ConnectionState

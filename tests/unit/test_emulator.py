@@ -15,7 +15,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
 
-from alpaca_di.testing.emulator import AlpacaEmulator
+from alpaca_di.emulator import AlpacaEmulator
 
 KEY, SECRET = "PKTEST0001", "secret-1"
 IEX = "/v2/iex"

@@ -13,7 +13,7 @@ import requests
 from alpaca.trading.models import Asset, Clock, Order, Position, TradeAccount, TradeUpdate
 from websockets.asyncio.client import connect
 
-from alpaca_di.testing.emulator import AlpacaEmulator
+from alpaca_di.emulator import AlpacaEmulator
 
 KEY, SECRET = "PKREST0001", "rest-secret"
 HEADERS = {"APCA-API-KEY-ID": KEY, "APCA-API-SECRET-KEY": SECRET}

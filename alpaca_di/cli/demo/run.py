@@ -57,8 +57,8 @@ if TYPE_CHECKING:
 
     from alpaca_di.cli.demo.app import Component, DemoApp
     from alpaca_di.cli.demo.view import PriceRow, ServerView, Snapshot
+    from alpaca_di.emulator import AlpacaEmulator
     from alpaca_di.hub.health import HealthReport
-    from alpaca_di.testing.emulator import AlpacaEmulator
 
 __all__ = ["DEMO_KEY_ID", "DEMO_SECRET", "configure", "run"]
 
@@ -264,7 +264,7 @@ class _Demo:
         return final
 
     def _start_emulator(self) -> AlpacaEmulator:
-        from alpaca_di.testing.emulator import AlpacaEmulator
+        from alpaca_di.emulator import AlpacaEmulator
 
         emulator = AlpacaEmulator(rate=self.args.rate, seed=self.args.seed)
         emulator.start()

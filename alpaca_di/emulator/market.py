@@ -5,7 +5,7 @@ emulator knows. Generating a trade or quote steps that symbol's walk; the
 broker fills orders at :meth:`SyntheticMarket.price`. Messages are built in
 wire form (``"T"`` first, msgpack Timestamps) so they can be encoded as is::
 
-    from alpaca_di.testing._market import SyntheticMarket
+    from alpaca_di.emulator.market import SyntheticMarket
 
     market = SyntheticMarket(seed=7)
     market.price("AAPL")                       # 190.0

@@ -6,8 +6,8 @@ crosses them (:meth:`Broker.on_price` is wired to the market). Every order event
 is handed to ``emit(key_id, data)`` as the ``data`` of a ``trade_updates``
 message, which the emulator fans out to that key's trading streams::
 
-    from alpaca_di.testing._broker import Broker
-    from alpaca_di.testing._market import SyntheticMarket
+    from alpaca_di.emulator.broker import Broker
+    from alpaca_di.emulator.market import SyntheticMarket
 
     market = SyntheticMarket(seed=1)
     updates = []
@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from alpaca_di.testing._market import SyntheticMarket, asset_class_of
+from alpaca_di.emulator.market import SyntheticMarket, asset_class_of
 
 __all__ = ["OPEN_STATUSES", "Broker", "RestError", "iso_now"]
 

@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import structlog
 
-from alpaca_di.testing._broker import Broker, RestError
+from alpaca_di.emulator.broker import Broker, RestError
 
 __all__ = ["HttpRequest", "RestApi", "RestServer"]
 
@@ -48,7 +48,7 @@ Handler = Callable[[HttpRequest], "tuple[int, Any]"]
 
 
 class RestApi:
-    """Routes REST requests to the :class:`~alpaca_di.testing._broker.Broker`.
+    """Routes REST requests to the :class:`~alpaca_di.emulator.broker.Broker`.
 
     ``authorize(key_id, secret)`` decides whether a key pair may call the API.
     :meth:`fail_next` queues injected failures (``AlpacaEmulator.fail_rest``).

@@ -5,7 +5,7 @@ emulator is the truth check for that package, so it carries its own small
 description of Alpaca's market-data feeds (paths, channel keys, type codes) and
 its own encoders::
 
-    from alpaca_di.testing._wire import FEEDS, encode_msgpack_batch
+    from alpaca_di.emulator.wire import FEEDS, encode_msgpack_batch
 
     spec = FEEDS["/v2/iex"]
     spec.channels            # ('trades', 'quotes', 'bars', ...)

@@ -15,7 +15,7 @@ faithful. Use it as a sync context manager (it runs its own loop in a daemon
 thread) or as an async one (it runs on your loop)::
 
     from alpaca.data.live import StockDataStream
-    from alpaca_di.testing.emulator import AlpacaEmulator
+    from alpaca_di.emulator import AlpacaEmulator
 
     with AlpacaEmulator(rate=100, seed=1) as emu:
         stream = StockDataStream("key", "secret", url_override=emu.data_url("/v2/iex"))
@@ -56,16 +56,16 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 
-from alpaca_di.testing._accounts import (
+from alpaca_di.emulator.accounts import (
     CounterCell,
     EmulatedAccount,
     EmulatorStats,
     EndpointCounters,
 )
-from alpaca_di.testing._broker import Broker
-from alpaca_di.testing._market import SyntheticMarket
-from alpaca_di.testing._rest import RestApi, RestServer
-from alpaca_di.testing._wire import (
+from alpaca_di.emulator.broker import Broker
+from alpaca_di.emulator.market import SyntheticMarket
+from alpaca_di.emulator.rest import RestApi, RestServer
+from alpaca_di.emulator.wire import (
     FEEDS,
     TYPE_TO_CHANNEL,
     FeedSpec,
