@@ -53,6 +53,10 @@ class PriceSource(Protocol):
         """Block until a price for ``symbol`` is known; ``TimeoutError`` after ``timeout`` s."""
         ...
 
+    async def wait_for_price_async(self, symbol: str, timeout: float = 10.0) -> float:
+        """Async :meth:`wait_for_price`: never blocks the running loop."""
+        ...
+
 
 @runtime_checkable
 class PriceTracker(PriceSource, Protocol):
@@ -70,6 +74,10 @@ class PriceTracker(PriceSource, Protocol):
 
     def untrack(self, *symbols: str, owner: Hashable = None) -> None:
         """Give back ``owner``'s claim on ``symbols``."""
+        ...
+
+    def untrack_all(self, owner: Hashable = None) -> None:
+        """Give back every claim ``owner`` holds."""
         ...
 
 
@@ -91,4 +99,13 @@ class OrderUpdates(Protocol):
         timeout: float = 30.0,
     ) -> TradeUpdate:
         """Block until the order's update with one of ``events`` is known, and return it."""
+        ...
+
+    async def wait_for_order_async(
+        self,
+        order_id: str | UUID,
+        events: Iterable[str | TradeEvent] = DEFAULT_FINAL_EVENTS,
+        timeout: float = 30.0,
+    ) -> TradeUpdate:
+        """Async :meth:`wait_for_order`: never blocks the running loop."""
         ...

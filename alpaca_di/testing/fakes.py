@@ -57,7 +57,7 @@ from alpaca.trading.enums import TradeEvent
 from alpaca.trading.models import TradeUpdate
 from dependency_injector import containers, providers
 
-from alpaca_di._aio import is_async_callable, running_loop
+from alpaca_di._aio import is_async_callable, running_loop, settle
 from alpaca_di.containers import AlpacaContainer
 from alpaca_di.errors import ConnectionClosedError, SubscriptionOverflowError, describe_error
 from alpaca_di.hub.health import ConnectionHealth, StateTransition
@@ -965,6 +965,38 @@ def trade_update_message(
 # -- fakes of the service protocols -------------------------------------------------------------
 
 
+class _Signal:
+    """A condition that threads wait on with ``cond.wait_for`` and coroutines with
+    :meth:`wait_for`, without tying up a thread. Notify with ``cond`` held."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+    def notify(self) -> None:
+        self.cond.notify_all()
+        waiters, self._waiters = self._waiters, []
+        for loop, future in waiters:
+            settle(loop, future, None)
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            with self.cond:
+                if predicate():
+                    return True
+                future: asyncio.Future[None] = loop.create_future()
+                self._waiters.append((loop, future))
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(future, remaining)
+            except asyncio.TimeoutError:
+                pass
+
+
 class FakePriceSource:
     """A :class:`~alpaca_di.services.interfaces.PriceTracker` you set prices on by hand.
 
@@ -974,10 +1006,12 @@ class FakePriceSource:
         strategy = Strategy(prices=prices)          # typed against PriceSource
         prices.set_price("AAPL", 191.0)
         assert prices.tracked() == frozenset()
+        price = await prices.wait_for_price_async("AAPL")   # in an async route
     """
 
     def __init__(self, prices: dict[str, float] | None = None) -> None:
-        self._cond = threading.Condition()
+        self._signal = _Signal()
+        self._cond = self._signal.cond
         self._prices: dict[str, float] = dict(prices or {})
         self._owners: dict[str, dict[Hashable, int]] = {}
 
@@ -985,7 +1019,7 @@ class FakePriceSource:
         """Set (or replace) the price of ``symbol``; wakes ``wait_for_price`` callers."""
         with self._cond:
             self._prices[symbol] = float(price)
-            self._cond.notify_all()
+            self._signal.notify()
 
     def clear(self, symbol: str) -> None:
         """Forget the price of ``symbol``."""
@@ -1002,6 +1036,13 @@ class FakePriceSource:
         with self._cond:
             if not self._cond.wait_for(lambda: symbol in self._prices, timeout):
                 raise TimeoutError(f"no price for {symbol!r} within {timeout:g} s")
+            return self._prices[symbol]
+
+    async def wait_for_price_async(self, symbol: str, timeout: float = 10.0) -> float:
+        """Async :meth:`wait_for_price`: never blocks the running loop."""
+        if not await self._signal.wait_for(lambda: symbol in self._prices, timeout):
+            raise TimeoutError(f"no price for {symbol!r} within {timeout:g} s")
+        with self._cond:
             return self._prices[symbol]
 
     def track(self, *symbols: str, owner: Hashable = None) -> None:
@@ -1023,6 +1064,14 @@ class FakePriceSource:
                 if not owners:
                     self._owners.pop(symbol, None)
 
+    def untrack_all(self, owner: Hashable = None) -> None:
+        """Give back every claim ``owner`` holds."""
+        with self._cond:
+            for symbol in [s for s, owners in self._owners.items() if owner in owners]:
+                del self._owners[symbol][owner]
+                if not self._owners[symbol]:
+                    del self._owners[symbol]
+
     def tracked(self) -> frozenset[str]:
         """The symbols somebody tracks now."""
         with self._cond:
@@ -1040,10 +1089,12 @@ class FakeOrderUpdates:
         orders = FakeOrderUpdates()
         update = orders.push("fill", symbol="AAPL", price=190.0)
         assert orders.wait_for_order(update.order.id, timeout=0.1) is update
+        assert await orders.wait_for_order_async(update.order.id) is update
     """
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        self._signal = _Signal()
+        self._cond = self._signal.cond
         self._updates: dict[str, list[TradeUpdate]] = {}
 
     def push(self, event: str | TradeEvent = "fill", /, **fields: Any) -> TradeUpdate:
@@ -1058,7 +1109,7 @@ class FakeOrderUpdates:
         """Record an alpaca-py ``TradeUpdate`` you built yourself."""
         with self._cond:
             self._updates.setdefault(str(update.order.id), []).append(update)
-            self._cond.notify_all()
+            self._signal.notify()
 
     def wait_for_order(
         self,
@@ -1067,6 +1118,32 @@ class FakeOrderUpdates:
         timeout: float = 30.0,
     ) -> TradeUpdate:
         """The latest pushed update of ``order_id`` with one of ``events``."""
+        match, describe = self._matcher(order_id, events)
+        with self._cond:
+            if not self._cond.wait_for(lambda: match() is not None, timeout):
+                raise TimeoutError(describe(timeout))
+            found = match()
+            assert found is not None
+            return found
+
+    async def wait_for_order_async(
+        self,
+        order_id: str | UUID,
+        events: Iterable[str | TradeEvent] = DEFAULT_FINAL_EVENTS,
+        timeout: float = 30.0,
+    ) -> TradeUpdate:
+        """Async :meth:`wait_for_order`: never blocks the running loop."""
+        match, describe = self._matcher(order_id, events)
+        if not await self._signal.wait_for(lambda: match() is not None, timeout):
+            raise TimeoutError(describe(timeout))
+        with self._cond:
+            found = match()
+            assert found is not None
+            return found
+
+    def _matcher(
+        self, order_id: str | UUID, events: Iterable[str | TradeEvent]
+    ) -> tuple[Callable[[], TradeUpdate | None], Callable[[float], str]]:
         if isinstance(events, (str, TradeEvent)):
             events = [events]
         wanted = {e.value if isinstance(e, TradeEvent) else str(e) for e in events}
@@ -1080,14 +1157,10 @@ class FakeOrderUpdates:
                     return update
             return None
 
-        with self._cond:
-            if not self._cond.wait_for(lambda: match() is not None, timeout):
-                raise TimeoutError(
-                    f"order {key} reached none of {', '.join(sorted(wanted))} within {timeout:g} s"
-                )
-            found = match()
-            assert found is not None
-            return found
+        def describe(timeout: float) -> str:
+            return f"order {key} reached none of {', '.join(sorted(wanted))} within {timeout:g} s"
+
+        return match, describe
 
 
 # -- containers ----------------------------------------------------------------------------------

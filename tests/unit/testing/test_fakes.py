@@ -486,3 +486,71 @@ def test_plugin_fixture_gives_a_fake_container(alpaca_fake_container):
     orders.listen(DEADLINE)
     update = fakes.trading.push_trade_update("fill")
     assert orders.wait_for_order(str(update.order.id), timeout=DEADLINE).event == "fill"
+
+
+# -- async waits and the whole protocols (issue 14, items 1-2) ---------------------------------
+
+
+async def test_fake_price_source_async_wait_resolves_from_another_thread() -> None:
+    prices = FakePriceSource()
+    waiter = asyncio.ensure_future(prices.wait_for_price_async("AAPL", timeout=30))
+    await asyncio.sleep(0)  # let the waiter register before the price arrives
+    assert not waiter.done()
+    threading.Thread(target=prices.set_price, args=("AAPL", 190.5)).start()
+    assert await waiter == 190.5
+    assert await prices.wait_for_price_async("AAPL", timeout=0.01) == 190.5
+
+
+async def test_fake_price_source_async_wait_times_out_naming_the_symbol() -> None:
+    with pytest.raises(TimeoutError, match="no price for 'MSFT'"):
+        await FakePriceSource().wait_for_price_async("MSFT", timeout=0.01)
+
+
+async def test_fake_order_updates_async_wait_sees_earlier_and_later_updates() -> None:
+    orders = FakeOrderUpdates()
+    early = orders.push("fill", symbol="AAPL", price=190.0)
+    assert await orders.wait_for_order_async(early.order.id, timeout=0.01) is early
+    with pytest.raises(TimeoutError, match="reached none of"):
+        await orders.wait_for_order_async("nope", timeout=0.01)
+
+
+async def test_fake_order_updates_async_wait_resolves_on_push() -> None:
+    orders = FakeOrderUpdates()
+    order_id = "00000000-0000-4000-8000-000000000003"
+    waiter = asyncio.ensure_future(orders.wait_for_order_async(order_id, timeout=30))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    update = orders.push("fill", symbol="MSFT", order_id=order_id)
+    assert await waiter is update
+
+
+def test_fake_price_source_untrack_all_gives_back_every_claim_of_one_owner() -> None:
+    prices = FakePriceSource()
+    prices.track("AAPL", "MSFT", owner="a")
+    prices.track("AAPL", owner="a")
+    prices.track("MSFT", owner="b")
+    prices.untrack_all(owner="a")
+    assert prices.tracked() == frozenset({"MSFT"})
+
+
+def test_the_fakes_satisfy_the_whole_protocols() -> None:
+    assert isinstance(FakePriceSource(), PriceTracker)
+    assert isinstance(FakeOrderUpdates(), OrderUpdates)
+
+
+def test_an_async_fastapi_route_works_with_the_price_fake() -> None:
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    prices = FakePriceSource({"AAPL": 190.25})
+    app = FastAPI()
+
+    @app.get("/price/{symbol}")
+    async def price(symbol: str) -> dict[str, float]:
+        source: PriceSource = prices
+        return {"price": await source.wait_for_price_async(symbol, timeout=5)}
+
+    with TestClient(app) as client:
+        response = client.get("/price/AAPL")
+    assert response.status_code == 200
+    assert response.json() == {"price": 190.25}
