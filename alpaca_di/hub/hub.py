@@ -85,6 +85,7 @@ class StreamHub:
         loop: asyncio.AbstractEventLoop,
         backoff: Backoff | None = None,
         connection_factory: ConnectionFactory = Connection,
+        start_after: concurrent.futures.Future[None] | None = None,
     ) -> None:
         self.kind = kind
         self.endpoint = endpoint
@@ -115,6 +116,9 @@ class StreamHub:
         self._listeners: list[StateListener] = []
         self._closing = False
         self._close_task: asyncio.Task[None] | None = None
+        # The close of the previous hub of this key: our socket opens only once that
+        # socket has closed, so Alpaca never sees two sessions of one key at once.
+        self._start_after = start_after
         self._retired = [0, 0, 0]  # delivered, dropped, errors of closed subscriptions
         self.unrouted = 0
         self._log = _log.bind(kind=kind.value, endpoint=endpoint, fingerprint=self.fingerprint)
@@ -250,7 +254,7 @@ class StreamHub:
         check_seconds("timeout", timeout)
         if self._on_loop():
             raise RuntimeError("wait_ready() would block the event loop; use await hub.ready()")
-        self._call(self._connection.start)
+        self._call(self._start)
         self._wait(self._ready_check, timeout)
 
     async def ready(self, timeout: float = 10.0) -> None:
@@ -259,7 +263,7 @@ class StreamHub:
         Works from any loop (the hub's or another one) without tying up a thread.
         """
         check_seconds("timeout", timeout)
-        self._call(self._connection.start)
+        self._call(self._start)
         await self._await(self._ready_check, timeout)
 
     def add_state_listener(self, listener: StateListener) -> Callable[[], None]:
@@ -448,7 +452,23 @@ class StreamHub:
         if changed:
             self._clear_routes()
             self._connection.request_flush()
-        self._connection.start()
+        self._start()
+
+    def _start(self) -> None:
+        """On the loop: start the connection, once the previous socket of this key closed."""
+        gate = self._start_after
+        if gate is not None and not gate.done():
+            gate.add_done_callback(lambda _: self._call_soon(self._start))
+            return
+        self._start_after = None
+        if not self._closing:
+            self._connection.start()
+
+    def _call_soon(self, function: Callable[[], None]) -> None:
+        try:
+            self._loop.call_soon_threadsafe(function)
+        except RuntimeError:  # the loop is closed: the hub went with it
+            pass
 
     def _forget(self, sub: Subscription) -> None:
         if sub in self._subs:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import threading
 import weakref
 from dataclasses import dataclass
@@ -119,6 +120,9 @@ class ConnectionRegistry:
         self._entries: dict[_Key, _Entry] = {}
         self._runtime = runtime or Runtime.shared()
         self._closing: set[asyncio.Task[None]] = set()
+        # Per key, the close of its last hub while that close runs: a new hub of the
+        # key opens its socket only after it (see StreamHub start_after).
+        self._closes: dict[_Key, concurrent.futures.Future[None]] = {}
         ConnectionRegistry._all.add(self)
 
     @classmethod
@@ -167,8 +171,11 @@ class ConnectionRegistry:
                 on_runtime = loop is None
                 hub_loop = self._runtime.acquire() if on_runtime else loop
                 assert hub_loop is not None
+                closing = self._closes.get(key)
                 try:
-                    hub = self._new_hub(kind, endpoint, credentials, options, hub_loop, backoff)
+                    hub = self._new_hub(
+                        kind, endpoint, credentials, options, hub_loop, backoff, closing
+                    )
                 except BaseException:
                     if on_runtime:
                         self._runtime.release()
@@ -197,6 +204,7 @@ class ConnectionRegistry:
         options: ConnectionOptions,
         loop: asyncio.AbstractEventLoop,
         backoff: Backoff | None,
+        start_after: concurrent.futures.Future[None] | None = None,
     ) -> StreamHub:
         return StreamHub(
             kind=kind,
@@ -206,6 +214,7 @@ class ConnectionRegistry:
             loop=loop,
             backoff=backoff,
             connection_factory=self._connection_factory,
+            start_after=start_after,
         )
 
     def hubs(self) -> list[StreamHub]:
@@ -230,37 +239,78 @@ class ConnectionRegistry:
         with self._lock:
             entries = list(self._entries.items())
             self._entries.clear()
-        for _key, entry in entries:
-            self._close_entry(entry, timeout)
+            closes = [self._begin_close(key) for key, _entry in entries]
+        for (key, entry), closed in zip(entries, closes, strict=True):
+            self._close_entry(entry, timeout, key, closed)
 
     # -- internals ---------------------------------------------------------------
 
-    def _detach(self, key: _Key, entry: _Entry) -> bool:
-        """Drop one lease; True when it was the last and the entry is gone."""
+    def _detach(self, key: _Key, entry: _Entry) -> concurrent.futures.Future[None] | None:
+        """Drop one lease; when it was the last, the entry is gone and its close begins.
+
+        Returns the future that the close resolves (``None`` while leases remain).
+        """
         with self._lock:
             entry.leases -= 1
             if entry.leases > 0:
-                return False
+                return None
             if self._entries.get(key) is entry:
                 del self._entries[key]
-            return True
+            return self._begin_close(key)
+
+    def _begin_close(self, key: _Key) -> concurrent.futures.Future[None]:
+        """Under the lock: the future this close resolves when its socket has closed.
+
+        A new hub of ``key`` waits, before connecting, on every close of the key still
+        running: when one is, the key's gate becomes "this close and that one".
+        """
+        closed: concurrent.futures.Future[None] = concurrent.futures.Future()
+        previous = self._closes.get(key)
+        if previous is None or previous.done():
+            self._closes[key] = closed
+            return closed
+        both: concurrent.futures.Future[None] = concurrent.futures.Future()
+        closed.add_done_callback(
+            lambda _: previous.add_done_callback(lambda _: both.set_result(None))
+        )
+        self._closes[key] = both
+        return closed
+
+    def _end_close(self, key: _Key | None, closed: concurrent.futures.Future[None] | None) -> None:
+        if closed is None:
+            return
+        closed.set_result(None)
+        if key is None:
+            return
+        with self._lock:
+            gate = self._closes.get(key)
+            if gate is not None and gate.done():
+                del self._closes[key]
 
     def _release(self, key: _Key, entry: _Entry, timeout: float) -> None:
-        if self._detach(key, entry):
-            self._close_entry(entry, timeout)
+        closed = self._detach(key, entry)
+        if closed is not None:
+            self._close_entry(entry, timeout, key, closed)
 
     async def _arelease(self, key: _Key, entry: _Entry) -> None:
-        if self._detach(key, entry):
-            await self._aclose_entry(entry)
+        closed = self._detach(key, entry)
+        if closed is not None:
+            await self._aclose_entry(entry, key, closed)
 
-    def _close_entry(self, entry: _Entry, timeout: float) -> None:
+    def _close_entry(
+        self,
+        entry: _Entry,
+        timeout: float,
+        key: _Key | None = None,
+        closed: concurrent.futures.Future[None] | None = None,
+    ) -> None:
         hub = entry.hub
         if hub._on_loop():
             # Releasing on the hub's own loop: it cannot block. Every subscription
             # closes now (hub.close() on the loop); the socket closes in a task that
             # gives the runtime back only once the close frame went out.
             hub.close()
-            task = hub.loop.create_task(self._aclose_entry(entry))
+            task = hub.loop.create_task(self._aclose_entry(entry, key, closed))
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
             return
@@ -269,15 +319,22 @@ class ConnectionRegistry:
         except Exception:
             _log.exception("registry.close_failed", endpoint=hub.endpoint)
         finally:
+            self._end_close(key, closed)
             if entry.on_runtime:
                 self._runtime.release()
 
-    async def _aclose_entry(self, entry: _Entry) -> None:
+    async def _aclose_entry(
+        self,
+        entry: _Entry,
+        key: _Key | None = None,
+        closed: concurrent.futures.Future[None] | None = None,
+    ) -> None:
         try:
             await entry.hub.aclose()
         except Exception:
             _log.exception("registry.close_failed", endpoint=entry.hub.endpoint)
         finally:
+            self._end_close(key, closed)
             if entry.on_runtime:
                 self._runtime.release()
 

@@ -52,6 +52,8 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from alpaca_di.errors import ServerError, describe_error
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -256,7 +258,16 @@ class _Demo:
             f"({', '.join(c.name for c in components)}) on one AlpacaContainer..."
         )
         for component in components:
-            component.start()
+            try:
+                component.start()
+            except ServerError as exc:
+                # Its connection failed for good (bad keys, a plan without the feed)
+                # before it could subscribe: the same early end as a failure seen later.
+                self._update_phase(app.alpaca.health(), [])
+                if self.failure is None:
+                    self.failure = f"{component.name} could not start: {describe_error(exc)}"
+                    self.say(self.failure)
+                break
             self.components.append(component)
         self._loop()
         final = self._final(app.alpaca.health())

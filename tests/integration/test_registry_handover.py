@@ -1,0 +1,96 @@
+"""A release racing an acquire of the same endpoint never opens a second socket (issue 12, 1).
+
+The registry keeps the close of a key's last hub; a new hub of that key opens its
+socket only once that close has completed, so the server never sees two sessions of
+one key and endpoint at once — with a connection limit of 1, no ``406``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+
+import pytest
+
+from alpaca_di import ConnectionRegistry, Lease
+from alpaca_di.credentials import Credentials
+from alpaca_di.protocol import StreamKind
+from alpaca_di.testing import AlpacaEmulator
+from alpaca_di.transport import ConnectionOptions
+
+KEY = "PKHANDOVER000001"
+SECRET = "handover-secret-do-not-leak"
+IEX = "/v2/iex"
+DEADLINE = 30.0
+HANDOVERS = 2_000  # per test: 1,000 between threads, 1,000 between asyncio tasks
+OPTIONS = ConnectionOptions(backoff_initial=0.01, backoff_max=0.05, open_timeout=5.0)
+
+
+@pytest.fixture
+def creds() -> Credentials:
+    return Credentials(KEY, SECRET)
+
+
+def _handover_threads(
+    registry: ConnectionRegistry, creds: Credentials, url: str, count: int, seed: int
+) -> None:
+    """Each hand-over: the holder releases the last lease while another thread acquires."""
+    rng = random.Random(seed)
+    lease = registry.acquire(creds, StreamKind.STOCK, url, OPTIONS)
+    lease.hub.wait_ready(DEADLINE)
+    for _ in range(count):
+        taken: list[Lease] = []
+        delay = rng.uniform(0, 0.002)
+
+        def take(delay: float = delay, taken: list[Lease] = taken) -> None:
+            threading.Event().wait(delay)  # jitter: where in the release the acquire lands
+            taken.append(registry.acquire(creds, StreamKind.STOCK, url, OPTIONS))
+
+        other = threading.Thread(target=take)
+        other.start()
+        threading.Event().wait(rng.uniform(0, 0.002))
+        lease.release()
+        other.join(DEADLINE)
+        [lease] = taken
+        lease.hub.wait_ready(DEADLINE)
+    lease.release()
+
+
+async def _handover_tasks(
+    registry: ConnectionRegistry, creds: Credentials, url: str, count: int, seed: int
+) -> None:
+    """The same between asyncio tasks: an ``arelease`` racing an ``acquire``."""
+    rng = random.Random(seed)
+
+    async def take(delay: float) -> Lease:
+        await asyncio.sleep(delay)  # jitter, not synchronisation
+        return registry.acquire(creds, StreamKind.STOCK, url, OPTIONS)
+
+    lease = registry.acquire(creds, StreamKind.STOCK, url, OPTIONS)
+    await lease.hub.ready(DEADLINE)
+    for _ in range(count):
+        acquiring = asyncio.ensure_future(take(rng.uniform(0, 0.002)))
+        await asyncio.sleep(rng.uniform(0, 0.002))
+        await lease.arelease()
+        lease = await acquiring
+        await lease.hub.ready(DEADLINE)
+    await lease.arelease()
+
+
+@pytest.mark.parametrize("limit", [1, 10])
+def test_handovers_never_hold_two_sessions_of_one_key(
+    creds: Credentials, limit: int
+) -> None:
+    with AlpacaEmulator(connection_limit=limit) as emu:
+        url = emu.data_url(IEX)
+        registry = ConnectionRegistry()
+        try:
+            _handover_threads(registry, creds, url, HANDOVERS // 2, seed=limit)
+            asyncio.run(_handover_tasks(registry, creds, url, HANDOVERS // 2, seed=limit))
+        finally:
+            registry.close_all()
+        counters = emu.counters(KEY, IEX)
+    assert counters.rejections.get(406, 0) == 0
+    assert counters.max_concurrent == 1
+    assert counters.connections_accepted >= HANDOVERS // 4
