@@ -1,0 +1,146 @@
+"""The WebSocket side of every connection: handshake, writer, auth timeout, cleanup.
+
+:class:`Connections` turns HTTP upgrades into sessions and back: it refuses
+handshakes (unknown path, :meth:`~alpaca_di.emulator.AlpacaEmulator.refuse_handshake`),
+runs the one writer task per session that drains its queue (counting each frame
+before it is written, so a client never sees data the counters lack), swallows
+pongs when a fault says so, closes sessions that never authenticate, and on the
+way out releases the connection slot -- at once after a clean close, or after
+``slot_hold_seconds`` after a drop, like Alpaca's reaping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request, Response
+
+from alpaca_di.emulator.core import EmulatorCore
+from alpaca_di.emulator.session import LOW_WATER, TRADING_PATH, Close, Session, unauthorized
+from alpaca_di.emulator.wire import FEEDS
+
+__all__ = ["Connections"]
+
+_log = structlog.get_logger("alpaca_di.emulator")
+
+
+class Connections(EmulatorCore):
+    """Handshakes, per-session writers, auth timeouts and slot release."""
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        with self._cond:
+            self._stats["handshakes"] += 1
+        if path != TRADING_PATH and path not in FEEDS:
+            with self._cond:
+                self._stats["refused_handshakes"] += 1
+            return connection.respond(404, f"unknown path {path}\n")
+        for rule in self._refuse_rules:
+            if rule[2] is None or rule[2] == path:
+                rule[1] -= 1
+                if rule[1] <= 0:
+                    self._refuse_rules.remove(rule)
+                with self._cond:
+                    self._stats["refused_handshakes"] += 1
+                self._changed()
+                status = int(rule[0])
+                text = "Too Many Requests\n" if status == 429 else "refused\n"
+                return connection.respond(status, text)
+        return None
+
+    def _install_pong_filter(self, sess: Session) -> None:
+        protocol = sess.ws.protocol
+        original = protocol.send_frame
+
+        def send_frame(frame: Frame) -> None:
+            if frame.opcode is Opcode.PONG and sess.pongs_stopped:
+                return
+            original(frame)
+
+        protocol.send_frame = send_frame  # type: ignore[method-assign]
+
+    async def _writer(self, sess: Session) -> None:
+        ws, out, cond = sess.ws, sess.out, self._cond
+        try:
+            while True:
+                if not out:
+                    sess.drained.set()
+                    sess.wake.clear()
+                    await sess.wake.wait()
+                    continue
+                item = out.popleft()
+                if type(item) is Close:
+                    await ws.close(item.code, item.reason)
+                    return
+                payload, count = item
+                cell = sess.cell
+                # counted before the write so a client never sees data the counters lack
+                with cond:
+                    cell.frames_sent += 1
+                    cell.messages_sent += count
+                    cond.notify_all()
+                if self._async_waiters:
+                    self._wake_async()
+                await ws.send(payload)
+                if len(out) <= LOW_WATER:
+                    sess.drained.set()
+        except ConnectionClosed:
+            pass
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # pragma: no cover - defensive
+            _log.exception("emulator writer failed", path=sess.path)
+            sess.ws.transport.abort()
+
+    def _auth_timed_out(self, sess: Session) -> None:
+        sess.timer = None
+        if sess.authenticated or sess.closing:
+            return
+        if sess.spec is not None:
+            self._error(sess, 404, close=True)
+        else:
+            self._count_rejection(sess, 404)
+            self._send(sess, unauthorized("authenticate", "auth timeout"))
+            self._close(sess)
+            self._changed()
+
+    async def _cleanup(self, sess: Session) -> None:
+        sess.closing = True
+        if sess.timer is not None:
+            sess.timer.cancel()
+            sess.timer = None
+        for task in sess.tasks:
+            task.cancel()
+        await asyncio.gather(*sess.tasks, return_exceptions=True)
+        self._sessions[sess.path].discard(sess)
+        clean = sess.ws.protocol.close_rcvd is not None
+        cell = sess.cell
+        with self._cond:
+            self._stats["open"] -= 1
+            if clean:
+                cell.close_frames_received += 1
+            if sess.authenticated:
+                cell.open -= 1
+        if sess.authenticated and sess.key_id is not None:
+            self._publish_subs(sess.key_id, sess.path)
+        if sess.slot:
+            sess.slot = False
+            if clean or self._slot_hold <= 0 or self._stopping:
+                self._release_slot(cell)
+            else:
+                loop = asyncio.get_running_loop()
+                handle: asyncio.TimerHandle | None = None
+
+                def release() -> None:
+                    if handle is not None:
+                        self._hold_timers.pop(handle, None)
+                    self._release_slot(cell)
+
+                handle = loop.call_later(self._slot_hold, release)
+                self._hold_timers[handle] = cell
+        _log.debug("emulator connection closed", path=sess.path, clean=clean)
+        self._changed()

@@ -1,0 +1,219 @@
+"""Fault knobs: rejected auth, refused handshakes, REST failures, drops, mutes, pauses.
+
+Every knob of :class:`Faults` is thread-safe (it runs on the emulator's loop) and
+filters by path and key where that makes sense. Rules that outlive one call
+(mutes, stopped pongs, paused reading) apply to current and future sessions until
+cleared or :meth:`Faults.reset_faults`::
+
+    emu.reject_auth(406, times=2, path="/v2/iex")
+    emu.mute("/v2/iex"); emu.stop_pongs("/v2/iex")     # a dead, half-open socket
+    emu.reset_faults()
+"""
+
+from __future__ import annotations
+
+from alpaca_di.emulator.core import EmulatorCore, Rule
+from alpaca_di.emulator.session import resolve_path
+
+__all__ = ["Faults"]
+
+
+class Faults(EmulatorCore):
+    """The emulator's fault injection knobs."""
+
+    def reject_auth(
+        self,
+        code: int,
+        *,
+        times: int | None = None,
+        key_id: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        """Answer the next auth attempts with ``code`` (402, 406, 409, ...) and close.
+
+        ``times=None`` rejects until :meth:`reset_faults`; filters by key and path.
+        On ``/stream`` the reply is ``authorization``/``unauthorized``.
+
+        Example::
+
+            emu.reject_auth(406, times=2, path="/v2/iex")
+        """
+        if times is not None and times < 1:
+            raise ValueError(f"times must be >= 1 or None, got {times}")
+        resolved = None if path is None else resolve_path(path)
+        self._call(lambda: self._reject_rules.append([code, times, key_id, resolved]))
+
+    def refuse_handshake(
+        self, status: int = 429, *, times: int = 1, path: str | None = None
+    ) -> None:
+        """Reject the next ``times`` WebSocket upgrades with an HTTP ``status`` (e.g. 429).
+
+        Example::
+
+            emu.refuse_handshake(429, times=3)
+        """
+        if times < 1:
+            raise ValueError(f"times must be >= 1, got {times}")
+        resolved = None if path is None else resolve_path(path)
+        self._call(lambda: self._refuse_rules.append([status, times, resolved]))
+
+    def fail_rest(
+        self, status: int, message: str, *, times: int = 1, code: int | None = None
+    ) -> None:
+        """Make the next ``times`` REST calls fail with ``status`` and ``{"code", "message"}``.
+
+        Example::
+
+            emu.fail_rest(500, "internal server error")
+        """
+        if times < 1:
+            raise ValueError(f"times must be >= 1, got {times}")
+        self._call(lambda: self._rest_api.fail_next(status, message, times, code))
+
+    def reset_faults(self) -> None:
+        """Forget auth rejections, handshake refusals, REST failures, mutes, pongs, read pauses."""
+
+        def run() -> None:
+            self._reject_rules.clear()
+            self._refuse_rules.clear()
+            self._rest_api.clear_failures()
+            self._mute_rules.clear()
+            self._pong_rules.clear()
+            self._read_rules.clear()
+            self._apply_flags()
+
+        self._call(run)
+
+    def drop_connections(
+        self,
+        path: str | None = None,
+        *,
+        key_id: str | None = None,
+        close_frame: bool = True,
+        code: int = 1000,
+        reason: str = "",
+    ) -> int:
+        """Close the matching open connections now; returns how many.
+
+        ``close_frame=False`` aborts the TCP connection without a close frame (a
+        network drop: with ``slot_hold_seconds`` the slot stays held). ``code`` is
+        the close code otherwise (1000, 1001, 1011, ...); queued frames are discarded.
+
+        Example::
+
+            emu.drop_connections("/v2/iex", close_frame=False)
+        """
+        resolved = None if path is None else resolve_path(path)
+
+        def run() -> int:
+            sessions = self._matching(resolved, key_id)
+            for sess in sessions:
+                sess.out.clear()
+                if close_frame:
+                    self._close(sess, code, reason)
+                else:
+                    sess.closing = True
+                    sess.ws.transport.abort()
+            return len(sessions)
+
+        return self._call(run)
+
+    def slow_client(self, path: str | None = None, *, key_id: str | None = None) -> int:
+        """Send ``407 slow client`` to the matching authenticated data sessions, then close them.
+
+        Example::
+
+            emu.slow_client("/v2/iex")
+        """
+        resolved = None if path is None else resolve_path(path)
+
+        def run() -> int:
+            sessions = [s for s in self._matching(resolved, key_id) if s.authenticated]
+            for sess in sessions:
+                sess.out.clear()
+                self._error(sess, 407, close=True)
+            return len(sessions)
+
+        return self._call(run)
+
+    def mute(
+        self, path: str | None = None, *, key_id: str | None = None, muted: bool = True
+    ) -> None:
+        """Stop (``muted=True``) or resume sending data to matching sessions, current and future.
+
+        The socket stays open and control replies and pongs still flow: a
+        "connected but mute" stream. ``mute(muted=False)`` without filters clears
+        every mute.
+
+        Example::
+
+            emu.mute("/v2/iex")
+            ...
+            emu.mute("/v2/iex", muted=False)
+        """
+        self._set_rule(self._mute_rules, path, key_id, muted)
+
+    def stop_pongs(
+        self, path: str | None = None, *, key_id: str | None = None, stopped: bool = True
+    ) -> None:
+        """Stop answering WebSocket pings on matching sessions (current and future).
+
+        Data still flows unless also muted, so client keepalive timeouts fire.
+
+        Example::
+
+            emu.stop_pongs("/v2/iex"); emu.mute("/v2/iex")   # a dead, half-open socket
+        """
+        self._set_rule(self._pong_rules, path, key_id, stopped)
+
+    def pause_reading(
+        self, path: str | None = None, *, key_id: str | None = None, paused: bool = True
+    ) -> None:
+        """Stop (``paused=True``) or resume processing what matching clients send.
+
+        Their messages (auth, subscribe, ...) wait in order and are handled once
+        reading resumes; data still flows to them meanwhile. Handy to hold a
+        subscribe "in flight" for as long as a test needs. ``paused=False``
+        without filters resumes every session.
+
+        Example::
+
+            emu.pause_reading("/v2/iex")
+            ...                               # the client's subscribe is not acked yet
+            emu.pause_reading("/v2/iex", paused=False)
+        """
+        self._set_rule(self._read_rules, path, key_id, paused)
+
+    def _set_rule(
+        self,
+        rules: set[Rule],
+        path: str | None,
+        key_id: str | None,
+        on: bool,
+    ) -> None:
+        resolved = None if path is None else resolve_path(path)
+
+        def run() -> None:
+            if on:
+                rules.add((resolved, key_id))
+            elif resolved is None and key_id is None:
+                rules.clear()
+            else:
+                rules.discard((resolved, key_id))
+            self._apply_flags()
+
+        self._call(run)
+
+    def _apply_flags(self) -> None:
+        for group in self._sessions.values():
+            for sess in group:
+                muted = any(sess.matches(p, k) for p, k in self._mute_rules)
+                if muted != sess.muted:
+                    sess.muted = muted
+                    sess.synth_wake.set()
+                sess.pongs_stopped = any(sess.matches(p, k) for p, k in self._pong_rules)
+                if any(sess.matches(p, k) for p, k in self._read_rules):
+                    sess.reading.clear()
+                else:
+                    sess.reading.set()
+        self._changed()

@@ -1,0 +1,155 @@
+"""What a test reads: counters, server-side subscriptions, sequence numbers, waiting.
+
+Every reading of :class:`Observation` is an immutable snapshot.
+:meth:`Observation.wait_until` (and its async twin :meth:`Observation.until`)
+re-evaluate a predicate at every emulator state change, so tests never sleep-poll::
+
+    emu.wait_until(lambda: emu.counters("PK", "/v2/iex").open == 1, 5)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from alpaca_di.emulator.accounts import EmulatorStats, EndpointCounters
+from alpaca_di.emulator.core import EmulatorCore
+from alpaca_di.emulator.session import resolve_path
+from alpaca_di.emulator.wire import FEEDS, TYPE_TO_CHANNEL
+
+__all__ = ["Observation"]
+
+
+class Observation(EmulatorCore):
+    """Counters, subscription state, sequences and condition waits."""
+
+    def counters(self, key_id: str, path: str) -> EndpointCounters:
+        """An immutable snapshot of the counters of ``(key_id, path)`` (zeros if never seen).
+
+        Example::
+
+            c = emu.counters("PKTEST", "/v2/iex")
+            c.open, c.rejections.get(406, 0), c.messages_sent
+        """
+        resolved = resolve_path(path)
+        with self._cond:
+            cell = self._cells.get((key_id, resolved))
+            return cell.snapshot() if cell is not None else EndpointCounters(key_id, resolved)
+
+    def subscriptions(self, key_id: str, path: str) -> dict[str, frozenset[str]]:
+        """The server-side subscription state of the key's open sessions on a data path.
+
+        Every channel key of the feed is present (empty when not subscribed);
+        ``corrections``/``cancelErrors`` mirror ``trades`` on stock feeds.
+
+        Example::
+
+            emu.subscriptions("PKTEST", "/v2/iex")["quotes"] == {"AAPL", "*"}
+        """
+        resolved = resolve_path(path)
+        spec = FEEDS.get(resolved)
+        if spec is None:
+            raise ValueError("subscriptions() serves data paths; /stream has no symbols")
+        with self._cond:
+            snapshot = self._subs_snapshot.get((key_id, resolved))
+        if snapshot is None:
+            return {channel: frozenset() for channel in spec.ack_channels}
+        return dict(snapshot)
+
+    def sequences(self, key_id: str, path: str) -> dict[tuple[str, str], int]:
+        """The last sequence number generated per (channel, symbol) for a key's open sessions.
+
+        Only with ``AlpacaEmulator(sequence=True)``. Channels are the subscribe keys
+        (``trades``, ``quotes``, ``updatedBars`` ...). A number is counted when the
+        point is generated, before it is queued for the socket, so every point a
+        client has seen has a number at most this one. With several open sessions
+        (connection_limit > 1) the highest number per pair is given.
+
+        Example::
+
+            before = emu.sequences("PK", "/v2/iex").get(("quotes", "AAPL"), 0)
+        """
+        resolved = resolve_path(path)
+
+        def run() -> dict[tuple[str, str], int]:
+            merged: dict[tuple[str, str], int] = {}
+            for sess in self._sessions[resolved]:
+                if sess.key_id != key_id or not sess.authenticated:
+                    continue
+                for (type_code, symbol), number in sess.seq.items():
+                    key = (TYPE_TO_CHANNEL.get(type_code, type_code), symbol)
+                    if number > merged.get(key, 0):
+                        merged[key] = number
+            return merged
+
+        return self._call(run)
+
+    def stats(self) -> EmulatorStats:
+        """Server-wide figures (handshakes, refused handshakes, open connections, REST calls)."""
+        with self._cond:
+            return EmulatorStats(
+                handshakes=self._stats["handshakes"],
+                refused_handshakes=self._stats["refused_handshakes"],
+                open_connections=self._stats["open"],
+                rest_requests=self._stats["rest"],
+            )
+
+    def wait_until(
+        self, predicate: Callable[[], object], timeout: float = 5.0, *, message: str | None = None
+    ) -> None:
+        """Block until ``predicate()`` is true; raise ``TimeoutError`` after ``timeout`` seconds.
+
+        The predicate is re-evaluated on every emulator state change (connection,
+        auth, subscription, frame sent, ...), and at least every 50 ms for state
+        the emulator does not own. Not for the emulator's own loop thread: use
+        :meth:`until` there.
+
+        Example::
+
+            emu.wait_until(lambda: emu.counters("PK", "/v2/iex").open == 1, 5,
+                           message="stream never connected")
+        """
+        if self._loop is not None and self._on_loop():
+            raise RuntimeError(
+                "wait_until() would block the emulator's loop; use 'await emu.until()'"
+            )
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(self._timeout_text(predicate, timeout, message))
+                self._cond.wait(min(remaining, 0.05))
+
+    async def until(
+        self, predicate: Callable[[], object], timeout: float = 5.0, *, message: str | None = None
+    ) -> None:
+        """Async :meth:`wait_until`: await until ``predicate()`` is true, or ``TimeoutError``.
+
+        Example::
+
+            async with AlpacaEmulator() as emu:
+                ...
+                await emu.until(lambda: emu.counters("PK", "/v2/iex").open == 1)
+        """
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            await asyncio.to_thread(self.wait_until, predicate, timeout, message=message)
+            return
+        deadline = loop.time() + timeout
+        while not predicate():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError(self._timeout_text(predicate, timeout, message))
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._async_waiters.append(waiter)
+            try:
+                await asyncio.wait_for(waiter, min(remaining, 0.05))
+            except asyncio.TimeoutError:
+                pass
+
+    @staticmethod
+    def _timeout_text(predicate: Callable[[], object], timeout: float, message: str | None) -> str:
+        what = message or getattr(predicate, "__qualname__", repr(predicate))
+        return f"emulator condition not met within {timeout:g}s: {what}"
