@@ -107,7 +107,7 @@ class HandlerPool:
                     self._queued -= 1
             try:
                 job()  # type: ignore[operator]
-            except Exception:  # jobs handle their own errors; this is a last resort
+            except BaseException:  # jobs handle their own errors; a worker never dies of one
                 _log.exception("workers.job_failed")
             finally:
                 with self._lock:

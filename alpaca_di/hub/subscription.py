@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from alpaca_di._aio import is_async_callable
-from alpaca_di.errors import ConnectionClosedError, SubscriptionOverflowError
+from alpaca_di.errors import ConnectionClosedError, SubscriptionOverflowError, describe_error
 from alpaca_di.hub.delivery import HandlerPool
 from alpaca_di.transport.options import OverflowPolicy
 
@@ -70,6 +70,11 @@ class SubscriptionStats:
 
 class Subscription:
     """A consumer's channels and symbols on one hub, with its own bounded queue.
+
+    A handler that raises an ``Exception`` is counted and the subscription goes on; one
+    that raises ``SystemExit``, ``KeyboardInterrupt`` or ``GeneratorExit`` ends this
+    subscription only (counted, logged once, kept as its error) and is not re-raised:
+    to stop the process from a handler, signal it (``os.kill(os.getpid(), SIGTERM)``).
 
     Thread-safe: ``add``, ``remove`` and ``close`` may be called from any thread,
     from an async task, or from inside the handler itself. The handler never runs
@@ -448,6 +453,9 @@ class Subscription:
                     handler(item[2])
                 except Exception:
                     self._handler_failed()
+                except BaseException as exc:  # sys.exit(), KeyboardInterrupt... in a handler
+                    self._handler_exited(exc)
+                    break
                 delivered += 1
         finally:
             # Only this drain writes the counter: no lock needed per message.
@@ -484,6 +492,11 @@ class Subscription:
                         await handler(item[2])  # type: ignore[misc]
                     except Exception:
                         self._handler_failed()
+                    except asyncio.CancelledError:
+                        raise  # the drain itself is being cancelled (close, loop shutdown)
+                    except BaseException as exc:  # sys.exit(), KeyboardInterrupt... in a handler
+                        self._handler_exited(exc)
+                        return
                     delivered += 1
             finally:
                 self._delivered += delivered
@@ -503,6 +516,25 @@ class Subscription:
                 errors=errors,
                 sampled=errors >= _LOGGED_ERRORS,
             )
+
+    def _handler_exited(self, exc: BaseException) -> None:
+        """A handler raised ``SystemExit``, ``KeyboardInterrupt`` or another BaseException.
+
+        Only this subscription ends: the exception is counted as a handler error, logged
+        once, and kept as the subscription's error. It is not re-raised: it would end a
+        worker thread or the loop every other consumer shares, and it could not reach
+        the application's main thread anyway. A handler that must stop the process
+        signals it (``os.kill(os.getpid(), signal.SIGTERM)``) or calls ``os._exit``.
+        """
+        with self._lock:
+            self._errors += 1
+        _log.error(
+            "subscription.handler_exited",
+            kind=self.hub.kind.value,
+            endpoint=self.hub.endpoint,
+            error=describe_error(exc),
+        )
+        self._fail(exc)
 
     def _mark_closed(self, error: BaseException | None) -> bool:
         with self._lock:
