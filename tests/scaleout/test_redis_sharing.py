@@ -411,6 +411,13 @@ def test_a_leader_that_loses_redis_closes_its_socket_before_its_lock_expires(
         )
         emulator.wait_until(lambda: emulator.counters(KEY, IEX).open == 1, 10)
         standby_hub.wait_ready(10)
+        # Ready means authenticated; the new leader resends the subscription after that,
+        # and the server drops quotes for symbols nobody subscribed to yet.
+        emulator.wait_until(
+            lambda: emulator.subscriptions(KEY, IEX)["quotes"] == {"AAPL"},
+            10,
+            message="the new leader resubscribed",
+        )
         emulator.publish(IEX, [quote("AAPL", bid_size=9)])
         assert got.wait_for(1)[-1].bid_size == 9
         assert emulator.counters(KEY, IEX).max_concurrent == 1
