@@ -144,10 +144,12 @@ class EmulatorStats:
         handshakes: WebSocket upgrade requests received.
         refused_handshakes: upgrades rejected over HTTP (``refuse_handshake`` or unknown path).
         open_connections: WebSocket connections open now (authenticated or not).
-        rest_requests: REST requests served.
+        rest_requests: REST requests served (trading and market data).
+        market_data_requests: of which market-data requests (bars, latest ...).
     """
 
     handshakes: int = 0
     refused_handshakes: int = 0
     open_connections: int = 0
     rest_requests: int = 0
+    market_data_requests: int = 0

@@ -26,7 +26,9 @@ from typing import Any, TypeVar
 import structlog
 
 from alpaca_di.emulator.accounts import CounterCell, EmulatedAccount
+from alpaca_di.emulator.bars import BarHistory
 from alpaca_di.emulator.broker import Broker
+from alpaca_di.emulator.clock import EmulatorClock
 from alpaca_di.emulator.market import SyntheticMarket
 from alpaca_di.emulator.rest import RestApi
 from alpaca_di.emulator.session import (
@@ -63,7 +65,9 @@ class EmulatorCore:
     _subs_snapshot: dict[tuple[str, str], dict[str, frozenset[str]]]
     _stats: dict[str, int]
 
+    _clock: EmulatorClock
     _market: SyntheticMarket
+    _history: BarHistory
     _broker: Broker
     _rest_api: RestApi
 
@@ -171,9 +175,16 @@ class EmulatorCore:
     def _authorize_rest(self, key_id: str, secret: str) -> bool:
         return self._check_credentials(key_id, secret) is not False
 
-    def _count_rest(self) -> None:
+    def _plan_of(self, key_id: str) -> frozenset[str] | None:
+        with self._cond:
+            account = self._accounts.get(key_id)
+        return None if account is None else account.feeds
+
+    def _count_rest(self, api: str) -> None:
         with self._cond:
             self._stats["rest"] += 1
+            if api == "data":
+                self._stats["market_data"] += 1
 
     # ------------------------------------------------------------------ sessions
 

@@ -86,6 +86,10 @@ class DataStreams(EmulatorCore):
         an unknown ``T`` goes to every authenticated session. Up to ``batch_size``
         points share a frame. Returns the number of (connection, message) deliveries.
 
+        Bars (``b``, ``u``, ``d``), quotes and trades are also recorded, whoever
+        subscribed: the market-data REST API (historical bars, latest quote, trade
+        and bar) answers from them.
+
         Example::
 
             emu.publish("/v2/iex", [
@@ -101,6 +105,13 @@ class DataStreams(EmulatorCore):
         return self._call(lambda: self._publish(spec, normalized, key_id))
 
     def _publish(self, spec: FeedSpec, messages: list[dict[str, Any]], key_id: str | None) -> int:
+        history = self._history
+        for msg in messages:
+            history.record(spec.kind, msg)
+        return self._deliver(spec, messages, key_id)
+
+    def _deliver(self, spec: FeedSpec, messages: list[dict[str, Any]], key_id: str | None) -> int:
+        """Route messages to the sessions of ``spec`` that subscribed; returns deliveries."""
         sessions = [
             s for s in self._sessions[spec.path]
             if s.authenticated and not s.closing and not s.muted
@@ -312,6 +323,7 @@ class DataStreams(EmulatorCore):
         assert spec is not None
         loop = asyncio.get_running_loop()
         market, kind, batch = self._market, spec.kind, self._batch
+        note_latest = self._history.note_latest
         seq = sess.seq if self._sequence else None
         credit, last, index = 0.0, loop.time(), 0
         while not sess.closing:
@@ -343,6 +355,8 @@ class DataStreams(EmulatorCore):
                             point["i"] = number
                         elif type_code == "q":
                             point["bs"] = number
+                    if type_code == "q" or type_code == "t":
+                        note_latest(kind, type_code, symbol, point)  # REST "latest" answers
                     points.append(point)
                 payload = encode_msgpack(points) if sess.msgpack else encode_json(points)
                 self._enqueue(sess, payload, size)

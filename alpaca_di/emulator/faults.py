@@ -70,8 +70,63 @@ class Faults(EmulatorCore):
             raise ValueError(f"times must be >= 1, got {times}")
         self._call(lambda: self._rest_api.fail_next(status, message, times, code))
 
+    def throttle_history(self, times: int | None = 1, *, retry_after: float = 1.0) -> None:
+        """Answer the next ``times`` market-data REST calls with ``429`` and ``Retry-After``.
+
+        Covers every market-data endpoint (bars, latest quote/trade/bar);
+        ``times=None`` throttles until :meth:`reset_faults`. The body is Alpaca's
+        ``{"code": 42910000, "message": "too many requests."}``. Note that alpaca-py's
+        REST clients retry a 429 by themselves (3 times, 3 s apart, by default).
+
+        Example::
+
+            emu.throttle_history(2, retry_after=0.5)     # the third bars call succeeds
+        """
+        self._check_times(times)
+        if not retry_after >= 0:
+            raise ValueError(f"retry_after must be >= 0 seconds, got {retry_after!r}")
+        self._call(
+            lambda: self._rest_api.fail_next(
+                429, "too many requests.", times, 42910000, api="data", retry_after=retry_after
+            )
+        )
+
+    def fail_history(
+        self, status: int = 500, *, times: int | None = 1, refuse: bool = False
+    ) -> None:
+        """Make the next ``times`` market-data REST calls fail: ``status`` (5xx), or no answer.
+
+        ``refuse=True`` drops the TCP connection without an answer instead (the
+        client sees a connection error); ``times=None`` fails until
+        :meth:`reset_faults`. Trading REST calls are not affected.
+
+        Example::
+
+            emu.fail_history(503, times=None)      # every backfill attempt fails
+            emu.fail_history(refuse=True)          # the next one gets a dropped connection
+        """
+        self._check_times(times)
+        if not 400 <= status <= 599:
+            raise ValueError(f"status must be an HTTP error status (400..599), got {status}")
+        message = "connection refused" if refuse else "internal server error"
+        self._call(
+            lambda: self._rest_api.fail_next(
+                status, message, times, None, api="data", refuse=refuse
+            )
+        )
+
+    @staticmethod
+    def _check_times(times: int | None) -> None:
+        if times is not None and (isinstance(times, bool) or not isinstance(times, int)
+                                  or times < 1):
+            raise ValueError(f"times must be an integer >= 1 or None, got {times!r}")
+
     def reset_faults(self) -> None:
-        """Forget auth rejections, handshake refusals, REST failures, mutes, pongs, read pauses."""
+        """Forget every fault rule and go back to normal.
+
+        That is auth rejections, handshake refusals, REST failures and throttles,
+        mutes, stopped pongs and read pauses.
+        """
 
         def run() -> None:
             self._reject_rules.clear()

@@ -86,13 +86,14 @@ class Observation(EmulatorCore):
         return self._call(run)
 
     def stats(self) -> EmulatorStats:
-        """Server-wide figures (handshakes, refused handshakes, open connections, REST calls)."""
+        """Server-wide figures: handshakes (refused too), open connections, REST calls."""
         with self._cond:
             return EmulatorStats(
                 handshakes=self._stats["handshakes"],
                 refused_handshakes=self._stats["refused_handshakes"],
                 open_connections=self._stats["open"],
                 rest_requests=self._stats["rest"],
+                market_data_requests=self._stats["market_data"],
             )
 
     def wait_until(

@@ -18,6 +18,7 @@ each connection to the data or trading protocol::
 from __future__ import annotations
 
 import asyncio
+import datetime as _dt
 import threading
 from collections.abc import Callable
 from types import TracebackType
@@ -26,11 +27,14 @@ import structlog
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from alpaca_di.emulator.bars import BarHistory
 from alpaca_di.emulator.broker import Broker
+from alpaca_di.emulator.clock import EmulatorClock
 from alpaca_di.emulator.connections import Connections
-from alpaca_di.emulator.data import DataStreams
 from alpaca_di.emulator.faults import Faults
+from alpaca_di.emulator.history import History
 from alpaca_di.emulator.market import SyntheticMarket
+from alpaca_di.emulator.market_data import MarketDataApi
 from alpaca_di.emulator.observation import Observation
 from alpaca_di.emulator.rest import RestApi, RestServer
 from alpaca_di.emulator.session import DATA_PATHS, TRADING_PATH, Session, resolve_path
@@ -43,7 +47,7 @@ _log = structlog.get_logger("alpaca_di.emulator")
 _STOP_CLOSE_TIMEOUT = 0.25
 
 
-class AlpacaEmulator(Observation, Faults, TradingStreams, DataStreams, Connections):
+class AlpacaEmulator(Observation, Faults, TradingStreams, History, Connections):
     """A loopback Alpaca: market-data and trading WebSockets plus a small REST API.
 
     Args:
@@ -68,6 +72,10 @@ class AlpacaEmulator(Observation, Faults, TradingStreams, DataStreams, Connectio
             their bid size ``"bs"`` (``Quote.bid_size``). Lets a test prove that a
             consumer saw every point, once and in order; read the emulator's side
             with :meth:`sequences`.
+        clock: the emulator's clock (see :attr:`clock`): ``None`` follows the wall
+            clock; a datetime (naive = UTC) or ISO text starts a frozen clock there,
+            which moves only when the test sets or advances it; an
+            :class:`~alpaca_di.emulator.clock.EmulatorClock` is used as is.
 
     Example::
 
@@ -94,6 +102,7 @@ class AlpacaEmulator(Observation, Faults, TradingStreams, DataStreams, Connectio
         batch_size: int = 100,
         starting_cash: float = 100_000.0,
         sequence: bool = False,
+        clock: EmulatorClock | _dt.datetime | str | None = None,
     ) -> None:
         if connection_limit < 1:
             raise ValueError(f"connection_limit must be >= 1, got {connection_limit}")
@@ -124,12 +133,21 @@ class AlpacaEmulator(Observation, Faults, TradingStreams, DataStreams, Connectio
         self._accounts = {}
         self._cells = {}
         self._subs_snapshot = {}
-        self._stats = {"handshakes": 0, "refused_handshakes": 0, "open": 0, "rest": 0}
+        self._stats = {
+            "handshakes": 0, "refused_handshakes": 0, "open": 0, "rest": 0, "market_data": 0
+        }
 
-        self._market = SyntheticMarket(seed)
+        self._clock = clock if isinstance(clock, EmulatorClock) else EmulatorClock(clock)
+        self._market = SyntheticMarket(seed, self._clock)
+        self._history = BarHistory()
         self._broker = Broker(self._market, self._emit_trade_update, starting_cash=starting_cash)
         self._market.on_price = self._broker.on_price
-        self._rest_api = RestApi(self._broker, self._authorize_rest, self._count_rest)
+        self._rest_api = RestApi(
+            self._broker,
+            self._authorize_rest,
+            self._count_rest,
+            MarketDataApi(self._history, self._clock, self._plan_of),
+        )
 
         self._sessions = {p: set() for p in (*FEEDS, TRADING_PATH)}
         self._reject_rules = []
@@ -393,7 +411,11 @@ class AlpacaEmulator(Observation, Faults, TradingStreams, DataStreams, Connectio
 
     @property
     def api_url(self) -> str:
-        """``http://127.0.0.1:RESTPORT``: pass as ``TradingClient(url_override=...)``."""
+        """``http://127.0.0.1:RESTPORT``: the trading and market-data REST APIs.
+
+        Pass it as ``url_override`` to alpaca-py's ``TradingClient`` and to its
+        historical data clients (``StockHistoricalDataClient`` ...).
+        """
         return f"http://{self._host}:{self.rest_port}"
 
     def data_url(self, path: str) -> str:
