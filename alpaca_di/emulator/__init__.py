@@ -33,7 +33,8 @@ thread) or as an async one (it runs on your loop)::
                                  "as": 2, "t": "2024-01-02T15:30:00Z"}])
         await emu.until(lambda: emu.counters("key", "/v2/iex").messages_sent >= 1)
 
-Every knob (``reject_auth``, ``drop_connections``, ``mute``, ``stop_pongs``,
+Every knob (``reject_auth``, ``drop_connections``, ``drop_connection``,
+``set_keepalive``, ``mute``, ``stop_pongs``,
 ``slow_client``, ``refuse_handshake``, ``pause_reading``, ``send_raw``,
 ``push_trade_update``, ``fail_rest``, ``throttle_history``, ``fail_history``,
 ``publish``, ``advance``, ``set_price``, ``restart``) is
@@ -67,7 +68,12 @@ and helpers: :mod:`~alpaca_di.emulator.session` (one connection),
 
 from __future__ import annotations
 
-from alpaca_di.emulator.accounts import EmulatedAccount, EmulatorStats, EndpointCounters
+from alpaca_di.emulator.accounts import (
+    ConnectionInfo,
+    EmulatedAccount,
+    EmulatorStats,
+    EndpointCounters,
+)
 from alpaca_di.emulator.clock import EmulatorClock
 from alpaca_di.emulator.server import DATA_PATHS, TRADING_PATH, AlpacaEmulator
 
@@ -75,6 +81,7 @@ __all__ = [
     "DATA_PATHS",
     "TRADING_PATH",
     "AlpacaEmulator",
+    "ConnectionInfo",
     "EmulatedAccount",
     "EmulatorClock",
     "EmulatorStats",

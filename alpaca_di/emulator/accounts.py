@@ -16,7 +16,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-__all__ = ["CounterCell", "EmulatedAccount", "EmulatorStats", "EndpointCounters"]
+__all__ = [
+    "ConnectionInfo",
+    "CounterCell",
+    "EmulatedAccount",
+    "EmulatorStats",
+    "EndpointCounters",
+]
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,8 @@ class EndpointCounters:
         close_frames_received: sessions that ended with a close frame from the client.
         slots_held: connection-limit slots held now (open sessions plus slots kept
             after an unclean drop, see ``slot_hold_seconds``).
+        keepalive_drops: sessions the server dropped because they did not answer
+            its pings in time (see ``ping_interval``); their slots were freed at once.
 
     Example::
 
@@ -78,6 +86,7 @@ class EndpointCounters:
     frames_sent: int = 0
     close_frames_received: int = 0
     slots_held: int = 0
+    keepalive_drops: int = 0
 
 
 class CounterCell:
@@ -88,6 +97,7 @@ class CounterCell:
         "close_frames_received",
         "connections_accepted",
         "frames_sent",
+        "keepalive_drops",
         "key_id",
         "max_concurrent",
         "messages_sent",
@@ -115,6 +125,7 @@ class CounterCell:
         self.frames_sent = 0
         self.close_frames_received = 0
         self.slots_held = 0
+        self.keepalive_drops = 0
 
     def snapshot(self) -> EndpointCounters:
         """An immutable copy of the current values."""
@@ -133,7 +144,33 @@ class CounterCell:
             frames_sent=self.frames_sent,
             close_frames_received=self.close_frames_received,
             slots_held=self.slots_held,
+            keepalive_drops=self.keepalive_drops,
         )
+
+
+@dataclass(frozen=True)
+class ConnectionInfo:
+    """One open WebSocket connection as the emulator sees it.
+
+    Attributes:
+        id: the emulator's number for it (1, 2, 3 ... in order of arrival); give it
+            to :meth:`AlpacaEmulator.drop_connection` to drop this one connection.
+        path: the path it connected to (``/v2/iex``, ``/stream`` ...).
+        key_id: the key it authenticated with (``None`` until then).
+        authenticated: whether it has authenticated.
+        peer: the client's ``(host, port)``.
+
+    Example::
+
+        (conn,) = emu.connections("/v2/iex", key_id="PKTEST")
+        emu.drop_connection(conn.id, close_frame=False)
+    """
+
+    id: int
+    path: str
+    key_id: str | None
+    authenticated: bool
+    peer: tuple[str, int]
 
 
 @dataclass(frozen=True)

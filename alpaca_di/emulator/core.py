@@ -56,6 +56,8 @@ class EmulatorCore:
     _connection_limit: int
     _trading_limit: int
     _slot_hold: float
+    _ping_interval: float | None
+    _ping_timeout: float
     _batch: int
     _sequence: bool
 
@@ -78,6 +80,7 @@ class EmulatorCore:
     _pong_rules: set[Rule]
     _read_rules: set[Rule]
     _hold_timers: dict[asyncio.TimerHandle, CounterCell]
+    _connection_count: int
     _async_waiters: list[asyncio.Future[None]]
 
     _loop: asyncio.AbstractEventLoop | None

@@ -1,4 +1,4 @@
-"""Fault knobs: rejected auth, refused handshakes, REST failures, drops, mutes, pauses.
+"""Fault knobs: rejected auth, refused handshakes, REST failures, drops, mutes, keepalive.
 
 Every knob of :class:`Faults` is thread-safe (it runs on the emulator's loop) and
 filters by path and key where that makes sense. Rules that outlive one call
@@ -12,10 +12,30 @@ cleared or :meth:`Faults.reset_faults`::
 
 from __future__ import annotations
 
-from alpaca_di.emulator.core import EmulatorCore, Rule
-from alpaca_di.emulator.session import resolve_path
+import math
 
-__all__ = ["Faults"]
+from alpaca_di.emulator.core import EmulatorCore, Rule
+from alpaca_di.emulator.session import Session, resolve_path
+
+__all__ = ["Faults", "check_keepalive"]
+
+
+def check_keepalive(
+    ping_interval: float | None, ping_timeout: float | None
+) -> tuple[float | None, float]:
+    """Validated ``(ping_interval, ping_timeout)``; the timeout defaults to the interval.
+
+    Raises:
+        ValueError: for a non-positive or non-finite interval or timeout.
+    """
+    for name, value in (("ping_interval", ping_interval), ("ping_timeout", ping_timeout)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, float))
+            or not math.isfinite(value) or value <= 0
+        ):
+            raise ValueError(f"{name} must be a number of seconds > 0 or None, got {value!r}")
+    timeout = ping_timeout if ping_timeout is not None else ping_interval
+    return (None if ping_interval is None else float(ping_interval)), float(timeout or 0.0)
 
 
 class Faults(EmulatorCore):
@@ -163,15 +183,70 @@ class Faults(EmulatorCore):
         def run() -> int:
             sessions = self._matching(resolved, key_id)
             for sess in sessions:
-                sess.out.clear()
-                if close_frame:
-                    self._close(sess, code, reason)
-                else:
-                    sess.closing = True
-                    sess.ws.transport.abort()
+                self._drop(sess, close_frame, code, reason)
             return len(sessions)
 
         return self._call(run)
+
+    def drop_connection(
+        self, connection_id: int, *, close_frame: bool = True, code: int = 1000, reason: str = ""
+    ) -> bool:
+        """Close one open connection, picked by its :attr:`ConnectionInfo.id`; False if gone.
+
+        The same as :meth:`drop_connections` for a single connection, when several
+        share a path and key (``connection_limit`` > 1) or before authentication.
+
+        Example::
+
+            newest = max(emu.connections("/v2/iex"), key=lambda c: c.id)
+            emu.drop_connection(newest.id, close_frame=False)
+        """
+
+        def run() -> bool:
+            for group in self._sessions.values():
+                for sess in group:
+                    if sess.id == connection_id and not sess.closing:
+                        self._drop(sess, close_frame, code, reason)
+                        return True
+            return False
+
+        return self._call(run)
+
+    def _drop(self, sess: Session, close_frame: bool, code: int, reason: str) -> None:
+        sess.out.clear()
+        if close_frame:
+            self._close(sess, code, reason)
+        else:
+            sess.closing = True
+            sess.ws.transport.abort()
+
+    def set_keepalive(
+        self, ping_interval: float | None, ping_timeout: float | None = None
+    ) -> None:
+        """Ping every connection each ``ping_interval`` s; drop those silent past ``ping_timeout``.
+
+        Like Alpaca, which reaps clients that stop answering its pings: a dropped
+        client's slot is freed at once (``slot_hold_seconds`` does not apply),
+        :attr:`EndpointCounters.keepalive_drops` counts it and the TCP connection
+        is aborted (no close frame: the client is not reading). Applies to current
+        and future connections; ``ping_interval=None`` stops pinging (the default).
+        ``ping_timeout`` defaults to ``ping_interval``.
+
+        Example::
+
+            emu.set_keepalive(0.2, ping_timeout=0.5)
+            os.kill(client_pid, signal.SIGSTOP)      # a frozen client...
+            emu.wait_until(lambda: emu.counters("PK", "/v2/iex").keepalive_drops == 1, 10)
+        """
+        interval, timeout = check_keepalive(ping_interval, ping_timeout)
+
+        def run() -> None:
+            self._ping_interval, self._ping_timeout = interval, timeout
+            for group in self._sessions.values():
+                for sess in group:
+                    sess.keepalive_wake.set()
+
+        self._call(run)
 
     def slow_client(self, path: str | None = None, *, key_id: str | None = None) -> int:
         """Send ``407 slow client`` to the matching authenticated data sessions, then close them.

@@ -13,12 +13,18 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from alpaca_di.emulator.accounts import EmulatorStats, EndpointCounters
+from alpaca_di.emulator.accounts import ConnectionInfo, EmulatorStats, EndpointCounters
 from alpaca_di.emulator.core import EmulatorCore
 from alpaca_di.emulator.session import resolve_path
 from alpaca_di.emulator.wire import FEEDS, TYPE_TO_CHANNEL
 
 __all__ = ["Observation"]
+
+
+def _peer(address: object) -> tuple[str, int]:
+    if isinstance(address, tuple) and len(address) >= 2:
+        return str(address[0]), int(address[1])
+    return ("", 0)
 
 
 class Observation(EmulatorCore):
@@ -82,6 +88,29 @@ class Observation(EmulatorCore):
                     if number > merged.get(key, 0):
                         merged[key] = number
             return merged
+
+        return self._call(run)
+
+    def connections(
+        self, path: str | None = None, *, key_id: str | None = None
+    ) -> list[ConnectionInfo]:
+        """The open WebSocket connections (filtered by path and key), oldest first.
+
+        Example::
+
+            [c.id for c in emu.connections("/v2/iex", key_id="PKTEST")]
+        """
+        resolved = None if path is None else resolve_path(path)
+
+        def run() -> list[ConnectionInfo]:
+            found = [
+                ConnectionInfo(
+                    id=s.id, path=s.path, key_id=s.key_id, authenticated=s.authenticated,
+                    peer=_peer(s.ws.remote_address),
+                )
+                for s in self._matching(resolved, key_id)
+            ]
+            return sorted(found, key=lambda c: c.id)
 
         return self._call(run)
 

@@ -31,7 +31,7 @@ from alpaca_di.emulator.bars import BarHistory
 from alpaca_di.emulator.broker import Broker
 from alpaca_di.emulator.clock import EmulatorClock
 from alpaca_di.emulator.connections import Connections
-from alpaca_di.emulator.faults import Faults
+from alpaca_di.emulator.faults import Faults, check_keepalive
 from alpaca_di.emulator.history import History
 from alpaca_di.emulator.market import SyntheticMarket
 from alpaca_di.emulator.market_data import MarketDataApi
@@ -60,6 +60,11 @@ class AlpacaEmulator(Observation, Faults, TradingStreams, History, Connections):
         trading_connection_limit: the same for ``/stream`` (default: ``connection_limit``).
         slot_hold_seconds: after an unclean drop (no close frame from the client)
             the connection slot stays taken this long, like Alpaca's ~90 s reaping.
+        ping_interval: ping every connection this often (seconds) and drop those
+            that do not answer within ``ping_timeout``, freeing their slot at once:
+            how a frozen (SIGSTOP'd) client loses its connection. ``None`` (the
+            default) sends no pings; change it later with :meth:`set_keepalive`.
+        ping_timeout: seconds a pong may take (default: ``ping_interval``).
         auth_timeout: seconds to authenticate before ``404 auth timeout`` and close.
         trading_text_frames: send trading-stream JSON in text frames
             (default: binary frames, as Alpaca's paper server does).
@@ -96,6 +101,8 @@ class AlpacaEmulator(Observation, Faults, TradingStreams, History, Connections):
         connection_limit: int = 1,
         trading_connection_limit: int | None = None,
         slot_hold_seconds: float = 0.0,
+        ping_interval: float | None = None,
+        ping_timeout: float | None = None,
         auth_timeout: float = 10.0,
         trading_text_frames: bool = False,
         compression: bool = True,
@@ -123,6 +130,7 @@ class AlpacaEmulator(Observation, Faults, TradingStreams, History, Connections):
         self._connection_limit = connection_limit
         self._trading_limit = trading_connection_limit or connection_limit
         self._slot_hold = float(slot_hold_seconds)
+        self._ping_interval, self._ping_timeout = check_keepalive(ping_interval, ping_timeout)
         self._auth_timeout = float(auth_timeout)
         self._trading_text = trading_text_frames
         self._compression = compression
@@ -156,6 +164,7 @@ class AlpacaEmulator(Observation, Faults, TradingStreams, History, Connections):
         self._pong_rules = set()
         self._read_rules = set()
         self._hold_timers = {}
+        self._connection_count = 0
         self._async_waiters = []
 
         self._loop = None
@@ -434,7 +443,8 @@ class AlpacaEmulator(Observation, Faults, TradingStreams, History, Connections):
         assert ws.request is not None
         path = ws.request.path.split("?", 1)[0]
         spec = FEEDS.get(path)
-        sess = Session(ws, path, spec, self._cell("", path))
+        self._connection_count += 1
+        sess = Session(ws, path, spec, self._cell("", path), self._connection_count)
         if spec is not None:
             content_type = ws.request.headers.get("Content-Type", "") or ""
             sess.msgpack = spec.msgpack_only or "application/msgpack" in content_type.lower()
@@ -448,6 +458,7 @@ class AlpacaEmulator(Observation, Faults, TradingStreams, History, Connections):
             self._stats["open"] += 1
         loop = asyncio.get_running_loop()
         sess.tasks.append(loop.create_task(self._writer(sess)))
+        sess.tasks.append(loop.create_task(self._keepalive(sess)))
         sess.timer = loop.call_later(self._auth_timeout, self._auth_timed_out, sess)
         _log.debug("emulator connection opened", path=path, msgpack=sess.msgpack)
         try:

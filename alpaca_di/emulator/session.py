@@ -106,6 +106,8 @@ class Session:
         "cell",
         "closing",
         "drained",
+        "id",
+        "keepalive_wake",
         "key_id",
         "listening",
         "msgpack",
@@ -114,6 +116,7 @@ class Session:
         "path",
         "pongs_stopped",
         "reading",
+        "reaped",
         "seq",
         "slot",
         "spec",
@@ -129,8 +132,14 @@ class Session:
     )
 
     def __init__(
-        self, ws: ServerConnection, path: str, spec: FeedSpec | None, cell: CounterCell
+        self,
+        ws: ServerConnection,
+        path: str,
+        spec: FeedSpec | None,
+        cell: CounterCell,
+        number: int = 0,
     ) -> None:
+        self.id = number  # the emulator's connection number, 1, 2, 3 ...
         self.ws = ws
         self.path = path
         self.spec = spec
@@ -138,6 +147,7 @@ class Session:
         self.key_id: str | None = None
         self.authenticated = False
         self.closing = False
+        self.reaped = False  # dropped by the server's keepalive: the slot is freed at once
         self.muted = False
         self.pongs_stopped = False
         self.slot = False
@@ -159,6 +169,7 @@ class Session:
         self.synth_wake = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
         self.timer: asyncio.TimerHandle | None = None
+        self.keepalive_wake = asyncio.Event()  # set when the keepalive settings change
 
     def encode(self, obj: Any) -> bytes | str:
         if self.msgpack:
