@@ -39,7 +39,8 @@ Every knob (``reject_auth``, ``drop_connections``, ``drop_connection``,
 ``push_trade_update``, ``fail_rest``, ``throttle_history``, ``fail_history``,
 ``publish``, ``advance``, ``set_price``, ``restart``) is
 thread-safe: call it from the test thread in sync mode or from the loop in async
-mode. Counters are immutable snapshots; :meth:`AlpacaEmulator.wait_until` blocks
+mode. Counters are immutable snapshots (plain dataclasses, also served as JSON
+at ``GET /_emulator/counters`` on the REST port); :meth:`AlpacaEmulator.wait_until` blocks
 on a condition notified at every state change, so tests never sleep-poll. With
 ``sequence=True`` every synthetic data point carries a number counting per
 (connection, type, symbol), and :meth:`AlpacaEmulator.sequences` tells how far
@@ -70,6 +71,7 @@ from __future__ import annotations
 
 from alpaca_di.emulator.accounts import (
     ConnectionInfo,
+    Counts,
     EmulatedAccount,
     EmulatorStats,
     EndpointCounters,
@@ -82,6 +84,7 @@ __all__ = [
     "TRADING_PATH",
     "AlpacaEmulator",
     "ConnectionInfo",
+    "Counts",
     "EmulatedAccount",
     "EmulatorClock",
     "EmulatorStats",

@@ -3,26 +3,60 @@
 :class:`EmulatedAccount` is one registered key pair with its plan (feeds, symbol
 limit). :class:`EndpointCounters` is the immutable snapshot a test reads for a
 ``(key_id, path)`` pair; :class:`CounterCell` is its mutable, lock-protected
-twin that the emulator updates on its hot path::
+twin that the emulator updates on its hot path. Every snapshot is a plain
+dataclass: ``dataclasses.asdict()`` and ``copy.deepcopy()`` work on it, and its
+``rejections`` mapping is a read-only ``dict``::
 
     cell = CounterCell("PKTEST", "/v2/iex")
     cell.frames_sent += 1
     cell.snapshot().frames_sent      # 1
+    dataclasses.asdict(cell.snapshot())["rejections"]     # {}
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
+from typing import Any, NoReturn
 
 __all__ = [
     "ConnectionInfo",
     "CounterCell",
+    "Counts",
     "EmulatedAccount",
     "EmulatorStats",
     "EndpointCounters",
 ]
+
+
+class Counts(dict[int, int]):
+    """A read-only ``dict`` of counts (error code -> times), as counter snapshots carry.
+
+    A real ``dict`` (so ``dataclasses.asdict``, ``json.dumps`` and ``copy`` take it
+    as one) that refuses every change with ``TypeError``.
+
+    Example::
+
+        counts = Counts({406: 2})
+        counts[406]          # 2
+        counts[402] = 1      # TypeError: counter snapshots are read-only
+    """
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError("counter snapshots are read-only")
+
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    clear = pop = popitem = setdefault = update = _refuse
+
+    def __reduce__(self) -> tuple[type[Counts], tuple[dict[int, int]]]:
+        # copy and pickle rebuild it in one call rather than item by item
+        return (Counts, (dict(self),))
+
+    def __copy__(self) -> Counts:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Counts:
+        return self
 
 
 @dataclass(frozen=True)
@@ -78,7 +112,7 @@ class EndpointCounters:
     open: int = 0
     max_concurrent: int = 0
     auth_attempts: int = 0
-    rejections: Mapping[int, int] = field(default_factory=lambda: MappingProxyType({}))
+    rejections: Mapping[int, int] = field(default_factory=Counts)
     subscribe_messages: int = 0
     unsubscribe_messages: int = 0
     subscribe_bytes: int = 0
@@ -136,7 +170,7 @@ class CounterCell:
             open=self.open,
             max_concurrent=self.max_concurrent,
             auth_attempts=self.auth_attempts,
-            rejections=MappingProxyType(dict(self.rejections)),
+            rejections=Counts(self.rejections),
             subscribe_messages=self.subscribe_messages,
             unsubscribe_messages=self.unsubscribe_messages,
             subscribe_bytes=self.subscribe_bytes,

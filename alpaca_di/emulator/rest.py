@@ -28,10 +28,13 @@ import structlog
 
 from alpaca_di.emulator.broker import Broker, RestError
 
-__all__ = ["DataRoutes", "HttpRequest", "Reply", "RestApi", "RestServer"]
+__all__ = ["COUNTERS_PATH", "DataRoutes", "HttpRequest", "Reply", "RestApi", "RestServer"]
 
 _log = structlog.get_logger(__name__)
 _MAX_BODY = 1 << 22
+
+COUNTERS_PATH = "/_emulator/counters"
+"""Where the REST port serves the emulator's counters as JSON (no key needed)."""
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,8 @@ class RestApi:
 
     ``authorize(key_id, secret)`` decides whether a key pair may call the API;
     ``on_request(api)`` is told of every request (``api`` is ``"trading"`` or
-    ``"data"``). :meth:`fail_next` queues injected failures
+    ``"data"``); ``counters()`` answers ``GET /_emulator/counters``. :meth:`fail_next`
+    queues injected failures
     (``AlpacaEmulator.fail_rest``, ``throttle_history``, ``fail_history``).
     """
 
@@ -111,8 +115,10 @@ class RestApi:
         authorize: Callable[[str, str], bool],
         on_request: Callable[[str], None] | None = None,
         data: DataRoutes | None = None,
+        counters: Callable[[], Any] | None = None,
     ) -> None:
         self._broker = broker
+        self._counters = counters
         self._authorize = authorize
         self._on_request = on_request
         self._data = data
@@ -154,6 +160,11 @@ class RestApi:
 
     def handle(self, request: HttpRequest) -> Reply:
         """Serve one request."""
+        if request.path.startswith(COUNTERS_PATH) and self._counters is not None:
+            # the emulator's own window: no key, no injected failure, not counted
+            if request.path.rstrip("/") != COUNTERS_PATH or request.method != "GET":
+                return Reply(404, {"code": 40410000, "message": f"try GET {COUNTERS_PATH}"})
+            return Reply(200, self._counters())
         data = self._data if self._data is not None and self._data.serves(request.path) else None
         api = "trading" if data is None else "data"
         if self._on_request is not None:

@@ -36,7 +36,7 @@ from alpaca_di.emulator.history import History
 from alpaca_di.emulator.market import SyntheticMarket
 from alpaca_di.emulator.market_data import MarketDataApi
 from alpaca_di.emulator.observation import Observation
-from alpaca_di.emulator.rest import RestApi, RestServer
+from alpaca_di.emulator.rest import COUNTERS_PATH, RestApi, RestServer
 from alpaca_di.emulator.session import DATA_PATHS, TRADING_PATH, Session, resolve_path
 from alpaca_di.emulator.trading import TradingStreams
 from alpaca_di.emulator.wire import FEEDS
@@ -155,6 +155,7 @@ class AlpacaEmulator(Observation, Faults, TradingStreams, History, Connections):
             self._authorize_rest,
             self._count_rest,
             MarketDataApi(self._history, self._clock, self._plan_of),
+            self.snapshot,
         )
 
         self._sessions = {p: set() for p in (*FEEDS, TRADING_PATH)}
@@ -426,6 +427,11 @@ class AlpacaEmulator(Observation, Faults, TradingStreams, History, Connections):
         historical data clients (``StockHistoricalDataClient`` ...).
         """
         return f"http://{self._host}:{self.rest_port}"
+
+    @property
+    def counters_url(self) -> str:
+        """``http://127.0.0.1:RESTPORT/_emulator/counters``: :meth:`snapshot` as JSON (no key)."""
+        return self.api_url + COUNTERS_PATH
 
     def data_url(self, path: str) -> str:
         """The full WebSocket URL of a path or feed alias.
