@@ -54,13 +54,21 @@ class Connections(EmulatorCore):
                 return connection.respond(status, text)
         return None
 
-    def _install_pong_filter(self, sess: Session) -> None:
+    def _install_frame_hook(self, sess: Session) -> None:
+        """Swallow pongs when a fault says so; settle a client-closed session at its close reply.
+
+        The reply to a client's close frame is the moment the client learns the
+        connection is over, so the counters and the slot are settled before it goes
+        out: a client that closes and reconnects at once never meets its own slot.
+        """
         protocol = sess.ws.protocol
         original = protocol.send_frame
 
         def send_frame(frame: Frame) -> None:
             if frame.opcode is Opcode.PONG and sess.pongs_stopped:
                 return
+            if frame.opcode is Opcode.CLOSE and protocol.close_rcvd is not None:
+                self._settle(sess)
             original(frame)
 
         protocol.send_frame = send_frame  # type: ignore[method-assign]
@@ -162,6 +170,14 @@ class Connections(EmulatorCore):
             task.cancel()
         await asyncio.gather(*sess.tasks, return_exceptions=True)
         self._sessions[sess.path].discard(sess)
+        self._settle(sess)
+
+    def _settle(self, sess: Session) -> None:
+        """Count the session closed, once: counters, subscription snapshot, its slot."""
+        if sess.settled:
+            return
+        sess.settled = True
+        sess.closing = True
         clean = sess.ws.protocol.close_rcvd is not None
         cell = sess.cell
         with self._cond:

@@ -456,7 +456,7 @@ class AlpacaEmulator(Observation, Faults, TradingStreams, History, Connections):
             sess.msgpack = spec.msgpack_only or "application/msgpack" in content_type.lower()
         else:
             sess.text_frames = self._trading_text
-        self._install_pong_filter(sess)
+        self._install_frame_hook(sess)
         if any(sess.matches(p, k) for p, k in self._read_rules):
             sess.reading.clear()
         self._sessions[path].add(sess)

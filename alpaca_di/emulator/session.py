@@ -118,6 +118,7 @@ class Session:
         "reading",
         "reaped",
         "seq",
+        "settled",
         "slot",
         "spec",
         "subs",
@@ -148,6 +149,7 @@ class Session:
         self.authenticated = False
         self.closing = False
         self.reaped = False  # dropped by the server's keepalive: the slot is freed at once
+        self.settled = False  # counted closed (at the close reply, or at cleanup)
         self.muted = False
         self.pongs_stopped = False
         self.slot = False
