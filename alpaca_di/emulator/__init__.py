@@ -53,6 +53,7 @@ It is one class assembled from parts, one module each:
 * :mod:`~alpaca_di.emulator.connections` -- handshakes, writers, connection slots;
 * :mod:`~alpaca_di.emulator.data` -- market-data protocol, synthetic data, ``publish``;
 * :mod:`~alpaca_di.emulator.history` -- the clock and clock-paced bars (``advance``);
+* :mod:`~alpaca_di.emulator.news` -- synthetic news, a few headlines per emulator minute;
 * :mod:`~alpaca_di.emulator.trading` -- trading stream, trade updates, broker queries;
 * :mod:`~alpaca_di.emulator.faults` -- the fault knobs;
 * :mod:`~alpaca_di.emulator.observation` -- counters, subscriptions, waits;

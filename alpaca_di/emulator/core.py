@@ -82,6 +82,7 @@ class EmulatorCore:
     _hold_timers: dict[asyncio.TimerHandle, CounterCell]
     _connection_count: int
     _async_waiters: list[asyncio.Future[None]]
+    _news_wake: asyncio.Event | None  # wakes the news ticker (its pace follows rate)
 
     _loop: asyncio.AbstractEventLoop | None
     _loop_thread_id: int | None

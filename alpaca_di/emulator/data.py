@@ -47,8 +47,7 @@ _SYNTH_TYPE: Mapping[str, str] = {
     "statuses": "s",
     "lulds": "l",
     "orderbooks": "o",
-    "news": "n",
-}
+}  # news is not per connection: one ticker paces it (alpaca_di.emulator.news)
 
 
 class DataStreams(EmulatorCore):
@@ -66,6 +65,8 @@ class DataStreams(EmulatorCore):
 
         def run() -> None:
             self._rate = float(value)
+            if self._news_wake is not None:
+                self._news_wake.set()  # the default news pace follows the rate
             for group in self._sessions.values():
                 for sess in group:
                     sess.synth_wake.set()
@@ -304,7 +305,7 @@ class DataStreams(EmulatorCore):
                 continue
             names: dict[str, None] = {}
             for symbol in symbols:
-                if symbol == "*" and type_code != "n":
+                if symbol == "*":
                     names.update(dict.fromkeys(universe))
                 else:
                     names[symbol] = None

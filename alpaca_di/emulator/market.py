@@ -132,6 +132,10 @@ class SyntheticMarket:
             return tuple(_TEST_UNIVERSE)
         return tuple(STOCK_UNIVERSE)
 
+    def pick(self, symbols: tuple[str, ...]) -> str:
+        """One of ``symbols``, drawn from the market's seeded random generator."""
+        return self._rng.choice(symbols)
+
     def is_known(self, symbol: str) -> bool:
         """True for the default universe and every symbol given a price with :meth:`set_price`."""
         return symbol in self._known

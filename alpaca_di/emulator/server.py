@@ -35,6 +35,7 @@ from alpaca_di.emulator.faults import Faults, check_keepalive
 from alpaca_di.emulator.history import History
 from alpaca_di.emulator.market import SyntheticMarket
 from alpaca_di.emulator.market_data import MarketDataApi
+from alpaca_di.emulator.news import News, check_news_per_minute
 from alpaca_di.emulator.observation import Observation
 from alpaca_di.emulator.rest import COUNTERS_PATH, RestApi, RestServer
 from alpaca_di.emulator.session import DATA_PATHS, TRADING_PATH, Session, resolve_path
@@ -47,7 +48,7 @@ _log = structlog.get_logger("alpaca_di.emulator")
 _STOP_CLOSE_TIMEOUT = 0.25
 
 
-class AlpacaEmulator(Observation, Faults, TradingStreams, History, Connections):
+class AlpacaEmulator(Observation, Faults, TradingStreams, News, History, Connections):
     """A loopback Alpaca: market-data and trading WebSockets plus a small REST API.
 
     Args:
@@ -55,6 +56,12 @@ class AlpacaEmulator(Observation, Faults, TradingStreams, History, Connections):
         rest_port: REST port (0 = a free port).
         rate: synthetic data points per second per data connection (0 = none);
             sent only for subscribed (channel, symbol) pairs, batched in frames.
+            News is not paced by it: see ``news_per_minute``.
+        news_per_minute: synthetic headlines per minute of emulator time,
+            published once to every news subscriber of "*" or of the headline's
+            symbol. ``None`` (the default): 3 a minute while ``rate`` > 0, none
+            while it is 0; a number holds that pace whatever the rate. Settable
+            while running (:attr:`news_per_minute`).
         seed: seed of the synthetic market's random walk.
         connection_limit: authenticated sessions allowed per (key, data path).
         trading_connection_limit: the same for ``/stream`` (default: ``connection_limit``).
@@ -76,7 +83,8 @@ class AlpacaEmulator(Observation, Faults, TradingStreams, History, Connections):
             too: trades carry it as their trade id ``"i"`` (``Trade.id``), quotes as
             their bid size ``"bs"`` (``Quote.bid_size``). Lets a test prove that a
             consumer saw every point, once and in order; read the emulator's side
-            with :meth:`sequences`.
+            with :meth:`sequences`. News headlines carry none (one ticker
+            publishes each headline to every subscriber).
         clock: the emulator's clock (see :attr:`clock`): ``None`` follows the wall
             clock; a datetime (naive = UTC) or ISO text starts a frozen clock there,
             which moves only when the test sets or advances it; an
@@ -97,6 +105,7 @@ class AlpacaEmulator(Observation, Faults, TradingStreams, History, Connections):
         port: int = 0,
         rest_port: int = 0,
         rate: float = 0.0,
+        news_per_minute: float | None = None,
         seed: int | None = None,
         connection_limit: int = 1,
         trading_connection_limit: int | None = None,
@@ -127,6 +136,8 @@ class AlpacaEmulator(Observation, Faults, TradingStreams, History, Connections):
         self._requested_port = port
         self._requested_rest_port = rest_port
         self._rate = float(rate)
+        self._news_per_minute = check_news_per_minute(news_per_minute)
+        self._news_wake = self._news_task = self._news_unlisten = None
         self._connection_limit = connection_limit
         self._trading_limit = trading_connection_limit or connection_limit
         self._slot_hold = float(slot_hold_seconds)
@@ -339,6 +350,7 @@ class AlpacaEmulator(Observation, Faults, TradingStreams, History, Connections):
             self._port = int(self._server.sockets[0].getsockname()[1])
             self._rest = RestServer(self._rest_api.handle)
             self._rest_port = await self._rest.start(self._host, self._requested_rest_port)
+            self._start_news(loop)
         except BaseException:
             await self._astop()
             raise
@@ -348,6 +360,7 @@ class AlpacaEmulator(Observation, Faults, TradingStreams, History, Connections):
         if self._loop is None:
             return
         self._stopping = True
+        await self._stop_news()
         held, self._hold_timers = self._hold_timers, {}
         for timer, cell in held.items():
             # A stopped (or restarted) server forgets the slots it was holding.

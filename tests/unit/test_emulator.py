@@ -398,14 +398,16 @@ async def test_synthetic_wildcard_covers_default_universe() -> None:
             symbols.update(m["S"] for m in await raw.recv())
 
 
-async def test_rate_can_change_while_running_and_json_sessions_get_rfc3339(
+async def test_news_pace_can_change_while_running_and_json_sessions_get_rfc3339(
     emu: AlpacaEmulator,
 ) -> None:
+    emu.news_per_minute = 0
     raw = await Raw.open(emu, "/v1beta1/news", use_msgpack=False)
     await raw.auth()
     await raw.subscribe(news=["*"])
     assert emu.counters(KEY, "news").messages_sent == 0
-    emu.rate = 100
+    emu.rate = 100  # news has its own pace, not the market-data rate...
+    emu.news_per_minute = 6000  # ...which can change while running
     story = (await raw.recv())[0]
     assert isinstance(raw.frame, str)
     assert story["T"] == "n"
