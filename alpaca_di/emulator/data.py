@@ -356,9 +356,11 @@ class DataStreams(EmulatorCore):
                             point["i"] = number
                         elif type_code == "q":
                             point["bs"] = number
-                    if type_code == "q" or type_code == "t":
-                        note_latest(kind, type_code, symbol, point)  # REST "latest" answers
                     points.append(point)
+                # points cycle through the pairs: the last npairs hold each pair's latest
+                for point in points[-npairs:]:
+                    if point["T"] == "q" or point["T"] == "t":
+                        note_latest(kind, point["T"], point["S"], point)  # REST "latest"
                 payload = encode_msgpack(points) if sess.msgpack else encode_json(points)
                 self._enqueue(sess, payload, size)
                 if len(sess.out) >= HIGH_WATER:

@@ -3,6 +3,8 @@
 The emulator is one class assembled from parts that each own one concern --
 :class:`~alpaca_di.emulator.connections.Connections` (WebSocket handshakes,
 writers, slots), :class:`~alpaca_di.emulator.data.DataStreams` (market data),
+:class:`~alpaca_di.emulator.history.History` (the clock and clock-paced bars),
+:class:`~alpaca_di.emulator.news.News` (the news ticker),
 :class:`~alpaca_di.emulator.trading.TradingStreams` (trading stream and broker),
 :class:`~alpaca_di.emulator.faults.Faults` (fault knobs) and
 :class:`~alpaca_di.emulator.observation.Observation` (counters, waits) -- over the
