@@ -8,7 +8,14 @@ It serves, on ``127.0.0.1``:
   MessagePack or JSON encoding and subscription semantics;
 * the trading stream ``/stream`` (JSON, binary frames by default);
 * a small REST API (account, clock, assets, orders, positions) on a second
-  port, enough for alpaca-py's ``TradingClient(url_override=emu.api_url)``.
+  port, enough for alpaca-py's ``TradingClient(url_override=emu.api_url)``, and
+  on the same port Alpaca's market-data API (historical bars, latest quote,
+  trade and bar) answered from what the streams published, for alpaca-py's
+  historical data clients.
+
+Every timestamp comes from the emulator's clock (``emu.clock``): it follows the
+wall clock unless the test freezes, sets or advances it; ``emu.advance(minutes=N)``
+moves it and publishes (and records) the bars that closed.
 
 alpaca-py's own clients work against it unchanged, which is how we know it is
 faithful. Use it as a sync context manager (it runs its own loop in a daemon
@@ -26,11 +33,14 @@ thread) or as an async one (it runs on your loop)::
                                  "as": 2, "t": "2024-01-02T15:30:00Z"}])
         await emu.until(lambda: emu.counters("key", "/v2/iex").messages_sent >= 1)
 
-Every knob (``reject_auth``, ``drop_connections``, ``mute``, ``stop_pongs``,
+Every knob (``reject_auth``, ``drop_connections``, ``drop_connection``,
+``set_keepalive``, ``mute``, ``stop_pongs``,
 ``slow_client``, ``refuse_handshake``, ``pause_reading``, ``send_raw``,
-``push_trade_update``, ``fail_rest``, ``publish``, ``set_price``, ``restart``) is
+``push_trade_update``, ``fail_rest``, ``throttle_history``, ``fail_history``,
+``publish``, ``advance``, ``set_price``, ``restart``) is
 thread-safe: call it from the test thread in sync mode or from the loop in async
-mode. Counters are immutable snapshots; :meth:`AlpacaEmulator.wait_until` blocks
+mode. Counters are immutable snapshots (plain dataclasses, also served as JSON
+at ``GET /_emulator/counters`` on the REST port); :meth:`AlpacaEmulator.wait_until` blocks
 on a condition notified at every state change, so tests never sleep-poll. With
 ``sequence=True`` every synthetic data point carries a number counting per
 (connection, type, symbol), and :meth:`AlpacaEmulator.sequences` tells how far
@@ -42,6 +52,8 @@ It is one class assembled from parts, one module each:
 * :mod:`~alpaca_di.emulator.server` -- the constructor, start/stop/restart, URLs;
 * :mod:`~alpaca_di.emulator.connections` -- handshakes, writers, connection slots;
 * :mod:`~alpaca_di.emulator.data` -- market-data protocol, synthetic data, ``publish``;
+* :mod:`~alpaca_di.emulator.history` -- the clock and clock-paced bars (``advance``);
+* :mod:`~alpaca_di.emulator.news` -- synthetic news, a few headlines per emulator minute;
 * :mod:`~alpaca_di.emulator.trading` -- trading stream, trade updates, broker queries;
 * :mod:`~alpaca_di.emulator.faults` -- the fault knobs;
 * :mod:`~alpaca_di.emulator.observation` -- counters, subscriptions, waits;
@@ -49,21 +61,33 @@ It is one class assembled from parts, one module each:
 
 and helpers: :mod:`~alpaca_di.emulator.session` (one connection),
 :mod:`~alpaca_di.emulator.wire` (feeds, encoders), :mod:`~alpaca_di.emulator.market`
-(synthetic prices and messages), :mod:`~alpaca_di.emulator.broker` (paper
-trading), :mod:`~alpaca_di.emulator.rest` (the HTTP server),
-:mod:`~alpaca_di.emulator.accounts` (accounts and counters).
+(synthetic prices and messages), :mod:`~alpaca_di.emulator.clock` (the clock),
+:mod:`~alpaca_di.emulator.bars` (recorded bars, quotes, trades),
+:mod:`~alpaca_di.emulator.market_data` (the market-data REST routes),
+:mod:`~alpaca_di.emulator.broker` (paper trading), :mod:`~alpaca_di.emulator.rest`
+(the HTTP server), :mod:`~alpaca_di.emulator.accounts` (accounts and counters).
 """
 
 from __future__ import annotations
 
-from alpaca_di.emulator.accounts import EmulatedAccount, EmulatorStats, EndpointCounters
+from alpaca_di.emulator.accounts import (
+    ConnectionInfo,
+    Counts,
+    EmulatedAccount,
+    EmulatorStats,
+    EndpointCounters,
+)
+from alpaca_di.emulator.clock import EmulatorClock
 from alpaca_di.emulator.server import DATA_PATHS, TRADING_PATH, AlpacaEmulator
 
 __all__ = [
     "DATA_PATHS",
     "TRADING_PATH",
     "AlpacaEmulator",
+    "ConnectionInfo",
+    "Counts",
     "EmulatedAccount",
+    "EmulatorClock",
     "EmulatorStats",
     "EndpointCounters",
 ]

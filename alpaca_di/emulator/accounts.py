@@ -3,20 +3,60 @@
 :class:`EmulatedAccount` is one registered key pair with its plan (feeds, symbol
 limit). :class:`EndpointCounters` is the immutable snapshot a test reads for a
 ``(key_id, path)`` pair; :class:`CounterCell` is its mutable, lock-protected
-twin that the emulator updates on its hot path::
+twin that the emulator updates on its hot path. Every snapshot is a plain
+dataclass: ``dataclasses.asdict()`` and ``copy.deepcopy()`` work on it, and its
+``rejections`` mapping is a read-only ``dict``::
 
     cell = CounterCell("PKTEST", "/v2/iex")
     cell.frames_sent += 1
     cell.snapshot().frames_sent      # 1
+    dataclasses.asdict(cell.snapshot())["rejections"]     # {}
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
+from typing import Any, NoReturn
 
-__all__ = ["CounterCell", "EmulatedAccount", "EmulatorStats", "EndpointCounters"]
+__all__ = [
+    "ConnectionInfo",
+    "CounterCell",
+    "Counts",
+    "EmulatedAccount",
+    "EmulatorStats",
+    "EndpointCounters",
+]
+
+
+class Counts(dict[int, int]):
+    """A read-only ``dict`` of counts (error code -> times), as counter snapshots carry.
+
+    A real ``dict`` (so ``dataclasses.asdict``, ``json.dumps`` and ``copy`` take it
+    as one) that refuses every change with ``TypeError``.
+
+    Example::
+
+        counts = Counts({406: 2})
+        counts[406]          # 2
+        counts[402] = 1      # TypeError: counter snapshots are read-only
+    """
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError("counter snapshots are read-only")
+
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    clear = pop = popitem = setdefault = update = _refuse
+
+    def __reduce__(self) -> tuple[type[Counts], tuple[dict[int, int]]]:
+        # copy and pickle rebuild it in one call rather than item by item
+        return (Counts, (dict(self),))
+
+    def __copy__(self) -> Counts:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Counts:
+        return self
 
 
 @dataclass(frozen=True)
@@ -57,6 +97,8 @@ class EndpointCounters:
         close_frames_received: sessions that ended with a close frame from the client.
         slots_held: connection-limit slots held now (open sessions plus slots kept
             after an unclean drop, see ``slot_hold_seconds``).
+        keepalive_drops: sessions the server dropped because they did not answer
+            its pings in time (see ``ping_interval``); their slots were freed at once.
 
     Example::
 
@@ -70,7 +112,7 @@ class EndpointCounters:
     open: int = 0
     max_concurrent: int = 0
     auth_attempts: int = 0
-    rejections: Mapping[int, int] = field(default_factory=lambda: MappingProxyType({}))
+    rejections: Mapping[int, int] = field(default_factory=Counts)
     subscribe_messages: int = 0
     unsubscribe_messages: int = 0
     subscribe_bytes: int = 0
@@ -78,6 +120,7 @@ class EndpointCounters:
     frames_sent: int = 0
     close_frames_received: int = 0
     slots_held: int = 0
+    keepalive_drops: int = 0
 
 
 class CounterCell:
@@ -88,6 +131,7 @@ class CounterCell:
         "close_frames_received",
         "connections_accepted",
         "frames_sent",
+        "keepalive_drops",
         "key_id",
         "max_concurrent",
         "messages_sent",
@@ -115,6 +159,7 @@ class CounterCell:
         self.frames_sent = 0
         self.close_frames_received = 0
         self.slots_held = 0
+        self.keepalive_drops = 0
 
     def snapshot(self) -> EndpointCounters:
         """An immutable copy of the current values."""
@@ -125,7 +170,7 @@ class CounterCell:
             open=self.open,
             max_concurrent=self.max_concurrent,
             auth_attempts=self.auth_attempts,
-            rejections=MappingProxyType(dict(self.rejections)),
+            rejections=Counts(self.rejections),
             subscribe_messages=self.subscribe_messages,
             unsubscribe_messages=self.unsubscribe_messages,
             subscribe_bytes=self.subscribe_bytes,
@@ -133,7 +178,33 @@ class CounterCell:
             frames_sent=self.frames_sent,
             close_frames_received=self.close_frames_received,
             slots_held=self.slots_held,
+            keepalive_drops=self.keepalive_drops,
         )
+
+
+@dataclass(frozen=True)
+class ConnectionInfo:
+    """One open WebSocket connection as the emulator sees it.
+
+    Attributes:
+        id: the emulator's number for it (1, 2, 3 ... in order of arrival); give it
+            to :meth:`AlpacaEmulator.drop_connection` to drop this one connection.
+        path: the path it connected to (``/v2/iex``, ``/stream`` ...).
+        key_id: the key it authenticated with (``None`` until then).
+        authenticated: whether it has authenticated.
+        peer: the client's ``(host, port)``.
+
+    Example::
+
+        (conn,) = emu.connections("/v2/iex", key_id="PKTEST")
+        emu.drop_connection(conn.id, close_frame=False)
+    """
+
+    id: int
+    path: str
+    key_id: str | None
+    authenticated: bool
+    peer: tuple[str, int]
 
 
 @dataclass(frozen=True)
@@ -144,10 +215,12 @@ class EmulatorStats:
         handshakes: WebSocket upgrade requests received.
         refused_handshakes: upgrades rejected over HTTP (``refuse_handshake`` or unknown path).
         open_connections: WebSocket connections open now (authenticated or not).
-        rest_requests: REST requests served.
+        rest_requests: REST requests served (trading and market data).
+        market_data_requests: of which market-data requests (bars, latest ...).
     """
 
     handshakes: int = 0
     refused_handshakes: int = 0
     open_connections: int = 0
     rest_requests: int = 0
+    market_data_requests: int = 0

@@ -61,9 +61,11 @@ class RestError(Exception):
         return {"code": self.code, "message": self.message}
 
 
-def iso_now() -> str:
-    """The current UTC time as Alpaca's REST APIs write it (microseconds, ``Z``)."""
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def iso_now(moment: _dt.datetime | None = None) -> str:
+    """``moment`` (default: the wall clock's now) as Alpaca's REST APIs write it (µs, ``Z``)."""
+    if moment is None:
+        moment = _dt.datetime.now(_dt.timezone.utc)
+    return moment.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _fmt(value: float) -> str:
@@ -192,7 +194,7 @@ class Broker:
         if abs(new) < 1e-12:
             del book.positions[symbol]
         book.cash -= signed * price
-        now = iso_now()
+        now = iso_now(self._market.clock.now())
         order.update(
             status="filled",
             filled_qty=order["qty"],
@@ -280,10 +282,9 @@ class Broker:
             "options_trading_level": 2,
         }
 
-    @staticmethod
-    def clock() -> dict[str, Any]:
-        """``GET /v2/clock``: the emulated market is always open."""
-        now = _dt.datetime.now(_NEW_YORK)
+    def clock(self) -> dict[str, Any]:
+        """``GET /v2/clock`` at the emulator clock's now: the emulated market is always open."""
+        now = self._market.clock.now().astimezone(_NEW_YORK)
         close = now.replace(hour=16, minute=0, second=0, microsecond=0)
         if close <= now:
             close += _dt.timedelta(days=1)
@@ -363,7 +364,7 @@ class Broker:
             qty = round(notional / price, 9)
         if side == "buy" and qty * (limit or price) > book.cash + 1e-9:
             raise RestError(403, "insufficient buying power", 40310000)
-        now = iso_now()
+        now = iso_now(self._market.clock.now())
         asset_class = asset_class_of(symbol)
         order: dict[str, Any] = {
             "id": str(uuid.uuid4()),
@@ -417,7 +418,7 @@ class Broker:
         return accepted
 
     def _cancel(self, book: _Book, order: dict[str, Any]) -> None:
-        now = iso_now()
+        now = iso_now(self._market.clock.now())
         order.update(status="canceled", canceled_at=now, updated_at=now)
         self._resting.get(order["symbol"], {}).pop(order["id"], None)
         self._update(book, order, "canceled")

@@ -1,12 +1,14 @@
-"""The WebSocket side of every connection: handshake, writer, auth timeout, cleanup.
+"""The WebSocket side of every connection: handshake, writer, keepalive, auth timeout, cleanup.
 
 :class:`Connections` turns HTTP upgrades into sessions and back: it refuses
 handshakes (unknown path, :meth:`~alpaca_di.emulator.AlpacaEmulator.refuse_handshake`),
 runs the one writer task per session that drains its queue (counting each frame
 before it is written, so a client never sees data the counters lack), swallows
-pongs when a fault says so, closes sessions that never authenticate, and on the
-way out releases the connection slot -- at once after a clean close, or after
-``slot_hold_seconds`` after a drop, like Alpaca's reaping.
+pongs when a fault says so, closes sessions that never authenticate, pings
+clients like Alpaca does and drops those that stop answering (only with
+``ping_interval``; off by default), and on the way out releases the connection
+slot -- at once after a clean close or a keepalive drop, or ``slot_hold_seconds``
+after any other drop, like Alpaca's reaping.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ _log = structlog.get_logger("alpaca_di.emulator")
 
 
 class Connections(EmulatorCore):
-    """Handshakes, per-session writers, auth timeouts and slot release."""
+    """Handshakes, per-session writers, keepalive, auth timeouts and slot release."""
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
@@ -52,13 +54,21 @@ class Connections(EmulatorCore):
                 return connection.respond(status, text)
         return None
 
-    def _install_pong_filter(self, sess: Session) -> None:
+    def _install_frame_hook(self, sess: Session) -> None:
+        """Swallow pongs when a fault says so; settle a client-closed session at its close reply.
+
+        The reply to a client's close frame is the moment the client learns the
+        connection is over, so the counters and the slot are settled before it goes
+        out: a client that closes and reconnects at once never meets its own slot.
+        """
         protocol = sess.ws.protocol
         original = protocol.send_frame
 
         def send_frame(frame: Frame) -> None:
             if frame.opcode is Opcode.PONG and sess.pongs_stopped:
                 return
+            if frame.opcode is Opcode.CLOSE and protocol.close_rcvd is not None:
+                self._settle(sess)
             original(frame)
 
         protocol.send_frame = send_frame  # type: ignore[method-assign]
@@ -96,6 +106,49 @@ class Connections(EmulatorCore):
             _log.exception("emulator writer failed", path=sess.path)
             sess.ws.transport.abort()
 
+    async def _keepalive(self, sess: Session) -> None:
+        """Ping every ``ping_interval``; drop the client if no pong comes in ``ping_timeout``."""
+        wake = sess.keepalive_wake
+        while not sess.closing:
+            wake.clear()
+            interval, timeout = self._ping_interval, self._ping_timeout
+            if interval is None:
+                await wake.wait()
+                continue
+            try:
+                await asyncio.wait_for(wake.wait(), interval)
+                continue  # the settings changed: start over with the new ones
+            except asyncio.TimeoutError:
+                pass
+            try:
+                async with asyncio.timeout(timeout):
+                    pong = await sess.ws.ping()
+                    await pong
+            except asyncio.TimeoutError:
+                self._reap(sess, timeout)
+                return
+            except ConnectionClosed:
+                return
+            except Exception:  # pragma: no cover - defensive: a dead pinger must say so
+                _log.exception("emulator keepalive failed", path=sess.path)
+                return
+
+    def _reap(self, sess: Session, timeout: float) -> None:
+        if sess.closing:
+            return
+        _log.info(
+            "emulator dropped a client that stopped answering pings",
+            path=sess.path, key_id=sess.key_id, timeout=timeout,
+        )
+        with self._cond:
+            sess.cell.keepalive_drops += 1
+        sess.reaped = True
+        sess.closing = True
+        sess.out.clear()
+        # no close frame: the client is not reading; like a server reaping a dead peer
+        sess.ws.transport.abort()
+        self._changed()
+
     def _auth_timed_out(self, sess: Session) -> None:
         sess.timer = None
         if sess.authenticated or sess.closing:
@@ -117,6 +170,14 @@ class Connections(EmulatorCore):
             task.cancel()
         await asyncio.gather(*sess.tasks, return_exceptions=True)
         self._sessions[sess.path].discard(sess)
+        self._settle(sess)
+
+    def _settle(self, sess: Session) -> None:
+        """Count the session closed, once: counters, subscription snapshot, its slot."""
+        if sess.settled:
+            return
+        sess.settled = True
+        sess.closing = True
         clean = sess.ws.protocol.close_rcvd is not None
         cell = sess.cell
         with self._cond:
@@ -129,7 +190,7 @@ class Connections(EmulatorCore):
             self._publish_subs(sess.key_id, sess.path)
         if sess.slot:
             sess.slot = False
-            if clean or self._slot_hold <= 0 or self._stopping:
+            if clean or sess.reaped or self._slot_hold <= 0 or self._stopping:
                 self._release_slot(cell)
             else:
                 loop = asyncio.get_running_loop()

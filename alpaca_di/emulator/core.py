@@ -26,7 +26,9 @@ from typing import Any, TypeVar
 import structlog
 
 from alpaca_di.emulator.accounts import CounterCell, EmulatedAccount
+from alpaca_di.emulator.bars import BarHistory
 from alpaca_di.emulator.broker import Broker
+from alpaca_di.emulator.clock import EmulatorClock
 from alpaca_di.emulator.market import SyntheticMarket
 from alpaca_di.emulator.rest import RestApi
 from alpaca_di.emulator.session import (
@@ -54,6 +56,8 @@ class EmulatorCore:
     _connection_limit: int
     _trading_limit: int
     _slot_hold: float
+    _ping_interval: float | None
+    _ping_timeout: float
     _batch: int
     _sequence: bool
 
@@ -63,7 +67,9 @@ class EmulatorCore:
     _subs_snapshot: dict[tuple[str, str], dict[str, frozenset[str]]]
     _stats: dict[str, int]
 
+    _clock: EmulatorClock
     _market: SyntheticMarket
+    _history: BarHistory
     _broker: Broker
     _rest_api: RestApi
 
@@ -74,7 +80,9 @@ class EmulatorCore:
     _pong_rules: set[Rule]
     _read_rules: set[Rule]
     _hold_timers: dict[asyncio.TimerHandle, CounterCell]
+    _connection_count: int
     _async_waiters: list[asyncio.Future[None]]
+    _news_wake: asyncio.Event | None  # wakes the news ticker (its pace follows rate)
 
     _loop: asyncio.AbstractEventLoop | None
     _loop_thread_id: int | None
@@ -171,9 +179,16 @@ class EmulatorCore:
     def _authorize_rest(self, key_id: str, secret: str) -> bool:
         return self._check_credentials(key_id, secret) is not False
 
-    def _count_rest(self) -> None:
+    def _plan_of(self, key_id: str) -> frozenset[str] | None:
+        with self._cond:
+            account = self._accounts.get(key_id)
+        return None if account is None else account.feeds
+
+    def _count_rest(self, api: str) -> None:
         with self._cond:
             self._stats["rest"] += 1
+            if api == "data":
+                self._stats["market_data"] += 1
 
     # ------------------------------------------------------------------ sessions
 

@@ -47,8 +47,7 @@ _SYNTH_TYPE: Mapping[str, str] = {
     "statuses": "s",
     "lulds": "l",
     "orderbooks": "o",
-    "news": "n",
-}
+}  # news is not per connection: one ticker paces it (alpaca_di.emulator.news)
 
 
 class DataStreams(EmulatorCore):
@@ -66,6 +65,8 @@ class DataStreams(EmulatorCore):
 
         def run() -> None:
             self._rate = float(value)
+            if self._news_wake is not None:
+                self._news_wake.set()  # the default news pace follows the rate
             for group in self._sessions.values():
                 for sess in group:
                     sess.synth_wake.set()
@@ -86,6 +87,10 @@ class DataStreams(EmulatorCore):
         an unknown ``T`` goes to every authenticated session. Up to ``batch_size``
         points share a frame. Returns the number of (connection, message) deliveries.
 
+        Bars (``b``, ``u``, ``d``), quotes and trades are also recorded, whoever
+        subscribed: the market-data REST API (historical bars, latest quote, trade
+        and bar) answers from them.
+
         Example::
 
             emu.publish("/v2/iex", [
@@ -101,6 +106,13 @@ class DataStreams(EmulatorCore):
         return self._call(lambda: self._publish(spec, normalized, key_id))
 
     def _publish(self, spec: FeedSpec, messages: list[dict[str, Any]], key_id: str | None) -> int:
+        history = self._history
+        for msg in messages:
+            history.record(spec.kind, msg)
+        return self._deliver(spec, messages, key_id)
+
+    def _deliver(self, spec: FeedSpec, messages: list[dict[str, Any]], key_id: str | None) -> int:
+        """Route messages to the sessions of ``spec`` that subscribed; returns deliveries."""
         sessions = [
             s for s in self._sessions[spec.path]
             if s.authenticated and not s.closing and not s.muted
@@ -293,7 +305,7 @@ class DataStreams(EmulatorCore):
                 continue
             names: dict[str, None] = {}
             for symbol in symbols:
-                if symbol == "*" and type_code != "n":
+                if symbol == "*":
                     names.update(dict.fromkeys(universe))
                 else:
                     names[symbol] = None
@@ -312,6 +324,7 @@ class DataStreams(EmulatorCore):
         assert spec is not None
         loop = asyncio.get_running_loop()
         market, kind, batch = self._market, spec.kind, self._batch
+        note_latest = self._history.note_latest
         seq = sess.seq if self._sequence else None
         credit, last, index = 0.0, loop.time(), 0
         while not sess.closing:
@@ -344,6 +357,10 @@ class DataStreams(EmulatorCore):
                         elif type_code == "q":
                             point["bs"] = number
                     points.append(point)
+                # points cycle through the pairs: the last npairs hold each pair's latest
+                for point in points[-npairs:]:
+                    if point["T"] == "q" or point["T"] == "t":
+                        note_latest(kind, point["T"], point["S"], point)  # REST "latest"
                 payload = encode_msgpack(points) if sess.msgpack else encode_json(points)
                 self._enqueue(sess, payload, size)
                 if len(sess.out) >= HIGH_WATER:

@@ -1,4 +1,4 @@
-"""Fault knobs: rejected auth, refused handshakes, REST failures, drops, mutes, pauses.
+"""Fault knobs: rejected auth, refused handshakes, REST failures, drops, mutes, keepalive.
 
 Every knob of :class:`Faults` is thread-safe (it runs on the emulator's loop) and
 filters by path and key where that makes sense. Rules that outlive one call
@@ -12,10 +12,30 @@ cleared or :meth:`Faults.reset_faults`::
 
 from __future__ import annotations
 
-from alpaca_di.emulator.core import EmulatorCore, Rule
-from alpaca_di.emulator.session import resolve_path
+import math
 
-__all__ = ["Faults"]
+from alpaca_di.emulator.core import EmulatorCore, Rule
+from alpaca_di.emulator.session import Session, resolve_path
+
+__all__ = ["Faults", "check_keepalive"]
+
+
+def check_keepalive(
+    ping_interval: float | None, ping_timeout: float | None
+) -> tuple[float | None, float]:
+    """Validated ``(ping_interval, ping_timeout)``; the timeout defaults to the interval.
+
+    Raises:
+        ValueError: for a non-positive or non-finite interval or timeout.
+    """
+    for name, value in (("ping_interval", ping_interval), ("ping_timeout", ping_timeout)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, float))
+            or not math.isfinite(value) or value <= 0
+        ):
+            raise ValueError(f"{name} must be a number of seconds > 0 or None, got {value!r}")
+    timeout = ping_timeout if ping_timeout is not None else ping_interval
+    return (None if ping_interval is None else float(ping_interval)), float(timeout or 0.0)
 
 
 class Faults(EmulatorCore):
@@ -70,8 +90,63 @@ class Faults(EmulatorCore):
             raise ValueError(f"times must be >= 1, got {times}")
         self._call(lambda: self._rest_api.fail_next(status, message, times, code))
 
+    def throttle_history(self, times: int | None = 1, *, retry_after: float = 1.0) -> None:
+        """Answer the next ``times`` market-data REST calls with ``429`` and ``Retry-After``.
+
+        Covers every market-data endpoint (bars, latest quote/trade/bar);
+        ``times=None`` throttles until :meth:`reset_faults`. The body is Alpaca's
+        ``{"code": 42910000, "message": "too many requests."}``. Note that alpaca-py's
+        REST clients retry a 429 by themselves (3 times, 3 s apart, by default).
+
+        Example::
+
+            emu.throttle_history(2, retry_after=0.5)     # the third bars call succeeds
+        """
+        self._check_times(times)
+        if not retry_after >= 0:
+            raise ValueError(f"retry_after must be >= 0 seconds, got {retry_after!r}")
+        self._call(
+            lambda: self._rest_api.fail_next(
+                429, "too many requests.", times, 42910000, api="data", retry_after=retry_after
+            )
+        )
+
+    def fail_history(
+        self, status: int = 500, *, times: int | None = 1, refuse: bool = False
+    ) -> None:
+        """Make the next ``times`` market-data REST calls fail: ``status`` (5xx), or no answer.
+
+        ``refuse=True`` drops the TCP connection without an answer instead (the
+        client sees a connection error); ``times=None`` fails until
+        :meth:`reset_faults`. Trading REST calls are not affected.
+
+        Example::
+
+            emu.fail_history(503, times=None)      # every backfill attempt fails
+            emu.fail_history(refuse=True)          # the next one gets a dropped connection
+        """
+        self._check_times(times)
+        if not 400 <= status <= 599:
+            raise ValueError(f"status must be an HTTP error status (400..599), got {status}")
+        message = "connection refused" if refuse else "internal server error"
+        self._call(
+            lambda: self._rest_api.fail_next(
+                status, message, times, None, api="data", refuse=refuse
+            )
+        )
+
+    @staticmethod
+    def _check_times(times: int | None) -> None:
+        if times is not None and (isinstance(times, bool) or not isinstance(times, int)
+                                  or times < 1):
+            raise ValueError(f"times must be an integer >= 1 or None, got {times!r}")
+
     def reset_faults(self) -> None:
-        """Forget auth rejections, handshake refusals, REST failures, mutes, pongs, read pauses."""
+        """Forget every fault rule and go back to normal.
+
+        That is auth rejections, handshake refusals, REST failures and throttles,
+        mutes, stopped pongs and read pauses.
+        """
 
         def run() -> None:
             self._reject_rules.clear()
@@ -108,15 +183,70 @@ class Faults(EmulatorCore):
         def run() -> int:
             sessions = self._matching(resolved, key_id)
             for sess in sessions:
-                sess.out.clear()
-                if close_frame:
-                    self._close(sess, code, reason)
-                else:
-                    sess.closing = True
-                    sess.ws.transport.abort()
+                self._drop(sess, close_frame, code, reason)
             return len(sessions)
 
         return self._call(run)
+
+    def drop_connection(
+        self, connection_id: int, *, close_frame: bool = True, code: int = 1000, reason: str = ""
+    ) -> bool:
+        """Close one open connection, picked by its :attr:`ConnectionInfo.id`; False if gone.
+
+        The same as :meth:`drop_connections` for a single connection, when several
+        share a path and key (``connection_limit`` > 1) or before authentication.
+
+        Example::
+
+            newest = max(emu.connections("/v2/iex"), key=lambda c: c.id)
+            emu.drop_connection(newest.id, close_frame=False)
+        """
+
+        def run() -> bool:
+            for group in self._sessions.values():
+                for sess in group:
+                    if sess.id == connection_id and not sess.closing:
+                        self._drop(sess, close_frame, code, reason)
+                        return True
+            return False
+
+        return self._call(run)
+
+    def _drop(self, sess: Session, close_frame: bool, code: int, reason: str) -> None:
+        sess.out.clear()
+        if close_frame:
+            self._close(sess, code, reason)
+        else:
+            sess.closing = True
+            sess.ws.transport.abort()
+
+    def set_keepalive(
+        self, ping_interval: float | None, ping_timeout: float | None = None
+    ) -> None:
+        """Ping every connection each ``ping_interval`` s; drop those silent past ``ping_timeout``.
+
+        Like Alpaca, which reaps clients that stop answering its pings: a dropped
+        client's slot is freed at once (``slot_hold_seconds`` does not apply),
+        :attr:`EndpointCounters.keepalive_drops` counts it and the TCP connection
+        is aborted (no close frame: the client is not reading). Applies to current
+        and future connections; ``ping_interval=None`` stops pinging (the default).
+        ``ping_timeout`` defaults to ``ping_interval``.
+
+        Example::
+
+            emu.set_keepalive(0.2, ping_timeout=0.5)
+            os.kill(client_pid, signal.SIGSTOP)      # a frozen client...
+            emu.wait_until(lambda: emu.counters("PK", "/v2/iex").keepalive_drops == 1, 10)
+        """
+        interval, timeout = check_keepalive(ping_interval, ping_timeout)
+
+        def run() -> None:
+            self._ping_interval, self._ping_timeout = interval, timeout
+            for group in self._sessions.values():
+                for sess in group:
+                    sess.keepalive_wake.set()
+
+        self._call(run)
 
     def slow_client(self, path: str | None = None, *, key_id: str | None = None) -> int:
         """Send ``407 slow client`` to the matching authenticated data sessions, then close them.

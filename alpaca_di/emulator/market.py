@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import random
-import time
 from collections.abc import Callable
 from typing import Any
 
 import msgpack
+
+from alpaca_di.emulator.clock import EmulatorClock
 
 __all__ = [
     "CRYPTO_UNIVERSE",
@@ -91,7 +92,8 @@ class SyntheticMarket:
         trade["p"]          # close to 100.0
     """
 
-    def __init__(self, seed: int | None = None) -> None:
+    def __init__(self, seed: int | None = None, clock: EmulatorClock | None = None) -> None:
+        self.clock = clock if clock is not None else EmulatorClock()  # stamps every message
         self._rng = random.Random(seed)
         self._prices: dict[str, float] = {
             **STOCK_UNIVERSE,
@@ -130,6 +132,10 @@ class SyntheticMarket:
             return tuple(_TEST_UNIVERSE)
         return tuple(STOCK_UNIVERSE)
 
+    def pick(self, symbols: tuple[str, ...]) -> str:
+        """One of ``symbols``, drawn from the market's seeded random generator."""
+        return self._rng.choice(symbols)
+
     def is_known(self, symbol: str) -> bool:
         """True for the default universe and every symbol given a price with :meth:`set_price`."""
         return symbol in self._known
@@ -159,10 +165,9 @@ class SyntheticMarket:
             self.on_price(symbol, new)
         return new
 
-    @staticmethod
-    def now() -> msgpack.Timestamp:
-        """The current wall-clock time as a msgpack Timestamp."""
-        return msgpack.Timestamp.from_unix_nano(time.time_ns())
+    def now(self) -> msgpack.Timestamp:
+        """The emulator clock's now as a msgpack Timestamp."""
+        return msgpack.Timestamp.from_unix_nano(self.clock.now_ns())
 
     # -- message builders -----------------------------------------------------------------------
 
@@ -231,6 +236,34 @@ class SyntheticMarket:
             "n": self._rng.randint(1, 500), "vw": round((open_ + high + low + close) / 4, 4),
         }
         return bar
+
+    def closed_bar(
+        self, type_code: str, symbol: str, kind: str, start: msgpack.Timestamp, ticks: int = 8
+    ) -> dict[str, Any]:
+        """A bar (``b`` minute, ``d`` daily) that opened at ``start`` and just closed.
+
+        The symbol's price walks ``ticks`` steps: the bar opens at the price before
+        them, closes at the price after them, and its high and low are the walk's
+        extremes, so consecutive bars join up and fills see the same prices.
+
+        Example::
+
+            bar = market.closed_bar("b", "AAPL", "stock", msgpack.Timestamp(1704205800, 0))
+            bar["o"], bar["c"]       # the close is AAPL's price now
+        """
+        open_ = self.price(symbol)
+        path = [open_] + [self.step(symbol) for _ in range(ticks)]
+        close = path[-1]
+        volume: float
+        if kind == "crypto":
+            volume = round(self._rng.uniform(0.01, 50.0), 6)
+        else:
+            volume = self._rng.randint(100, 100_000) * (10 if type_code == "d" else 1)
+        return {
+            "T": type_code, "S": symbol, "o": open_, "h": max(path), "l": min(path), "c": close,
+            "v": volume, "t": start, "n": self._rng.randint(1, 500),
+            "vw": round(sum(path) / len(path), 4),
+        }
 
     def _status(self, symbol: str, kind: str, ts: msgpack.Timestamp) -> dict[str, Any]:
         return {

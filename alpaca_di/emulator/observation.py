@@ -1,8 +1,11 @@
-"""What a test reads: counters, server-side subscriptions, sequence numbers, waiting.
+"""What a test reads: counters, connections, subscriptions, sequence numbers, waiting.
 
-Every reading of :class:`Observation` is an immutable snapshot.
-:meth:`Observation.wait_until` (and its async twin :meth:`Observation.until`)
-re-evaluate a predicate at every emulator state change, so tests never sleep-poll::
+Every reading of :class:`Observation` is an immutable snapshot (plain dataclasses:
+``dataclasses.asdict`` works on them). :meth:`Observation.snapshot` gathers them
+as JSON, which the REST port also serves at ``GET /_emulator/counters`` for
+anyone outside the process. :meth:`Observation.wait_until` (and its async twin
+:meth:`Observation.until`) re-evaluate a predicate at every emulator state
+change, so tests never sleep-poll::
 
     emu.wait_until(lambda: emu.counters("PK", "/v2/iex").open == 1, 5)
 """
@@ -10,15 +13,23 @@ re-evaluate a predicate at every emulator state change, so tests never sleep-pol
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable
+from typing import Any
 
-from alpaca_di.emulator.accounts import EmulatorStats, EndpointCounters
+from alpaca_di.emulator.accounts import ConnectionInfo, EmulatorStats, EndpointCounters
 from alpaca_di.emulator.core import EmulatorCore
 from alpaca_di.emulator.session import resolve_path
 from alpaca_di.emulator.wire import FEEDS, TYPE_TO_CHANNEL
 
 __all__ = ["Observation"]
+
+
+def _peer(address: object) -> tuple[str, int]:
+    if isinstance(address, tuple) and len(address) >= 2:
+        return str(address[0]), int(address[1])
+    return ("", 0)
 
 
 class Observation(EmulatorCore):
@@ -36,6 +47,39 @@ class Observation(EmulatorCore):
         with self._cond:
             cell = self._cells.get((key_id, resolved))
             return cell.snapshot() if cell is not None else EndpointCounters(key_id, resolved)
+
+    def all_counters(self) -> list[EndpointCounters]:
+        """Snapshots of every ``(key_id, path)`` the emulator has seen, sorted by path and key.
+
+        Sessions that never authenticated are counted under ``key_id=""``.
+
+        Example::
+
+            sum(c.messages_sent for c in emu.all_counters())
+        """
+        with self._cond:
+            cells = sorted(self._cells.values(), key=lambda c: (c.path, c.key_id))
+            return [cell.snapshot() for cell in cells]
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything the emulator counts, as JSON-ready data (what ``/_emulator/counters`` serves).
+
+        ``{"clock": ISO time, "stats": {...}, "counters": [{key_id, path, ...}, ...],
+        "connections": [{id, path, key_id, authenticated, peer}, ...]}``: the fields
+        of :class:`EmulatorStats`, :class:`EndpointCounters` and :class:`ConnectionInfo`
+        (JSON turns the ``rejections`` codes into strings). No secret is in it.
+
+        Example::
+
+            json.dumps(emu.snapshot())
+            # or, from outside: curl http://127.0.0.1:RESTPORT/_emulator/counters
+        """
+        return {
+            "clock": self._clock.now().isoformat().replace("+00:00", "Z"),
+            "stats": dataclasses.asdict(self.stats()),
+            "counters": [dataclasses.asdict(c) for c in self.all_counters()],
+            "connections": [dataclasses.asdict(c) for c in self.connections()],
+        }
 
     def subscriptions(self, key_id: str, path: str) -> dict[str, frozenset[str]]:
         """The server-side subscription state of the key's open sessions on a data path.
@@ -85,14 +129,38 @@ class Observation(EmulatorCore):
 
         return self._call(run)
 
+    def connections(
+        self, path: str | None = None, *, key_id: str | None = None
+    ) -> list[ConnectionInfo]:
+        """The open WebSocket connections (filtered by path and key), oldest first.
+
+        Example::
+
+            [c.id for c in emu.connections("/v2/iex", key_id="PKTEST")]
+        """
+        resolved = None if path is None else resolve_path(path)
+
+        def run() -> list[ConnectionInfo]:
+            found = [
+                ConnectionInfo(
+                    id=s.id, path=s.path, key_id=s.key_id, authenticated=s.authenticated,
+                    peer=_peer(s.ws.remote_address),
+                )
+                for s in self._matching(resolved, key_id)
+            ]
+            return sorted(found, key=lambda c: c.id)
+
+        return self._call(run)
+
     def stats(self) -> EmulatorStats:
-        """Server-wide figures (handshakes, refused handshakes, open connections, REST calls)."""
+        """Server-wide figures: handshakes (refused too), open connections, REST calls."""
         with self._cond:
             return EmulatorStats(
                 handshakes=self._stats["handshakes"],
                 refused_handshakes=self._stats["refused_handshakes"],
                 open_connections=self._stats["open"],
                 rest_requests=self._stats["rest"],
+                market_data_requests=self._stats["market_data"],
             )
 
     def wait_until(

@@ -1,9 +1,11 @@
-"""A tiny asyncio HTTP/1.1 server for the emulator's trading REST API.
+"""A tiny asyncio HTTP/1.1 server for the emulator's REST APIs.
 
 Enough of ``https://paper-api.alpaca.markets/v2`` for alpaca-py's ``TradingClient``
-(``url_override=emu.api_url``): account, clock, assets, orders and positions.
-Keep-alive is supported (``requests`` pools connections). Routing and auth live
-in :class:`RestApi`; the socket side in :class:`RestServer`::
+(``url_override=emu.api_url``): account, clock, assets, orders and positions; and,
+through a :class:`DataRoutes` object (:class:`~alpaca_di.emulator.market_data.MarketDataApi`),
+the market-data API on the same port. Keep-alive is supported (``requests`` pools
+connections). Routing, auth and injected failures live in :class:`RestApi`; the
+socket side in :class:`RestServer`::
 
     api = RestApi(broker, authorize=lambda key, secret: True)
     server = RestServer(api.handle)
@@ -16,21 +18,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import structlog
 
 from alpaca_di.emulator.broker import Broker, RestError
 
-__all__ = ["HttpRequest", "RestApi", "RestServer"]
+__all__ = ["COUNTERS_PATH", "DataRoutes", "HttpRequest", "Reply", "RestApi", "RestServer"]
 
 _log = structlog.get_logger(__name__)
 _MAX_BODY = 1 << 22
+
+COUNTERS_PATH = "/_emulator/counters"
+"""Where the REST port serves the emulator's counters as JSON (no key needed)."""
 
 
 @dataclass(frozen=True)
@@ -44,56 +48,153 @@ class HttpRequest:
     body: bytes
 
 
-Handler = Callable[[HttpRequest], "tuple[int, Any]"]
+@dataclass(frozen=True)
+class Reply:
+    """One HTTP answer: ``status``, a JSON ``body`` (or ``None``) and extra ``headers``.
+
+    ``refuse=True`` answers nothing: the server drops the TCP connection instead.
+    """
+
+    status: int
+    body: Any = None
+    headers: tuple[tuple[str, str], ...] = ()
+    refuse: bool = False
+
+
+Handler = Callable[[HttpRequest], Reply]
+
+
+class DataRoutes(Protocol):
+    """The market-data side of the REST API (see :mod:`alpaca_di.emulator.market_data`)."""
+
+    def serves(self, path: str) -> bool:
+        """True for a path this API answers."""
+
+    def needs_key(self, path: str) -> bool:
+        """True when the path needs a key pair (crypto data does not)."""
+
+    def handle(self, key_id: str | None, request: HttpRequest) -> tuple[int, Any]:
+        """Serve one request; raise :class:`RestError` for an Alpaca-shaped error."""
+
+
+class _Failure:
+    __slots__ = ("api", "error", "refuse", "remaining", "retry_after")
+
+    def __init__(
+        self,
+        error: RestError,
+        remaining: int | None,
+        api: str | None,
+        retry_after: float | None,
+        refuse: bool,
+    ) -> None:
+        self.error = error
+        self.remaining = remaining
+        self.api = api
+        self.retry_after = retry_after
+        self.refuse = refuse
+
+    def reply(self) -> Reply:
+        headers = () if self.retry_after is None else (("Retry-After", f"{self.retry_after:g}"),)
+        return Reply(self.error.status, self.error.body(), headers, self.refuse)
 
 
 class RestApi:
-    """Routes REST requests to the :class:`~alpaca_di.emulator.broker.Broker`.
+    """Routes REST requests to the :class:`~alpaca_di.emulator.broker.Broker` or the data API.
 
-    ``authorize(key_id, secret)`` decides whether a key pair may call the API.
-    :meth:`fail_next` queues injected failures (``AlpacaEmulator.fail_rest``).
+    ``authorize(key_id, secret)`` decides whether a key pair may call the API;
+    ``on_request(api)`` is told of every request (``api`` is ``"trading"`` or
+    ``"data"``); ``counters()`` answers ``GET /_emulator/counters``. :meth:`fail_next`
+    queues injected failures
+    (``AlpacaEmulator.fail_rest``, ``throttle_history``, ``fail_history``).
     """
 
     def __init__(
         self,
         broker: Broker,
         authorize: Callable[[str, str], bool],
-        on_request: Callable[[], None] | None = None,
+        on_request: Callable[[str], None] | None = None,
+        data: DataRoutes | None = None,
+        counters: Callable[[], Any] | None = None,
     ) -> None:
         self._broker = broker
+        self._counters = counters
         self._authorize = authorize
         self._on_request = on_request
-        self._failures: deque[list[Any]] = deque()
+        self._data = data
+        self._failures: list[_Failure] = []
 
-    def fail_next(self, status: int, message: str, times: int, code: int | None) -> None:
-        """Make the next ``times`` requests fail with ``status`` and an Alpaca error body."""
-        self._failures.append([RestError(status, message, code), times])
+    def fail_next(
+        self,
+        status: int,
+        message: str,
+        times: int | None,
+        code: int | None,
+        *,
+        api: str | None = None,
+        retry_after: float | None = None,
+        refuse: bool = False,
+    ) -> None:
+        """Make the next ``times`` requests (of ``api``, or any) fail with an Alpaca error body.
+
+        ``times=None`` fails until :meth:`clear_failures`; ``retry_after`` adds a
+        ``Retry-After`` header; ``refuse`` drops the connection without an answer.
+        """
+        self._failures.append(
+            _Failure(RestError(status, message, code), times, api, retry_after, refuse)
+        )
 
     def clear_failures(self) -> None:
         """Forget every queued failure."""
         self._failures.clear()
 
-    def handle(self, request: HttpRequest) -> tuple[int, Any]:
-        """Serve one request; returns ``(status, json_body_or_None)``."""
+    def _take_failure(self, api: str) -> Reply | None:
+        for failure in self._failures:
+            if failure.api in (None, api):
+                if failure.remaining is not None:
+                    failure.remaining -= 1
+                    if failure.remaining <= 0:
+                        self._failures.remove(failure)
+                return failure.reply()
+        return None
+
+    def handle(self, request: HttpRequest) -> Reply:
+        """Serve one request."""
+        if request.path.startswith(COUNTERS_PATH) and self._counters is not None:
+            # the emulator's own window: no key, no injected failure, not counted
+            if request.path.rstrip("/") != COUNTERS_PATH or request.method != "GET":
+                return Reply(404, {"code": 40410000, "message": f"try GET {COUNTERS_PATH}"})
+            return Reply(200, self._counters())
+        data = self._data if self._data is not None and self._data.serves(request.path) else None
+        api = "trading" if data is None else "data"
         if self._on_request is not None:
-            self._on_request()
-        if self._failures:
-            failure = self._failures[0]
-            failure[1] -= 1
-            if failure[1] <= 0:
-                self._failures.popleft()
-            error: RestError = failure[0]
-            return error.status, error.body()
+            self._on_request(api)
+        failure = self._take_failure(api)
+        if failure is not None:
+            return failure
         key = request.headers.get("apca-api-key-id", "")
         secret = request.headers.get("apca-api-secret-key", "")
-        if not key or not secret:
-            return 401, {"code": 40110000, "message": "request is not authorized"}
-        if not self._authorize(key, secret):
-            return 403, {"code": 40310000, "message": "forbidden."}
         try:
-            return self._route(key, request)
+            if data is not None:
+                return Reply(*self._serve_data(data, key, secret, request))
+            if not key or not secret:
+                return Reply(401, {"code": 40110000, "message": "request is not authorized"})
+            if not self._authorize(key, secret):
+                return Reply(403, {"code": 40310000, "message": "forbidden."})
+            return Reply(*self._route(key, request))
         except RestError as exc:
-            return exc.status, exc.body()
+            return Reply(exc.status, exc.body())
+
+    def _serve_data(
+        self, data: DataRoutes, key: str, secret: str, request: HttpRequest
+    ) -> tuple[int, Any]:
+        if key or secret:
+            if not (key and secret and self._authorize(key, secret)):
+                raise RestError(401, "unauthorized.", 40110000)
+            return data.handle(key, request)
+        if data.needs_key(request.path):
+            raise RestError(401, "unauthorized.", 40110000)
+        return data.handle(None, request)
 
     def _route(self, key: str, request: HttpRequest) -> tuple[int, Any]:
         method, path, broker = request.method, request.path, self._broker
@@ -190,7 +291,7 @@ class RestServer:
         try:
             method, target, version = line.decode("latin-1").split()
         except ValueError:
-            self._write(writer, 400, {"code": 40000000, "message": "bad request line"}, False)
+            self._write(writer, 400, {"code": 40000000, "message": "bad request line"}, False, ())
             return False
         headers: dict[str, str] = {}
         while True:
@@ -204,7 +305,7 @@ class RestServer:
         else:
             length = int(headers.get("content-length", "0") or 0)
             if length > _MAX_BODY:
-                self._write(writer, 413, {"code": 41300000, "message": "body too large"}, False)
+                self._write(writer, 413, {"code": 41300000, "message": "body too large"}, False, ())
                 return False
             body = await reader.readexactly(length) if length else b""
         split = urlsplit(target)
@@ -215,9 +316,12 @@ class RestServer:
             headers=headers,
             body=body,
         )
-        status, payload = self._handler(request)
+        reply = self._handler(request)
+        if reply.refuse:
+            writer.transport.abort()
+            return False
         keep_alive = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
-        self._write(writer, status, payload, keep_alive)
+        self._write(writer, reply.status, reply.body, keep_alive, reply.headers)
         await writer.drain()
         return keep_alive
 
@@ -238,7 +342,13 @@ class RestServer:
             await reader.readline()
 
     @staticmethod
-    def _write(writer: asyncio.StreamWriter, status: int, payload: Any, keep_alive: bool) -> None:
+    def _write(
+        writer: asyncio.StreamWriter,
+        status: int,
+        payload: Any,
+        keep_alive: bool,
+        headers: tuple[tuple[str, str], ...],
+    ) -> None:
         try:
             reason = HTTPStatus(status).phrase
         except ValueError:
@@ -248,5 +358,6 @@ class RestServer:
         if status != 204:
             head.append("Content-Type: application/json; charset=UTF-8")
             head.append(f"Content-Length: {len(body)}")
+        head.extend(f"{name}: {value}" for name, value in headers)
         head.append("Connection: keep-alive" if keep_alive else "Connection: close")
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)

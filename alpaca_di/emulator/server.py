@@ -3,6 +3,8 @@
 The emulator is one class assembled from parts that each own one concern --
 :class:`~alpaca_di.emulator.connections.Connections` (WebSocket handshakes,
 writers, slots), :class:`~alpaca_di.emulator.data.DataStreams` (market data),
+:class:`~alpaca_di.emulator.history.History` (the clock and clock-paced bars),
+:class:`~alpaca_di.emulator.news.News` (the news ticker),
 :class:`~alpaca_di.emulator.trading.TradingStreams` (trading stream and broker),
 :class:`~alpaca_di.emulator.faults.Faults` (fault knobs) and
 :class:`~alpaca_di.emulator.observation.Observation` (counters, waits) -- over the
@@ -18,6 +20,7 @@ each connection to the data or trading protocol::
 from __future__ import annotations
 
 import asyncio
+import datetime as _dt
 import threading
 from collections.abc import Callable
 from types import TracebackType
@@ -26,13 +29,17 @@ import structlog
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from alpaca_di.emulator.bars import BarHistory
 from alpaca_di.emulator.broker import Broker
+from alpaca_di.emulator.clock import EmulatorClock
 from alpaca_di.emulator.connections import Connections
-from alpaca_di.emulator.data import DataStreams
-from alpaca_di.emulator.faults import Faults
+from alpaca_di.emulator.faults import Faults, check_keepalive
+from alpaca_di.emulator.history import History
 from alpaca_di.emulator.market import SyntheticMarket
+from alpaca_di.emulator.market_data import MarketDataApi
+from alpaca_di.emulator.news import News, check_news_per_minute
 from alpaca_di.emulator.observation import Observation
-from alpaca_di.emulator.rest import RestApi, RestServer
+from alpaca_di.emulator.rest import COUNTERS_PATH, RestApi, RestServer
 from alpaca_di.emulator.session import DATA_PATHS, TRADING_PATH, Session, resolve_path
 from alpaca_di.emulator.trading import TradingStreams
 from alpaca_di.emulator.wire import FEEDS
@@ -43,7 +50,7 @@ _log = structlog.get_logger("alpaca_di.emulator")
 _STOP_CLOSE_TIMEOUT = 0.25
 
 
-class AlpacaEmulator(Observation, Faults, TradingStreams, DataStreams, Connections):
+class AlpacaEmulator(Observation, Faults, TradingStreams, News, History, Connections):
     """A loopback Alpaca: market-data and trading WebSockets plus a small REST API.
 
     Args:
@@ -51,11 +58,22 @@ class AlpacaEmulator(Observation, Faults, TradingStreams, DataStreams, Connectio
         rest_port: REST port (0 = a free port).
         rate: synthetic data points per second per data connection (0 = none);
             sent only for subscribed (channel, symbol) pairs, batched in frames.
+            News is not paced by it: see ``news_per_minute``.
+        news_per_minute: synthetic headlines per minute of emulator time,
+            published once to every news subscriber of "*" or of the headline's
+            symbol. ``None`` (the default): 3 a minute while ``rate`` > 0, none
+            while it is 0; a number holds that pace whatever the rate. Settable
+            while running (:attr:`news_per_minute`).
         seed: seed of the synthetic market's random walk.
         connection_limit: authenticated sessions allowed per (key, data path).
         trading_connection_limit: the same for ``/stream`` (default: ``connection_limit``).
         slot_hold_seconds: after an unclean drop (no close frame from the client)
             the connection slot stays taken this long, like Alpaca's ~90 s reaping.
+        ping_interval: ping every connection this often (seconds) and drop those
+            that do not answer within ``ping_timeout``, freeing their slot at once:
+            how a frozen (SIGSTOP'd) client loses its connection. ``None`` (the
+            default) sends no pings; change it later with :meth:`set_keepalive`.
+        ping_timeout: seconds a pong may take (default: ``ping_interval``).
         auth_timeout: seconds to authenticate before ``404 auth timeout`` and close.
         trading_text_frames: send trading-stream JSON in text frames
             (default: binary frames, as Alpaca's paper server does).
@@ -67,7 +85,12 @@ class AlpacaEmulator(Observation, Faults, TradingStreams, DataStreams, Connectio
             too: trades carry it as their trade id ``"i"`` (``Trade.id``), quotes as
             their bid size ``"bs"`` (``Quote.bid_size``). Lets a test prove that a
             consumer saw every point, once and in order; read the emulator's side
-            with :meth:`sequences`.
+            with :meth:`sequences`. News headlines carry none (one ticker
+            publishes each headline to every subscriber).
+        clock: the emulator's clock (see :attr:`clock`): ``None`` follows the wall
+            clock; a datetime (naive = UTC) or ISO text starts a frozen clock there,
+            which moves only when the test sets or advances it; an
+            :class:`~alpaca_di.emulator.clock.EmulatorClock` is used as is.
 
     Example::
 
@@ -84,16 +107,20 @@ class AlpacaEmulator(Observation, Faults, TradingStreams, DataStreams, Connectio
         port: int = 0,
         rest_port: int = 0,
         rate: float = 0.0,
+        news_per_minute: float | None = None,
         seed: int | None = None,
         connection_limit: int = 1,
         trading_connection_limit: int | None = None,
         slot_hold_seconds: float = 0.0,
+        ping_interval: float | None = None,
+        ping_timeout: float | None = None,
         auth_timeout: float = 10.0,
         trading_text_frames: bool = False,
         compression: bool = True,
         batch_size: int = 100,
         starting_cash: float = 100_000.0,
         sequence: bool = False,
+        clock: EmulatorClock | _dt.datetime | str | None = None,
     ) -> None:
         if connection_limit < 1:
             raise ValueError(f"connection_limit must be >= 1, got {connection_limit}")
@@ -111,9 +138,12 @@ class AlpacaEmulator(Observation, Faults, TradingStreams, DataStreams, Connectio
         self._requested_port = port
         self._requested_rest_port = rest_port
         self._rate = float(rate)
+        self._news_per_minute = check_news_per_minute(news_per_minute)
+        self._news_wake = self._news_task = self._news_unlisten = None
         self._connection_limit = connection_limit
         self._trading_limit = trading_connection_limit or connection_limit
         self._slot_hold = float(slot_hold_seconds)
+        self._ping_interval, self._ping_timeout = check_keepalive(ping_interval, ping_timeout)
         self._auth_timeout = float(auth_timeout)
         self._trading_text = trading_text_frames
         self._compression = compression
@@ -124,12 +154,22 @@ class AlpacaEmulator(Observation, Faults, TradingStreams, DataStreams, Connectio
         self._accounts = {}
         self._cells = {}
         self._subs_snapshot = {}
-        self._stats = {"handshakes": 0, "refused_handshakes": 0, "open": 0, "rest": 0}
+        self._stats = {
+            "handshakes": 0, "refused_handshakes": 0, "open": 0, "rest": 0, "market_data": 0
+        }
 
-        self._market = SyntheticMarket(seed)
+        self._clock = clock if isinstance(clock, EmulatorClock) else EmulatorClock(clock)
+        self._market = SyntheticMarket(seed, self._clock)
+        self._history = BarHistory()
         self._broker = Broker(self._market, self._emit_trade_update, starting_cash=starting_cash)
         self._market.on_price = self._broker.on_price
-        self._rest_api = RestApi(self._broker, self._authorize_rest, self._count_rest)
+        self._rest_api = RestApi(
+            self._broker,
+            self._authorize_rest,
+            self._count_rest,
+            MarketDataApi(self._history, self._clock, self._plan_of),
+            self.snapshot,
+        )
 
         self._sessions = {p: set() for p in (*FEEDS, TRADING_PATH)}
         self._reject_rules = []
@@ -138,6 +178,7 @@ class AlpacaEmulator(Observation, Faults, TradingStreams, DataStreams, Connectio
         self._pong_rules = set()
         self._read_rules = set()
         self._hold_timers = {}
+        self._connection_count = 0
         self._async_waiters = []
 
         self._loop = None
@@ -311,6 +352,7 @@ class AlpacaEmulator(Observation, Faults, TradingStreams, DataStreams, Connectio
             self._port = int(self._server.sockets[0].getsockname()[1])
             self._rest = RestServer(self._rest_api.handle)
             self._rest_port = await self._rest.start(self._host, self._requested_rest_port)
+            self._start_news(loop)
         except BaseException:
             await self._astop()
             raise
@@ -320,6 +362,7 @@ class AlpacaEmulator(Observation, Faults, TradingStreams, DataStreams, Connectio
         if self._loop is None:
             return
         self._stopping = True
+        await self._stop_news()
         held, self._hold_timers = self._hold_timers, {}
         for timer, cell in held.items():
             # A stopped (or restarted) server forgets the slots it was holding.
@@ -393,8 +436,17 @@ class AlpacaEmulator(Observation, Faults, TradingStreams, DataStreams, Connectio
 
     @property
     def api_url(self) -> str:
-        """``http://127.0.0.1:RESTPORT``: pass as ``TradingClient(url_override=...)``."""
+        """``http://127.0.0.1:RESTPORT``: the trading and market-data REST APIs.
+
+        Pass it as ``url_override`` to alpaca-py's ``TradingClient`` and to its
+        historical data clients (``StockHistoricalDataClient`` ...).
+        """
         return f"http://{self._host}:{self.rest_port}"
+
+    @property
+    def counters_url(self) -> str:
+        """``http://127.0.0.1:RESTPORT/_emulator/counters``: :meth:`snapshot` as JSON (no key)."""
+        return self.api_url + COUNTERS_PATH
 
     def data_url(self, path: str) -> str:
         """The full WebSocket URL of a path or feed alias.
@@ -412,13 +464,14 @@ class AlpacaEmulator(Observation, Faults, TradingStreams, DataStreams, Connectio
         assert ws.request is not None
         path = ws.request.path.split("?", 1)[0]
         spec = FEEDS.get(path)
-        sess = Session(ws, path, spec, self._cell("", path))
+        self._connection_count += 1
+        sess = Session(ws, path, spec, self._cell("", path), self._connection_count)
         if spec is not None:
             content_type = ws.request.headers.get("Content-Type", "") or ""
             sess.msgpack = spec.msgpack_only or "application/msgpack" in content_type.lower()
         else:
             sess.text_frames = self._trading_text
-        self._install_pong_filter(sess)
+        self._install_frame_hook(sess)
         if any(sess.matches(p, k) for p, k in self._read_rules):
             sess.reading.clear()
         self._sessions[path].add(sess)
@@ -426,6 +479,7 @@ class AlpacaEmulator(Observation, Faults, TradingStreams, DataStreams, Connectio
             self._stats["open"] += 1
         loop = asyncio.get_running_loop()
         sess.tasks.append(loop.create_task(self._writer(sess)))
+        sess.tasks.append(loop.create_task(self._keepalive(sess)))
         sess.timer = loop.call_later(self._auth_timeout, self._auth_timed_out, sess)
         _log.debug("emulator connection opened", path=path, msgpack=sess.msgpack)
         try:

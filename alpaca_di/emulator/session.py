@@ -106,6 +106,8 @@ class Session:
         "cell",
         "closing",
         "drained",
+        "id",
+        "keepalive_wake",
         "key_id",
         "listening",
         "msgpack",
@@ -114,7 +116,9 @@ class Session:
         "path",
         "pongs_stopped",
         "reading",
+        "reaped",
         "seq",
+        "settled",
         "slot",
         "spec",
         "subs",
@@ -129,8 +133,14 @@ class Session:
     )
 
     def __init__(
-        self, ws: ServerConnection, path: str, spec: FeedSpec | None, cell: CounterCell
+        self,
+        ws: ServerConnection,
+        path: str,
+        spec: FeedSpec | None,
+        cell: CounterCell,
+        number: int = 0,
     ) -> None:
+        self.id = number  # the emulator's connection number, 1, 2, 3 ...
         self.ws = ws
         self.path = path
         self.spec = spec
@@ -138,6 +148,8 @@ class Session:
         self.key_id: str | None = None
         self.authenticated = False
         self.closing = False
+        self.reaped = False  # dropped by the server's keepalive: the slot is freed at once
+        self.settled = False  # counted closed (at the close reply, or at cleanup)
         self.muted = False
         self.pongs_stopped = False
         self.slot = False
@@ -159,6 +171,7 @@ class Session:
         self.synth_wake = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
         self.timer: asyncio.TimerHandle | None = None
+        self.keepalive_wake = asyncio.Event()  # set when the keepalive settings change
 
     def encode(self, obj: Any) -> bytes | str:
         if self.msgpack:

@@ -1,4 +1,4 @@
-"""The emulator knobs this suite added: sequence numbers, restart, pause_reading.
+"""The emulator knobs this suite added: sequence numbers, restart, pause_reading, keepalive.
 
 Driven by alpaca-py's wire format directly (a bare ``websockets`` client), so a
 defect in alpaca-di cannot hide a defect of the knobs the suite relies on.
@@ -6,6 +6,11 @@ defect in alpaca-di cannot hide a defect of the knobs the suite relies on.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -76,3 +81,45 @@ def test_pause_reading_holds_client_messages_in_order() -> None:
         second = msgpack.unpackb(ws.recv(WAIT))[0]
         assert first["quotes"] == ["AAPL"]
         assert second["quotes"] == ["AAPL", "MSFT"]
+
+
+_FROZEN_CLIENT = textwrap.dedent(
+    """
+    import sys
+    import msgpack
+    from websockets.sync.client import connect
+
+    url, key, secret = sys.argv[1:]
+    with connect(url, additional_headers={"Content-Type": "application/msgpack"}) as ws:
+        ws.recv(10)
+        ws.send(msgpack.packb({"action": "auth", "key": key, "secret": secret}))
+        ws.recv(10)
+        print("authenticated", flush=True)
+        while True:
+            ws.recv()
+    """
+)
+
+
+def test_keepalive_drops_a_sigstopped_client_and_frees_its_slot() -> None:
+    """A frozen process keeps its socket open but answers no ping: the server reaps it."""
+    with AlpacaEmulator(slot_hold_seconds=60.0, ping_interval=0.1, ping_timeout=1.0) as emulator:
+        client = subprocess.Popen(
+            [sys.executable, "-c", _FROZEN_CLIENT, emulator.data_url(IEX), KEY, SECRET],
+            stdout=subprocess.PIPE, text=True,
+        )
+        try:
+            assert client.stdout is not None
+            assert client.stdout.readline().strip() == "authenticated"
+            (conn,) = emulator.connections(IEX, key_id=KEY)
+            os.kill(client.pid, signal.SIGSTOP)
+            emulator.wait_until(lambda: emulator.counters(KEY, IEX).keepalive_drops == 1, WAIT)
+            emulator.wait_until(lambda: emulator.counters(KEY, IEX).open == 0, WAIT)
+            assert emulator.counters(KEY, IEX).slots_held == 0  # not held for 60 s
+            assert emulator.connections(IEX) == []
+            with _session(emulator):  # the key connects again at once (connection_limit=1)
+                (again,) = emulator.connections(IEX, key_id=KEY)
+                assert again.id > conn.id
+        finally:
+            client.kill()
+            client.wait(WAIT)

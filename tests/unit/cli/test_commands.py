@@ -9,6 +9,7 @@ import sys
 
 import msgpack
 import pytest
+import requests
 from websockets.asyncio.client import connect
 
 from alpaca_di.cli import commands as cli
@@ -46,6 +47,12 @@ def test_emulator_subcommand_prints_urls_serves_and_exits_0_on_sigterm() -> None
                 return data
 
         assert asyncio.run(client())[0]["S"] == "AAPL"
+        # its counters, from outside the process
+        body = requests.get(rest[1] + "/_emulator/counters", timeout=5).json()
+        (seen,) = [c for c in body["counters"] if c["key_id"] == "k"]
+        assert seen["connections_accepted"] == 1
+        assert seen["subscribe_messages"] == 1
+        assert seen["messages_sent"] >= 1
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     finally:

@@ -12,74 +12,16 @@ from typing import Any
 
 import msgpack
 import pytest
+from _emulator_support import IEX, KEY, SECRET, Raw
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
 
 from alpaca_di.emulator import AlpacaEmulator
 
-KEY, SECRET = "PKTEST0001", "secret-1"
-IEX = "/v2/iex"
 STOCK_ACK_KEYS = [
     "T", "trades", "quotes", "bars", "updatedBars", "dailyBars", "statuses", "lulds",
     "corrections", "cancelErrors",
 ]
-
-
-class Raw:
-    """A minimal Alpaca data-stream client over a raw websockets connection."""
-
-    def __init__(self, ws: ClientConnection, use_msgpack: bool) -> None:
-        self.ws = ws
-        self.msgpack = use_msgpack
-        self.frame: bytes | str | None = None
-
-    @classmethod
-    async def open(
-        cls,
-        emu: AlpacaEmulator,
-        path: str = IEX,
-        *,
-        use_msgpack: bool = True,
-        headers: dict[str, str] | None = None,
-        welcome: bool = True,
-    ) -> Raw:
-        extra = {"Content-Type": "application/msgpack"} if use_msgpack else {}
-        extra.update(headers or {})
-        ws = await connect(
-            emu.data_url(path), additional_headers=extra, ping_interval=None, close_timeout=1
-        )
-        raw = cls(ws, use_msgpack)
-        if welcome:
-            assert await raw.recv() == [{"T": "success", "msg": "connected"}]
-        return raw
-
-    async def recv(self) -> Any:
-        frame = await asyncio.wait_for(self.ws.recv(), 5)
-        self.frame = frame
-        if isinstance(frame, bytes):
-            return msgpack.unpackb(frame)
-        return json.loads(frame)
-
-    async def send(self, obj: Any) -> None:
-        await self.ws.send(msgpack.packb(obj) if self.msgpack else json.dumps(obj))
-
-    async def auth(self, key: str = KEY, secret: str = SECRET) -> Any:
-        await self.send({"action": "auth", "key": key, "secret": secret})
-        return await self.recv()
-
-    async def subscribe(self, action: str = "subscribe", **channels: list[str]) -> Any:
-        await self.send({"action": action, **channels})
-        return await self.recv()
-
-    async def expect_closed(self) -> ConnectionClosed:
-        while True:
-            try:
-                await asyncio.wait_for(self.ws.recv(), 5)
-            except ConnectionClosed as exc:
-                return exc
-
-    async def close(self) -> None:
-        await self.ws.close()
 
 
 def error(code: int, msg: str) -> list[dict[str, Any]]:
@@ -456,14 +398,16 @@ async def test_synthetic_wildcard_covers_default_universe() -> None:
             symbols.update(m["S"] for m in await raw.recv())
 
 
-async def test_rate_can_change_while_running_and_json_sessions_get_rfc3339(
+async def test_news_pace_can_change_while_running_and_json_sessions_get_rfc3339(
     emu: AlpacaEmulator,
 ) -> None:
+    emu.news_per_minute = 0
     raw = await Raw.open(emu, "/v1beta1/news", use_msgpack=False)
     await raw.auth()
     await raw.subscribe(news=["*"])
     assert emu.counters(KEY, "news").messages_sent == 0
-    emu.rate = 100
+    emu.rate = 100  # news has its own pace, not the market-data rate...
+    emu.news_per_minute = 6000  # ...which can change while running
     story = (await raw.recv())[0]
     assert isinstance(raw.frame, str)
     assert story["T"] == "n"
