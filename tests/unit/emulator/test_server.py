@@ -12,11 +12,12 @@ from typing import Any
 
 import msgpack
 import pytest
-from _emulator_support import IEX, KEY, SECRET, Raw
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
 
 from alpaca_di.emulator import AlpacaEmulator
+
+from ._emulator_support import IEX, KEY, SECRET, Raw
 
 STOCK_ACK_KEYS = [
     "T", "trades", "quotes", "bars", "updatedBars", "dailyBars", "statuses", "lulds",

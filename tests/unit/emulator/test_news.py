@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from _emulator_support import KEY, SECRET, Raw
 
 from alpaca_di.emulator import AlpacaEmulator
+
+from ._emulator_support import KEY, SECRET, Raw
 
 NEWS = "/v1beta1/news"
 T0 = dt.datetime(2024, 1, 2, 14, 30, tzinfo=dt.timezone.utc)

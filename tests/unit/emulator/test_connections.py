@@ -7,10 +7,11 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from _emulator_support import IEX, KEY, SECRET, Raw
 from websockets.frames import Frame, Opcode
 
 from alpaca_di.emulator import AlpacaEmulator
+
+from ._emulator_support import IEX, KEY, SECRET, Raw
 
 OTHER = "PKTEST0002"
 

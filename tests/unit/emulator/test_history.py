@@ -12,10 +12,11 @@ from typing import Any
 import httpx
 import msgpack
 import pytest
-from _emulator_support import IEX, KEY, SECRET, Raw
 
 from alpaca_di.emulator import AlpacaEmulator
 from alpaca_di.emulator.market import CRYPTO_UNIVERSE, OPTION_UNIVERSE, STOCK_UNIVERSE
+
+from ._emulator_support import IEX, KEY, SECRET, Raw
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2024, 1, 2, 14, 30, 15, tzinfo=UTC)  # a frozen clock, mid-minute
