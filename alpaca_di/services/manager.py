@@ -32,7 +32,9 @@ from alpaca.trading.requests import OrderRequest
 
 from alpaca_di._check import check_seconds
 from alpaca_di.services.interfaces import DEFAULT_FINAL_EVENTS, PriceSource
-from alpaca_di.services.trading import TradingService, _event_names, _order_key, _rest_call
+from alpaca_di.services.rest import rest_call
+from alpaca_di.services.trading import TradingService
+from alpaca_di.services.trading.orders import event_names, order_key
 
 if TYPE_CHECKING:
     from alpaca.trading.client import TradingClient
@@ -128,12 +130,12 @@ class AlpacaManager:
 
     def cancel_order(self, order_id: str | UUID) -> None:
         """``DELETE /v2/orders/{id}``; the ``canceled`` update follows on the stream."""
-        key = _order_key(order_id)
+        key = order_key(order_id)
         self._call(lambda: self._client.cancel_order_by_id(key))
 
     def get_order(self, order_id: str | UUID) -> Order:
         """``GET /v2/orders/{id}``."""
-        key = _order_key(order_id)
+        key = order_key(order_id)
         return cast(Order, self._call(lambda: self._client.get_order_by_id(key)))
 
     def submit_and_wait(
@@ -161,7 +163,7 @@ class AlpacaManager:
         """
         service = self._require_trading()
         check_seconds("timeout", timeout)
-        wanted = _event_names(events)  # validated before anything is submitted
+        wanted = event_names(events)  # validated before anything is submitted
         _check_request(request)
         deadline = time.monotonic() + timeout
         service.listen(timeout)
@@ -249,7 +251,7 @@ class AlpacaManager:
         """
         service = self._require_trading()
         check_seconds("timeout", timeout)
-        wanted = _event_names(events)  # validated before anything is submitted
+        wanted = event_names(events)  # validated before anything is submitted
         _check_request(request)
         deadline = time.monotonic() + timeout
         await service.listen_async(timeout)
@@ -266,7 +268,7 @@ class AlpacaManager:
     # -- internals -----------------------------------------------------------------------
 
     def _call(self, call: Callable[[], Any]) -> Any:
-        return _rest_call(self._client, call)
+        return rest_call(self._client, call)
 
     def _require_trading(self) -> TradingService:
         if self._trading is None:
@@ -302,5 +304,3 @@ def _limit_price(mid: float, buy: bool, offset_bps: float) -> float:
     if price <= 0:
         raise ValueError(f"a limit price below {quantum} cannot be expressed (mid {mid!r})")
     return float(price)
-
-

@@ -10,7 +10,7 @@ from alpaca.common.exceptions import APIError
 
 from alpaca_di.errors import AlpacaAPIError
 from alpaca_di.services.manager import AlpacaManager, _limit_price
-from alpaca_di.services.trading import _rest_call
+from alpaca_di.services.rest import rest_call
 
 SECRET = "sk-unit-secret-value"
 
@@ -68,7 +68,7 @@ def test_limit_price_refuses_unpriceable_mids() -> None:
 def test_api_error_keeps_message_and_status_drops_the_cause() -> None:
     error = APIError('{"code": 42210000, "message": "order is not cancelable"}', _HTTPError(422))
     with pytest.raises(AlpacaAPIError) as info:
-        _rest_call(FakeClient(error), lambda: FakeClient(error)._fail())
+        rest_call(FakeClient(error), lambda: FakeClient(error)._fail())
     assert info.value.status_code == 422
     assert info.value.api_message == "order is not cancelable"
     assert info.value.__cause__ is None
@@ -78,7 +78,7 @@ def test_api_error_keeps_message_and_status_drops_the_cause() -> None:
 def test_non_json_error_bodies_and_missing_status() -> None:
     error = APIError("<html>bad gateway</html>", None)
     with pytest.raises(AlpacaAPIError) as info:
-        _rest_call(FakeClient(error), lambda: FakeClient(error)._fail())
+        rest_call(FakeClient(error), lambda: FakeClient(error)._fail())
     assert info.value.status_code is None
     assert info.value.api_message == "<html>bad gateway</html>"
 

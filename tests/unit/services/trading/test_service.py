@@ -14,13 +14,10 @@ from alpaca.trading.models import Order, TradeUpdate
 
 from alpaca_di.protocol import StreamKind
 from alpaca_di.services.trading import (
-    FINAL_EVENTS,
-    TRADE_EVENTS,
     ReconciledTradeUpdate,
     TradingService,
-    _event_names,
-    _order_key,
 )
+from alpaca_di.services.trading.reconcile import missed_update
 from alpaca_di.transport import ConnectionState
 
 T0 = datetime(2024, 1, 2, 15, 30, tzinfo=timezone.utc)
@@ -240,11 +237,12 @@ def test_rest_behind_the_stream_is_not_replayed(service: TradingService, hub: Fa
     oid = str(uuid.uuid4())
     feed(hub, update(oid, "partial_fill", "partially_filled", filled="3", at=T0 + timedelta(1)))
     stale = Order(**order_dict(oid, "partially_filled", filled="2", at=T0))
-    assert service._missed(stale) is None
+    last = service.last_update(oid)
+    assert missed_update(stale, last=last, ended=False) is None
     same = Order(**order_dict(oid, "partially_filled", filled="3", at=T0 + timedelta(1)))
-    assert service._missed(same) is None
+    assert missed_update(same, last=last, ended=False) is None
     newer = Order(**order_dict(oid, "partially_filled", filled="4", at=T0 + timedelta(2)))
-    missed = service._missed(newer)
+    missed = missed_update(newer, last=last, ended=False)
     assert missed is not None
     assert missed.event == "partial_fill"
 
@@ -286,18 +284,3 @@ def test_concurrent_waiters_all_resolve(service: TradingService, hub: FakeHub) -
         thread.join(5)
     assert len(results) == 10
     assert len({id(r) for r in results}) == 1
-
-
-def test_event_and_order_id_validation() -> None:
-    assert _event_names("fill") == {"fill"}
-    assert "done_for_day" in TRADE_EVENTS
-    assert {"fill", "canceled", "rejected", "expired"} <= FINAL_EVENTS
-    with pytest.raises(ValueError, match="unknown trade event 'FILL'"):
-        _event_names(["FILL"])
-    with pytest.raises(ValueError, match="unknown trade event 3"):
-        _event_names([3])  # type: ignore[list-item]
-    oid = uuid.uuid4()
-    assert _order_key(str(oid).upper()) == str(oid)
-    assert _order_key(f" {oid} ") == str(oid)
-    with pytest.raises(ValueError, match="order UUID"):
-        _order_key("")

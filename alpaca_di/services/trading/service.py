@@ -32,24 +32,19 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import json
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-import requests
 import structlog
-from alpaca.common.enums import Sort
-from alpaca.common.exceptions import APIError
-from alpaca.trading.enums import QueryOrderStatus, TradeEvent
+from alpaca.trading.enums import TradeEvent
 from alpaca.trading.models import Order, TradeUpdate
-from alpaca.trading.requests import GetOrdersRequest
 
 from alpaca_di._aio import running_loop, settle
 from alpaca_di._check import check_seconds
@@ -58,73 +53,29 @@ from alpaca_di.hub.hub import StreamHub
 from alpaca_di.hub.subscription import Handler, Subscription
 from alpaca_di.protocol import StreamKind
 from alpaca_di.services.interfaces import DEFAULT_FINAL_EVENTS
+from alpaca_di.services.rest import rest_call
+from alpaca_di.services.trading.orders import (
+    FINAL_EVENTS,
+    STATUS_EVENT,
+    ReconciledTradeUpdate,
+    as_order,
+    event_name,
+    event_names,
+    order_key,
+    reconciled_update,
+)
+from alpaca_di.services.trading.reconcile import fetch_orders_since, missed_update
+from alpaca_di.services.trading.subscription import TradeUpdateSubscription
 from alpaca_di.transport.states import ConnectionState
 
 if TYPE_CHECKING:
     from alpaca.trading.client import TradingClient
 
-__all__ = [
-    "FINAL_EVENTS",
-    "TRADE_EVENTS",
-    "ReconciledTradeUpdate",
-    "TradeUpdateSubscription",
-    "TradingService",
-    "TradingStats",
-]
+__all__ = ["TradingService", "TradingStats"]
 
-TRADE_EVENTS: frozenset[str] = frozenset(
-    {event.value for event in TradeEvent}
-    | {
-        "done_for_day",
-        "stopped",
-        "suspended",
-        "calculated",
-        "order_replace_rejected",
-        "order_cancel_rejected",
-    }
-)
-"""Every trade-update event name Alpaca documents (``TradeEvent`` values and a few more)."""
-
-FINAL_EVENTS: frozenset[str] = frozenset({"fill", "canceled", "rejected", "expired", "replaced"})
-"""Events that end an order; each is delivered at most once per order."""
-
-_STATUS_EVENT: Mapping[str, str] = {
-    "new": "new",
-    "accepted": "accepted",
-    "pending_new": "pending_new",
-    "partially_filled": "partial_fill",
-    "filled": "fill",
-    "done_for_day": "done_for_day",
-    "canceled": "canceled",
-    "expired": "expired",
-    "replaced": "replaced",
-    "pending_cancel": "pending_cancel",
-    "pending_replace": "pending_replace",
-    "rejected": "rejected",
-    "stopped": "stopped",
-    "suspended": "suspended",
-    "calculated": "calculated",
-}
 _FAILED = object()
 _CATCH_UP_GRACE = 0.25  # seconds the stream may lag behind a catch-up REST reply
-_T = TypeVar("_T")
-_log = structlog.get_logger(__name__)
-
-
-class ReconciledTradeUpdate(TradeUpdate):
-    """A ``TradeUpdate`` rebuilt from the REST API because the stream missed it.
-
-    Behaves like any ``TradeUpdate``; check ``getattr(update, "reconciled", False)``
-    (or ``isinstance(update, ReconciledTradeUpdate)``) to tell it apart.
-
-    Example::
-
-        def on_update(update: TradeUpdate) -> None:
-            if getattr(update, "reconciled", False):
-                log.info("recovered after a disconnect", order=str(update.order.id))
-    """
-
-    reconciled: bool = True
+_log = structlog.get_logger("alpaca_di.services.trading")
 
 
 @dataclass(frozen=True)
@@ -162,48 +113,6 @@ class _Record:
         self.by_event: dict[str, tuple[int, TradeUpdate]] = {}
         self.finals: set[str] = set()
         self.last: TradeUpdate | None = None
-
-
-class TradeUpdateSubscription(Subscription):
-    """A :class:`~alpaca_di.services.Subscription` to every trade update of the account.
-
-    Fed by the :class:`TradingService` (stream and reconciled updates, never
-    dropped, never a final state twice). Handler, iteration, ``stats``,
-    ``close`` and the context managers work as on any subscription; ``add`` and
-    ``remove`` do not apply (there are no symbols).
-
-    Example::
-
-        with trading.subscribe() as updates:
-            update = updates.get(timeout=30)
-    """
-
-    _service: TradingService
-
-    def add(self, **channels: Any) -> None:
-        """Not supported: a trade-updates subscription has no symbols."""
-        raise TypeError("a trade-updates subscription receives every order; it has no symbols")
-
-    def remove(self, **channels: Any) -> None:
-        """Not supported: a trade-updates subscription has no symbols."""
-        raise TypeError("a trade-updates subscription receives every order; it has no symbols")
-
-    def wait_confirmed(self, timeout: float = 10.0) -> None:
-        """Block until the server confirmed that the account's updates are streamed."""
-        self._service.listen(timeout)
-
-    async def confirmed(self, timeout: float = 10.0) -> None:
-        """Async :meth:`wait_confirmed`."""
-        await self._service.listen_async(timeout)
-
-    def close(self) -> None:
-        """Stop receiving. Idempotent."""
-        self._service._discard(self)
-        super().close()
-
-    def __repr__(self) -> str:
-        state = "closed" if self.closed else "open"
-        return f"<TradeUpdateSubscription {state} {self.stats}>"
 
 
 class TradingService:
@@ -311,13 +220,11 @@ class TradingService:
         sub = TradeUpdateSubscription(
             self._hub,
             handler,
-            maxsize=None,
-            overflow="drop_oldest",
-            raw=False,
             consumer_loop=loop or self._hub.loop,
-            never_drop=True,
+            listen=self.listen,
+            listen_async=self.listen_async,
+            on_close=self._discard,
         )
-        sub._service = self
         if sub._async_handler:
             if loop is not None:
                 sub._start()
@@ -358,7 +265,7 @@ class TradingService:
             if update is not None and update.event == "fill":
                 ...
         """
-        key = _order_key(order_id)
+        key = order_key(order_id)
         with self._lock:
             record = self._orders.get(key)
             return record.last if record is not None else None
@@ -399,8 +306,8 @@ class TradingService:
 
             update = trading.wait_for_order(order.id, events=("fill", "canceled"), timeout=10)
         """
-        key = _order_key(order_id)
-        wanted = _event_names(events)
+        key = order_key(order_id)
+        wanted = event_names(events)
         check_seconds("timeout", timeout)
         self._check_off_loop("wait_for_order", "wait_for_order_async")
         deadline = time.monotonic() + timeout
@@ -458,8 +365,8 @@ class TradingService:
 
             update = await trading.wait_for_order_async(order.id, timeout=30)
         """
-        key = _order_key(order_id)
-        wanted = _event_names(events)
+        key = order_key(order_id)
+        wanted = event_names(events)
         check_seconds("timeout", timeout)
         deadline = time.monotonic() + timeout
         with self._lock:
@@ -586,7 +493,7 @@ class TradingService:
 
     def _deliver(self, update: TradeUpdate) -> bool:
         key = str(update.order.id)
-        event = _event_name(update.event)
+        event = event_name(update.event)
         reconciled = isinstance(update, ReconciledTradeUpdate)
         with self._lock:
             if self._closed:
@@ -709,7 +616,7 @@ class TradingService:
         with self._lock:
             record = self._orders.get(key)
             last = record.last if record is not None else None
-        seen = _event_name(last.event) if last is not None else "none"
+        seen = event_name(last.event) if last is not None else "none"
         return (
             f"order {key} reached none of {', '.join(sorted(wanted))} within {timeout:g} s "
             f"(last event seen: {seen}; trading stream {self._hub.state.value}"
@@ -748,7 +655,7 @@ class TradingService:
             if finished.is_set() or self._match(key, wanted) is not None:
                 return None  # the stream was faster: no REST call needed
         try:
-            order = _as_order(_rest_call(client, lambda: client.get_order_by_id(key)))
+            order = as_order(rest_call(client, lambda: client.get_order_by_id(key)))
         except AlpacaAPIError as exc:
             # Not fatal: the stream may still deliver (REST lags, or updates come from
             # elsewhere); the note only makes a timeout easier to understand.
@@ -756,7 +663,7 @@ class TradingService:
             if exc.status_code == 404:
                 return "the REST API does not know this order (HTTP 404)"
             return f"the REST lookup failed: {exc}"
-        event = _STATUS_EVENT.get(_value(order.status))
+        event = STATUS_EVENT.get(event_name(order.status))
         if event is None or event not in wanted:
             return None
         # The stream's own update (with execution details) may be a moment behind
@@ -765,7 +672,7 @@ class TradingService:
         with self._changed:
             if self._changed.wait_for(lambda: self._match(key, wanted) is not None, grace):
                 return None
-        return _reconciled(order, event)
+        return reconciled_update(order, event)
 
     # -- reconciliation -----------------------------------------------------------------------
 
@@ -802,7 +709,7 @@ class TradingService:
         orders: dict[str, Order] = {}
         for attempt in range(3):
             try:
-                orders = self._fetch_since(client, after)
+                orders = fetch_orders_since(client, after)
                 break
             except AlpacaAPIError as exc:
                 _log.warning("trading.reconcile_rest_failed", attempt=attempt + 1, error=str(exc))
@@ -821,13 +728,19 @@ class TradingService:
             if self._stop.is_set():
                 return
             try:
-                orders[key] = _as_order(_rest_call(client, partial(client.get_order_by_id, key)))
+                orders[key] = as_order(rest_call(client, partial(client.get_order_by_id, key)))
             except AlpacaAPIError as exc:
                 if exc.status_code != 404:
                     _log.warning("trading.reconcile_lookup_failed", order_id=key, error=str(exc))
         emitted = 0
         for order in sorted(orders.values(), key=lambda o: o.updated_at):
-            update = self._missed(order)
+            with self._lock:
+                record = self._orders.get(str(order.id))
+                update = missed_update(
+                    order,
+                    last=record.last if record is not None else None,
+                    ended=bool(record is not None and record.finals),
+                )
             if update is not None and self._deliver(update):
                 emitted += 1
         with self._lock:
@@ -854,168 +767,6 @@ class TradingService:
         finally:
             probe.close()
 
-    def _fetch_since(self, client: TradingClient, after: datetime) -> dict[str, Order]:
-        orders: dict[str, Order] = {}
-        cursor = after
-        for _page in range(20):
-            request = GetOrdersRequest(
-                status=QueryOrderStatus.ALL, after=cursor, limit=500, direction=Sort.ASC
-            )
-            page = [
-                _as_order(item)
-                for item in _rest_call(client, partial(client.get_orders, filter=request))
-            ]
-            fresh = [order for order in page if str(order.id) not in orders]
-            for order in fresh:
-                orders[str(order.id)] = order
-            if len(page) < 500 or not fresh:
-                break
-            cursor = max(order.submitted_at for order in page)
-        return orders
-
-    def _missed(self, order: Order) -> ReconciledTradeUpdate | None:
-        """The update to emit for ``order``'s REST state, or ``None`` if nothing was missed."""
-        event = _STATUS_EVENT.get(_value(order.status))
-        if event is None:
-            return None
-        key = str(order.id)
-        with self._lock:
-            record = self._orders.get(key)
-            if record is not None:
-                if record.finals:
-                    return None  # the order already ended as far as we know
-                last = record.last
-                if last is not None:
-                    if _event_name(last.event) == event and _same_fill(last.order, order):
-                        return None
-                    if order.updated_at < last.order.updated_at:
-                        return None  # REST is behind the stream
-                    if _filled(order) < _filled(last.order):
-                        return None
-        return _reconciled(order, event)
-
-
-# -- helpers -----------------------------------------------------------------------------------
-
-
-def _reconciled(order: Order, event: str) -> ReconciledTradeUpdate:
-    timestamps = {
-        "fill": order.filled_at,
-        "partial_fill": order.filled_at,
-        "canceled": order.canceled_at,
-        "expired": order.expired_at,
-        "rejected": order.failed_at,
-        "replaced": order.replaced_at,
-    }
-    stamp = timestamps.get(event) or order.updated_at or datetime.now(timezone.utc)
-    filled = event in ("fill", "partial_fill")
-    price = float(order.filled_avg_price) if filled and order.filled_avg_price else None
-    qty = float(order.filled_qty) if filled and order.filled_qty else None
-    return ReconciledTradeUpdate(
-        event=_as_trade_event(event), order=order, timestamp=stamp, price=price, qty=qty
-    )
-
-
-def _as_trade_event(event: str) -> TradeEvent | str:
-    try:
-        return TradeEvent(event)
-    except ValueError:
-        return event
-
-
-def _as_order(item: Any) -> Order:
-    if isinstance(item, Order):
-        return item
-    if isinstance(item, Mapping):
-        return Order(**item)
-    raise TypeError(f"expected an Order from the trading client, got {type(item).__name__}")
-
-
-def _value(value: Any) -> str:
-    return str(getattr(value, "value", value))
-
-
-def _filled(order: Order) -> float:
-    try:
-        return float(order.filled_qty or 0)
-    except ValueError:
-        return 0.0
-
-
-def _same_fill(a: Order, b: Order) -> bool:
-    return _filled(a) == _filled(b)
-
-
-def _event_name(event: Any) -> str:
-    return _value(event)
-
-
-def _event_names(events: Iterable[str | TradeEvent] | str | TradeEvent) -> frozenset[str]:
-    if isinstance(events, (str, TradeEvent)):
-        events = (events,)
-    names: set[str] = set()
-    for event in events:
-        name = _value(event) if isinstance(event, (str, TradeEvent)) else None
-        if name not in TRADE_EVENTS:
-            valid = ", ".join(sorted(TRADE_EVENTS))
-            raise ValueError(f"unknown trade event {event!r}; valid events: {valid}")
-        names.add(name)
-    if not names:
-        raise ValueError("events must name at least one trade event")
-    return frozenset(names)
-
-
-def _order_key(order_id: str | UUID) -> str:
-    if isinstance(order_id, UUID):
-        return str(order_id)
-    if isinstance(order_id, str):
-        try:
-            return str(UUID(order_id.strip()))
-        except ValueError:
-            pass
-        raise ValueError(f"order_id must be an order UUID, got {order_id!r}")
-    raise TypeError(f"order_id must be a str or UUID, got {type(order_id).__name__}")
-
-
-def _rest_call(client: Any, call: Callable[[], _T]) -> _T:
-    """Run one alpaca-py REST call; errors become :class:`AlpacaAPIError` (no secret)."""
-    try:
-        return call()
-    except APIError as exc:
-        error = _api_error(exc, getattr(client, "_secret_key", None))
-    except requests.RequestException as exc:
-        error = AlpacaAPIError(
-            _redact(f"request to Alpaca failed: {type(exc).__name__}: {exc}", client), None
-        )
-    raise error from None
-
-
-def _api_error(exc: APIError, secret: Any) -> AlpacaAPIError:
-    text = str(exc)
-    message = text
-    try:
-        body = json.loads(text)
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and body.get("message"):
-        message = str(body["message"])
-    try:
-        status = exc.status_code
-    except Exception:
-        status = None
-    if isinstance(secret, str) and secret and secret in message:
-        message = message.replace(secret, "<secret>")
-    return AlpacaAPIError(message.strip() or "request failed", status)
-
-
-def _redact(text: str, client: Any) -> str:
-    secret = getattr(client, "_secret_key", None)
-    if isinstance(secret, str) and secret and secret in text:
-        return text.replace(secret, "<secret>")
-    return text
-
 
 def _spawn(target: Callable[..., None], *args: Any) -> None:
     threading.Thread(target=target, args=args, name="alpaca-di-trading", daemon=True).start()
-
-
