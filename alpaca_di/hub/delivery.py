@@ -1,4 +1,10 @@
-"""Daemon worker threads that run sync handlers, so none runs on the reader's loop.
+"""How messages leave an inbox: the handler pool, and inline drains for services.
+
+:class:`HandlerPool` runs sync handlers on daemon worker threads, so none runs
+on the reader's loop. :class:`InlineDrain` delivers on the producer's own
+thread instead, for O(1) consumers inside the library (the
+:class:`~alpaca_di.services.TradingService`'s bookkeeping): it never waits for a
+worker, so no number of blocked user handlers can delay it.
 
 Unlike ``concurrent.futures.ThreadPoolExecutor`` the threads are daemons: a
 handler blocked forever cannot stop the interpreter from exiting. The pool is
@@ -12,11 +18,21 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import structlog
 
-__all__ = ["HandlerPool"]
+from alpaca_di.hub.inbox import Inbox
+
+__all__ = ["MAX_HANDLER_THREADS", "HandlerPool", "InlineDrain"]
+
+MAX_HANDLER_THREADS = 256
+"""The most worker threads the shared pool starts for sync handlers.
+
+A sync handler blocked forever holds one; past this bound further sync-handler
+drains wait for a free worker (iterators, async handlers and the library's own
+services never use the pool).
+"""
 
 _log = structlog.get_logger("alpaca_di.workers")
 _STOP = object()
@@ -28,7 +44,7 @@ class HandlerPool:
     _shared: ClassVar[HandlerPool | None] = None
     _shared_lock: ClassVar[threading.Lock] = threading.Lock()
 
-    def __init__(self, max_workers: int = 64) -> None:
+    def __init__(self, max_workers: int = MAX_HANDLER_THREADS) -> None:
         self.max_workers = max_workers
         self._lock = threading.Lock()
         self._jobs: queue.SimpleQueue[object] = queue.SimpleQueue()
@@ -114,3 +130,42 @@ class HandlerPool:
                     self._busy.discard(me)
                     if jobs is self._jobs:
                         self._idle += 1
+
+
+class InlineDrain:
+    """An inbox listener that delivers on the pushing thread, at once, in order.
+
+    For consumers that only do O(1) bookkeeping: ``callback`` runs on the hub's
+    loop, so it must never block. Its exceptions are logged and counted.
+
+    Example::
+
+        inbox = Inbox(maxsize=None, overflow="drop_oldest", raw=False, never_drop=True)
+        inbox.listener = InlineDrain(inbox, on_update)
+        hub.attach(inbox, trade_updates=True)
+    """
+
+    __slots__ = ("_callback", "_inbox")
+
+    def __init__(self, inbox: Inbox, callback: Callable[[Any], None]) -> None:
+        self._inbox = inbox
+        self._callback = callback
+
+    def inbox_ready(self) -> None:
+        inbox = self._inbox
+        with inbox.lock:
+            batch = inbox.take_all()
+        delivered = 0
+        for item in batch:
+            try:
+                self._callback(item[2])
+            except Exception:
+                with inbox.lock:
+                    inbox.errors += 1
+                _log.exception("delivery.inline_failed")
+            delivered += 1
+        with inbox.lock:
+            inbox.delivered += delivered
+
+    def inbox_closed(self, error: BaseException | None) -> None:
+        """Nothing to release."""

@@ -29,6 +29,7 @@ from alpaca_di._check import check_seconds
 from alpaca_di.credentials import Credentials
 from alpaca_di.errors import ConnectionClosedError, ProtocolError, ServerError, describe_error
 from alpaca_di.hub.health import ConnectionHealth, StateTransition
+from alpaca_di.hub.inbox import Inbox, Item, Pair
 from alpaca_di.hub.subscription import Handler, Subscription
 from alpaca_di.protocol import StreamKind, SubscriptionState, validate_channel, validate_symbol
 from alpaca_di.protocol.models import parse
@@ -40,7 +41,6 @@ from alpaca_di.transport.states import ConnectionState
 __all__ = ["StateListener", "StreamHub"]
 
 StateListener = Callable[[ConnectionState, ConnectionState], None]
-Pair = tuple[str, str]
 
 # corrections and cancel errors ride on the trades subscription (Alpaca sends them
 # to every trades subscriber), so they count against the wire's trades entry.
@@ -103,12 +103,13 @@ class StreamHub:
             loop=loop,
             backoff=backoff,
         )
-        self._subs: set[Subscription] = set()
-        self._index: dict[str, dict[str, set[Subscription]]] = {}
-        self._routes: dict[Pair, tuple[tuple[Subscription, ...], bool]] = {}
+        self._feed = _HubFeed(self)
+        self._subs: set[Inbox] = set()
+        self._index: dict[str, dict[str, set[Inbox]]] = {}
+        self._routes: dict[Pair, tuple[tuple[Inbox, ...], bool]] = {}
         # One tuple object per distinct set of targets: on_batch tells by identity
         # that every message of a frame goes to the same consumers.
-        self._target_sets: dict[tuple[Subscription, ...], tuple[Subscription, ...]] = {}
+        self._target_sets: dict[tuple[Inbox, ...], tuple[Inbox, ...]] = {}
         self._acked: set[Pair] = set()
         self._changed = threading.Condition()
         # Futures of async waiters, each with its own loop (the hub's or a caller's).
@@ -225,22 +226,41 @@ class StreamHub:
             raise ValueError(f"maxsize must be a positive int or None, got {maxsize!r}")
         policy = self.options.overflow if overflow is None else overflow
         check_overflow(policy)
-        caller_loop = running_loop()
-        sub = Subscription(
-            self,
-            handler,
+        inbox = Inbox(
             maxsize=size,
             overflow=policy,
             raw=raw,
-            consumer_loop=caller_loop or self._loop,
+            held=pairs,
             never_drop=self.kind is StreamKind.TRADING,
         )
-        sub._held = frozenset(pairs)
-        if caller_loop is not None:
-            sub._start()
-        elif sub._async_handler:
-            self._call(sub._start)
-        self._change(sub, pairs, add=True)
+        sub = Subscription(
+            self._feed, handler, inbox=inbox, consumer_loop=running_loop() or self._loop
+        )
+        self._change(inbox, pairs, add=True)
+        return sub
+
+    def attach(self, inbox: Inbox, **channels: Any) -> Subscription:
+        """Route ``channels`` to an inbox the caller drains itself through its listener.
+
+        For services built on a hub: the inbox's listener is told on the hub's
+        loop, so it must never block (see :class:`~alpaca_di.hub.delivery.InlineDrain`).
+        Channels are given as to :meth:`subscribe`; the result is the consumer's
+        :class:`Subscription` (close it to stop).
+
+        Example::
+
+            inbox = Inbox(maxsize=None, overflow="drop_oldest", raw=False)
+            inbox.listener = InlineDrain(inbox, on_update)
+            sub = hub.attach(inbox, trade_updates=True)
+        """
+        if self._closing:
+            raise ConnectionClosedError(f"the {self.kind.value} hub is closed")
+        if self._connection.state is ConnectionState.FAILED:
+            raise self._connection.last_error or ConnectionClosedError("connection failed")
+        pairs = self._pairs(channels)
+        inbox.hold(pairs, add=True)
+        sub = Subscription(self._feed, None, inbox=inbox, consumer_loop=self._loop)
+        self._change(inbox, pairs, add=True)
         return sub
 
     def wait_ready(self, timeout: float = 10.0) -> None:
@@ -280,7 +300,7 @@ class StreamHub:
         """A snapshot of this connection's health (safe to call from any thread)."""
         conn = self._connection
         subs = list(self._subs)
-        stats = [sub.stats for sub in subs]
+        stats = [sub.stats() for sub in subs]
         per_channel = {
             channel: sum(1 for holders in list(symbols.values()) if holders)
             for channel, symbols in list(self._index.items())
@@ -411,28 +431,28 @@ class StreamHub:
                 pairs.add((channel, validate_symbol(self.kind, symbol)))
         return pairs
 
-    def _change(self, sub: Subscription, pairs: set[Pair], *, add: bool) -> None:
-        with sub._lock:
-            sub._pending_changes += 1  # confirmation waits for changes still in flight
+    def _change(self, sub: Inbox, pairs: set[Pair], *, add: bool) -> None:
+        with sub.lock:
+            sub.pending_changes += 1  # confirmation waits for changes still in flight
         self._call(self._apply, sub, pairs, add)
 
-    def _detach(self, sub: Subscription) -> None:
+    def _detach(self, sub: Inbox) -> None:
         try:
             self._call(self._forget, sub)
         except ConnectionClosedError:
             pass
 
-    def _apply(self, sub: Subscription, pairs: set[Pair], add: bool) -> None:
+    def _apply(self, sub: Inbox, pairs: set[Pair], add: bool) -> None:
         try:
             self._apply_change(sub, pairs, add)
         finally:
-            with sub._lock:
-                sub._pending_changes -= 1
+            with sub.lock:
+                sub.pending_changes -= 1
             self._notify()
 
-    def _apply_change(self, sub: Subscription, pairs: set[Pair], add: bool) -> None:
+    def _apply_change(self, sub: Inbox, pairs: set[Pair], add: bool) -> None:
         if self._closing:
-            sub._mark_closed(None)
+            sub.close()
             return
         if sub.closed:
             return
@@ -470,18 +490,18 @@ class StreamHub:
         except RuntimeError:  # the loop is closed: the hub went with it
             pass
 
-    def _forget(self, sub: Subscription) -> None:
+    def _forget(self, sub: Inbox) -> None:
         if sub in self._subs:
             self._subs.discard(sub)
             self._unindex(sub, set(sub.pairs), release=True)
             self._clear_routes()
             self._connection.request_flush()
-            stats = sub.stats
+            stats = sub.stats()
             self._retired[0] += stats.delivered
             self._retired[1] += stats.dropped
             self._retired[2] += stats.errors
 
-    def _unindex(self, sub: Subscription, pairs: set[Pair], *, release: bool) -> None:
+    def _unindex(self, sub: Inbox, pairs: set[Pair], *, release: bool) -> None:
         for pair in pairs:
             holders = self._index.get(pair[0], {}).get(pair[1])
             if holders is not None:
@@ -497,7 +517,7 @@ class StreamHub:
     def _close_subscriptions(self) -> None:
         on_loop = self._on_loop()
         for sub in list(self._subs):
-            sub._mark_closed(None)
+            sub.close()
             if on_loop:
                 self._forget(sub)
 
@@ -505,8 +525,8 @@ class StreamHub:
 
     def on_batch(self, messages: list[tuple[str, str, dict[str, Any]]]) -> None:
         routes = self._routes
-        entries: list[tuple[tuple[Subscription, ...], tuple[str, str, Any], Any]] = []
-        shared: tuple[Subscription, ...] | None = None
+        entries: list[tuple[tuple[Inbox, ...], Item, Any]] = []
+        shared: tuple[Inbox, ...] | None = None
         uniform = True
         for channel, symbol, raw in messages:
             route = routes.get((channel, symbol))
@@ -540,9 +560,10 @@ class StreamHub:
             models = [entry[2] for entry in entries]
             raws = [entry[1] for entry in entries] if any(s.raw for s in shared) else models
             for sub in shared:
-                sub._push(raws if sub.raw else models)
+                if not sub.push(raws if sub.raw else models):
+                    self._forget(sub)  # overflowed under "error": closed
             return
-        batches: dict[Subscription, list[tuple[str, str, Any]]] = {}
+        batches: dict[Inbox, list[Item]] = {}
         for targets, raw_item, item in entries:
             for sub in targets:
                 if item is _UNPARSED and not sub.raw:
@@ -552,7 +573,8 @@ class StreamHub:
                     batches[sub] = batch = []
                 batch.append(raw_item if sub.raw else item)
         for sub, batch in batches.items():
-            sub._push(batch)
+            if not sub.push(batch):
+                self._forget(sub)
 
     def _clear_routes(self) -> None:
         self._routes.clear()
@@ -560,13 +582,13 @@ class StreamHub:
 
     def _route(
         self, channel: str, symbol: str, raw: Mapping[str, Any]
-    ) -> tuple[tuple[Subscription, ...], bool]:
+    ) -> tuple[tuple[Inbox, ...], bool]:
         by_symbol = self._index.get(channel)
         if not by_symbol:
             return (), False
         if channel == "news":
             wanted = [s for s in (raw.get("symbols") or ()) if isinstance(s, str)] + ["*"]
-            found: dict[Subscription, None] = {}
+            found: dict[Inbox, None] = {}
             for wanted_symbol in wanted:
                 found.update(dict.fromkeys(by_symbol.get(wanted_symbol, ())))
             targets = tuple(found)
@@ -617,8 +639,10 @@ class StreamHub:
             for sub in self._subs:
                 sub.unconfirmed = set(sub.pairs)  # only the new socket's ack confirms them
         if state is ConnectionState.FAILED:
+            failure = error or ConnectionClosedError("connection failed")
             for sub in list(self._subs):
-                sub._fail(error or ConnectionClosedError("connection failed"))
+                if sub.close(failure):
+                    self._forget(sub)
         for listener in list(self._listeners):
             try:
                 listener(state, previous)
@@ -641,16 +665,16 @@ class StreamHub:
             raise ConnectionClosedError(f"the {self.kind.value} hub is closed")
         return False
 
-    def _confirmed_check(self, sub: Subscription) -> bool:
+    def _confirmed_check(self, sub: Inbox) -> bool:
         if sub.rejection is not None:
             raise sub.rejection
         if sub.closed:  # closed because of an error (402, overflow...): that error, by name
-            raise sub._error or ConnectionClosedError("subscription is closed")
+            raise sub.error or ConnectionClosedError("subscription is closed")
         if self._connection.state is ConnectionState.FAILED:
             raise self._connection.last_error or ConnectionClosedError("connection failed")
-        return not sub.unconfirmed and not sub._pending_changes
+        return not sub.unconfirmed and not sub.pending_changes
 
-    def _wait_confirmed(self, sub: Subscription, timeout: float) -> None:
+    def _wait_confirmed(self, sub: Inbox, timeout: float) -> None:
         check_seconds("timeout", timeout)
         if self._on_loop():
             raise RuntimeError(
@@ -658,7 +682,7 @@ class StreamHub:
             )
         self._wait(lambda: self._confirmed_check(sub), timeout, "subscription confirmed")
 
-    async def _await_confirmed(self, sub: Subscription, timeout: float) -> None:
+    async def _await_confirmed(self, sub: Inbox, timeout: float) -> None:
         check_seconds("timeout", timeout)
         await self._await(lambda: self._confirmed_check(sub), timeout, "subscription confirmed")
 
@@ -671,9 +695,7 @@ class StreamHub:
                     raise TimeoutError(self._timeout_message(timeout, what))
                 self._changed.wait(remaining)
 
-    async def _await(
-        self, check: Callable[[], bool], timeout: float, what: str = "ready"
-    ) -> None:
+    async def _await(self, check: Callable[[], bool], timeout: float, what: str = "ready") -> None:
         """Wait on the running loop, the hub's or any other, without a thread.
 
         The waiter is registered before ``check()`` runs, so a change made on
@@ -737,6 +759,41 @@ class StreamHub:
             raise ConnectionClosedError(
                 f"the {self.kind.value} hub's event loop is closed"
             ) from None
+
+
+class _HubFeed:
+    """The :class:`~alpaca_di.hub.subscription.Feed` a hub gives its subscriptions."""
+
+    __slots__ = ("_hub",)
+
+    def __init__(self, hub: StreamHub) -> None:
+        self._hub = hub
+
+    @property
+    def kind(self) -> StreamKind:
+        return self._hub.kind
+
+    @property
+    def endpoint(self) -> str:
+        return self._hub.endpoint
+
+    def pairs(self, channels: Mapping[str, Any]) -> set[Pair]:
+        return self._hub._pairs(channels)
+
+    def change(self, inbox: Inbox, pairs: set[Pair], *, add: bool) -> None:
+        self._hub._change(inbox, pairs, add=add)
+
+    def detach(self, inbox: Inbox) -> None:
+        self._hub._detach(inbox)
+
+    def abandon(self, inbox: Inbox) -> None:
+        self._hub._call_soon(lambda: self._hub._forget(inbox))
+
+    def wait_confirmed(self, inbox: Inbox, timeout: float) -> None:
+        self._hub._wait_confirmed(inbox, timeout)
+
+    async def confirmed(self, inbox: Inbox, timeout: float) -> None:
+        await self._hub._await_confirmed(inbox, timeout)
 
 
 def _log_task_error(task: asyncio.Task[None]) -> None:

@@ -1,9 +1,9 @@
-"""One consumer's view of a shared stream: its symbols, its queue, its handler.
+"""One consumer's view of a shared stream: its symbols, its inbox, its handler.
 
 A :class:`Subscription` is created by :meth:`StreamHub.subscribe
 <alpaca_di.services.StreamHub.subscribe>`. The hub's reader appends to its
-bounded queue and never waits for it; the consumer drains the queue with a
-handler (sync or async) or by iterating::
+bounded :class:`~alpaca_di.hub.inbox.Inbox` and never waits for it; the
+consumer drains it with a handler (sync or async) or by iterating::
 
     sub = hub.subscribe(on_quote, quotes=["AAPL", "MSFT"])   # handler
     sub.add(quotes=["TSLA"]); sub.remove(quotes=["MSFT"])
@@ -16,56 +16,74 @@ handler (sync or async) or by iterating::
     async with hub.subscribe(quotes=["AAPL"]) as sub:         # iterate, async
         async for quote in sub:
             ...
+
+A subscription talks to whatever feeds it through the small :class:`Feed`
+protocol (a hub, or the :class:`~alpaca_di.services.TradingService`), never
+through their private members.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import structlog
 
-from alpaca_di._aio import is_async_callable
-from alpaca_di.errors import ConnectionClosedError, SubscriptionOverflowError, describe_error
+from alpaca_di._aio import is_async_callable, running_loop
+from alpaca_di.errors import ConnectionClosedError, describe_error
 from alpaca_di.hub.delivery import HandlerPool
-from alpaca_di.transport.options import OverflowPolicy
+from alpaca_di.hub.inbox import Inbox, Pair, SubscriptionStats
+from alpaca_di.protocol import StreamKind
 
-if TYPE_CHECKING:
-    from alpaca_di.hub.hub import StreamHub
-
-__all__ = ["Handler", "Subscription", "SubscriptionStats"]
+__all__ = ["Feed", "Handler", "Subscription", "SubscriptionStats"]
 
 Handler = Callable[[Any], None] | Callable[[Any], Awaitable[None]]
-_Item = tuple[str, str, Any]
 _BATCH = 256
 _LOGGED_ERRORS = 10  # handler errors logged with a traceback, per subscription...
 _LOG_EVERY = 1000  # ...then one in this many (all are counted)
 _log = structlog.get_logger("alpaca_di.subscription")
 
 
+class Feed(Protocol):
+    """What a :class:`Subscription` needs from the source that routes to its inbox."""
 
-@dataclass(frozen=True)
-class SubscriptionStats:
-    """Counters of one subscription (an immutable snapshot).
+    @property
+    def kind(self) -> StreamKind:
+        """The stream kind (for messages and logs)."""
+        ...
 
-    Attributes:
-        delivered: messages handed to the handler or the iterator.
-        dropped: messages discarded by the overflow policy (or conflated away).
-        queued: messages waiting in the queue now.
-        errors: exceptions raised by the handler (all counted; the first ten of a
-            subscription are logged with their traceback, then one in a thousand).
-    """
+    @property
+    def endpoint(self) -> str:
+        """The stream's URL (for logs)."""
+        ...
 
-    delivered: int
-    dropped: int
-    queued: int
-    errors: int
+    def pairs(self, channels: Mapping[str, Any]) -> set[Pair]:
+        """Validate ``add()``/``remove()`` arguments; raises naming the bad one."""
+        ...
+
+    def change(self, inbox: Inbox, pairs: set[Pair], *, add: bool) -> None:
+        """Route (or stop routing) ``pairs`` to ``inbox``; thread-safe, never blocks."""
+        ...
+
+    def detach(self, inbox: Inbox) -> None:
+        """Stop routing to a closed ``inbox``; thread-safe, never blocks."""
+        ...
+
+    def abandon(self, inbox: Inbox) -> None:
+        """Like :meth:`detach`, safe from a garbage-collection finalizer (never inline)."""
+        ...
+
+    def wait_confirmed(self, inbox: Inbox, timeout: float) -> None:
+        """Block until the server acknowledged every pair of ``inbox``."""
+        ...
+
+    async def confirmed(self, inbox: Inbox, timeout: float) -> None:
+        """Async :meth:`wait_confirmed`."""
+        ...
 
 
 class Subscription:
@@ -81,81 +99,85 @@ class Subscription:
     concurrently with itself and sees messages in wire order. An async handler
     runs on the loop that subscribed it; a sync handler runs on a worker thread.
     Without a handler, read with :meth:`get`, ``for``, or ``async for``.
+
+    A subscription with a handler lives until it is closed (``hub.subscribe(handler,
+    ...)`` with the result discarded is a normal idiom). One without a handler that
+    nobody can reach any more (neither it nor an iterator over it) is reclaimed: its
+    symbols leave the wire and its queue is freed.
+
+    Example::
+
+        with hub.subscribe(quotes=["AAPL"]) as sub:
+            quote = sub.get(timeout=5)
     """
 
     def __init__(
         self,
-        hub: StreamHub,
+        feed: Feed,
         handler: Handler | None,
         *,
-        maxsize: int | None,
-        overflow: OverflowPolicy,
-        raw: bool,
+        inbox: Inbox,
         consumer_loop: asyncio.AbstractEventLoop,
-        never_drop: bool = False,
     ) -> None:
-        self.hub = hub
-        self.raw = raw
-        self.maxsize = None if never_drop else maxsize
-        self.overflow: OverflowPolicy = overflow
+        self._feed = feed
+        self._inbox = inbox
         self._handler = handler
         self._loop = consumer_loop
-        self._lock = threading.Lock()
-        self._ready = threading.Condition(self._lock)
-        self._queue: deque[_Item] = deque()
-        self._latest: dict[tuple[str, str], _Item] = {}  # the queue under "conflate"
-        self._conflate = overflow == "conflate" and not never_drop
-        self._closed = False
-        self._overflowed = False
-        self._error: BaseException | None = None
-        self._delivered = 0
-        self._dropped = 0
-        self._errors = 0
-        # Owned by the hub's loop:
-        self.pairs: set[tuple[str, str]] = set()
-        self.unconfirmed: set[tuple[str, str]] = set()
-        self.rejection: BaseException | None = None
-        self._pending_changes = 0
-        # The consumer's own view of its pairs, changed at once by add() and remove()
-        # (the hub applies changes later, on its loop). Once a pair was removed,
-        # deliveries are checked against it: nothing of a removed pair reaches the
-        # consumer after remove() returned, even if it was queued already.
-        self._held: frozenset[tuple[str, str]] = frozenset()
-        self._filtering = False
-        # Wake-up plumbing, by mode:
         self._async_handler = handler is not None and is_async_callable(handler)
-        self._drain_scheduled = False
+        self._drain_scheduled = False  # guarded by the inbox's lock
         self._wake_pending = False
         self._event: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
-        if handler is not None and not self._async_handler:
+        self._wakeup: _Wakeup | None = None
+        self._pooled = handler is not None and not self._async_handler
+        if handler is None:
+            # Nothing but this handle (and its iterators) can read the inbox: once
+            # they are unreachable, nobody ever will. The finalizer holds no
+            # reference to the handle.
+            weakref.finalize(self, _reclaim, feed, inbox)
+            return
+        if self._pooled:
             HandlerPool.shared().acquire()
+        inbox.listener = self
+        if self._async_handler:
+            if running_loop() is consumer_loop:
+                self._start()
+            else:
+                try:
+                    consumer_loop.call_soon_threadsafe(self._start)
+                except RuntimeError:
+                    inbox.close()
+                    raise ConnectionClosedError(
+                        f"the {feed.kind.value} stream's event loop is closed"
+                    ) from None
 
     def _start(self) -> None:
-        """Start the async handler's drain task (called on the consumer loop)."""
-        if self._async_handler:
-            self._event = asyncio.Event()
-            self._task = self._loop.create_task(self._drain_async())
+        """Start the async handler's drain task (on the consumer loop)."""
+        self._event = asyncio.Event()
+        self._task = self._loop.create_task(self._drain_async())
 
     # -- public API ----------------------------------------------------------
 
     @property
     def closed(self) -> bool:
         """True once closed, by the consumer or because the hub closed."""
-        return self._closed
+        return self._inbox.closed
+
+    @property
+    def raw(self) -> bool:
+        """Whether messages are the decoded dicts rather than alpaca-py models."""
+        return self._inbox.raw
 
     @property
     def stats(self) -> SubscriptionStats:
         """Delivered, dropped, queued and handler-error counts, as one snapshot."""
-        with self._lock:
-            queued = len(self._latest) if self._conflate else len(self._queue)
-            return SubscriptionStats(self._delivered, self._dropped, queued, self._errors)
+        return self._inbox.stats()
 
     @property
     def symbols(self) -> dict[str, frozenset[str]]:
         """The channels and symbols this subscription holds right now."""
         result: dict[str, set[str]] = {}
-        for channel, symbol in list(self.pairs):
+        for channel, symbol in list(self._inbox.pairs):
             result.setdefault(channel, set()).add(symbol)
         return {channel: frozenset(symbols) for channel, symbols in result.items()}
 
@@ -166,10 +188,9 @@ class Subscription:
         wire subscribe goes out with the next coalesced delta.
         """
         self._check_open()
-        pairs = self.hub._pairs(channels)
-        with self._lock:
-            self._held = self._held | pairs
-        self.hub._change(self, pairs, add=True)
+        pairs = self._feed.pairs(channels)
+        self._inbox.hold(pairs, add=True)
+        self._feed.change(self._inbox, pairs, add=True)
 
     def remove(self, **channels: Any) -> None:
         """Remove symbols, e.g. ``sub.remove(quotes=["MSFT"])``. Unknown ones are ignored.
@@ -179,17 +200,14 @@ class Subscription:
         its worker thread may still complete).
         """
         self._check_open()
-        pairs = self.hub._pairs(channels)
-        with self._lock:
-            self._held = self._held - pairs
-            self._filtering = True
-        self.hub._change(self, pairs, add=False)
+        pairs = self._feed.pairs(channels)
+        self._inbox.hold(pairs, add=False)
+        self._feed.change(self._inbox, pairs, add=False)
 
     def close(self) -> None:
         """Stop receiving. Idempotent; queued messages are discarded, never delivered."""
-        if not self._mark_closed(None):
-            return
-        self.hub._detach(self)
+        if self._inbox.close():
+            self._feed.detach(self._inbox)
 
     def wait_confirmed(self, timeout: float = 10.0) -> None:
         """Block until the server acknowledged every symbol of this subscription.
@@ -197,11 +215,11 @@ class Subscription:
         Raises :class:`~alpaca_di.errors.SymbolLimitError` when the server refused
         some (they were rolled back), ``TimeoutError`` when time runs out.
         """
-        self.hub._wait_confirmed(self, timeout)
+        self._feed.wait_confirmed(self._inbox, timeout)
 
     async def confirmed(self, timeout: float = 10.0) -> None:
         """Async form of :meth:`wait_confirmed`."""
-        await self.hub._await_confirmed(self, timeout)
+        await self._feed.confirmed(self._inbox, timeout)
 
     def get(self, timeout: float | None = None) -> Any:
         """Return the next message, waiting up to ``timeout`` seconds.
@@ -216,22 +234,21 @@ class Subscription:
         ):
             raise ValueError(f"timeout must be a number of seconds >= 0, or None; got {timeout!r}")
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._ready:
+        inbox = self._inbox
+        with inbox.ready:
             while True:
-                item = self._pop_one()
+                item = inbox.pop()
                 if item is not None:
-                    if self._filtering and not self._wants(item):
-                        continue
-                    self._delivered += 1
+                    inbox.delivered += 1
                     return item[2]
-                if self._error is not None:
-                    raise self._error
-                if self._closed:
+                if inbox.error is not None:
+                    raise inbox.error
+                if inbox.closed:
                     raise ConnectionClosedError("subscription is closed")
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError(f"no message within {timeout} s")
-                self._ready.wait(remaining)
+                inbox.ready.wait(remaining)
 
     def __iter__(self) -> Iterator[Any]:
         """Yield messages until the subscription is closed."""
@@ -247,28 +264,28 @@ class Subscription:
         return self._aiter()
 
     async def _aiter(self) -> AsyncIterator[Any]:
-        loop = asyncio.get_running_loop()
-        event = asyncio.Event()
-        if self._event is None:
-            self._loop, self._event = loop, event
+        inbox = self._inbox
+        wakeup = self._wakeup
+        if wakeup is None:
+            self._wakeup = wakeup = _Wakeup(asyncio.get_running_loop(), self._feed, inbox)
+            inbox.listener = wakeup
+        event = wakeup.event
         while True:
-            with self._lock:
-                self._wake_pending = False
-                item = self._pop_one()
-                while item is not None and self._filtering and not self._wants(item):
-                    item = self._pop_one()
+            with inbox.lock:
+                wakeup.pending = False
+                item = inbox.pop()
                 if item is not None:
-                    self._delivered += 1
-                elif self._error is not None:
-                    raise self._error
-                elif self._closed:
+                    inbox.delivered += 1
+                elif inbox.error is not None:
+                    raise inbox.error
+                elif inbox.closed:
                     return
                 else:
-                    self._event.clear()
+                    event.clear()
             if item is not None:
                 yield item[2]
             else:
-                await self._event.wait()
+                await event.wait()
 
     def __enter__(self) -> Subscription:
         return self
@@ -293,161 +310,51 @@ class Subscription:
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
-        return f"<Subscription {state} {self.hub.kind.value} {sorted(self.pairs)[:5]!r}>"
+        state = "closed" if self.closed else "open"
+        pairs = sorted(self._inbox.pairs)[:5]
+        return f"<{type(self).__name__} {state} {self._feed.kind.value} {pairs!r}>"
 
-    # -- producer side (the hub's loop) -----------------------------------------
+    # -- the inbox's listener (handler subscriptions) -------------------------------
 
-    def _push(self, items: list[_Item]) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            if self._conflate:
-                self._push_conflated(items)
-            elif self.maxsize is None:
-                self._queue.extend(items)
-            else:
-                self._push_bounded(items)
-            overflowed = self._overflowed
-            if self._handler is None:
-                self._ready.notify()
-            schedule = not self._drain_scheduled and self._handler is not None
-            if schedule and not self._async_handler:
-                self._drain_scheduled = True
-            wake = self._event is not None and not self._wake_pending
-            if wake:
+    def inbox_ready(self) -> None:
+        """Items arrived: schedule a drain (called by the inbox, outside its lock)."""
+        if self._async_handler:
+            event = self._event
+            if event is not None and not self._wake_pending:
                 self._wake_pending = True
-        if overflowed:
-            self._fail(
-                SubscriptionOverflowError(
-                    f"queue of {self.maxsize} messages is full (overflow='error'); "
-                    "the subscription was closed"
-                )
-            )
-        elif schedule and not self._async_handler:
-            HandlerPool.shared().submit(self._drain_sync)
-        elif wake:
-            self._wake()
-
-    def _push_bounded(self, items: list[_Item]) -> None:
-        queue, maxsize = self._queue, self.maxsize
-        assert maxsize is not None
-        room = maxsize - len(queue)
-        if len(items) <= room:
-            queue.extend(items)
+                if not _set_soon(self._loop, event) and self._inbox.close():
+                    self._feed.abandon(self._inbox)  # its loop is closed: nobody will read
             return
-        policy = self.overflow
-        if policy == "drop_oldest":
-            overflow = len(items) - room
-            if overflow >= len(queue):
-                self._dropped += len(queue) + len(items) - maxsize
-                queue.clear()
-                queue.extend(items[-maxsize:])
-            else:
-                for _ in range(overflow):
-                    queue.popleft()
-                queue.extend(items)
-                self._dropped += overflow
-        elif policy == "drop_newest":
-            queue.extend(items[: max(room, 0)])
-            self._dropped += len(items) - max(room, 0)
-        else:  # "error"
-            queue.extend(items[: max(room, 0)])
-            self._dropped += len(items) - max(room, 0)
-            self._overflowed = True
+        with self._inbox.lock:
+            if self._drain_scheduled:
+                return
+            self._drain_scheduled = True
+        HandlerPool.shared().submit(self._drain_sync)
 
-    def _push_conflated(self, items: list[_Item]) -> None:
-        latest, maxsize = self._latest, self.maxsize
-        for item in items:
-            key = (item[0], item[1])
-            if key in latest:
-                self._dropped += 1
-            elif maxsize is not None and len(latest) >= maxsize:
-                del latest[next(iter(latest))]
-                self._dropped += 1
-            latest[key] = item
+    def inbox_closed(self, error: BaseException | None) -> None:
+        """The inbox closed: wake the drain so it ends; release the worker pool."""
+        if error is not None:
+            _log.error("subscription.failed", kind=self._feed.kind.value, error=str(error))
+        event = self._event
+        if event is not None:
+            _set_soon(self._loop, event)
+        if self._pooled:
+            HandlerPool.shared().release()
 
-    def _wants(self, item: _Item) -> bool:
-        """Whether the consumer still holds the pair of ``item`` (see ``remove()``)."""
-        channel = item[0]
-        held = self._held
-        if (channel, item[1]) in held or (channel, "*") in held:
-            return True
-        if channel == "news":  # routed by the article's symbols, not item[1]
-            message = item[2]
-            if isinstance(message, dict):
-                symbols = message.get("symbols")
-            else:
-                symbols = getattr(message, "symbols", None)
-            if not isinstance(symbols, (list, tuple)):
-                return False
-            # The server's list may hold anything: only strings can name a symbol.
-            return any(isinstance(s, str) and (channel, s) in held for s in symbols)
-        return False
-
-    def _pop_one(self) -> _Item | None:
-        if self._conflate:
-            if not self._latest:
-                return None
-            key = next(iter(self._latest))
-            return self._latest.pop(key)
-        return self._queue.popleft() if self._queue else None
-
-    def _take(self) -> list[_Item]:
-        with self._lock:
-            if self._closed:
-                return []
-            if self._conflate:
-                keys = list(self._latest)[:_BATCH]
-                return [self._latest.pop(key) for key in keys]
-            queue = self._queue
-            if len(queue) <= _BATCH:
-                batch = list(queue)
-                queue.clear()
-                return batch
-            return [queue.popleft() for _ in range(_BATCH)]
-
-    def _take_all(self) -> deque[_Item] | list[_Item]:
-        """Everything queued, in order; call with the lock held.
-
-        For the async drain, which never yields between the messages of a batch
-        unless the handler does: a batch limit buys no fairness there, and
-        swapping the deque out costs O(1) instead of a ``popleft`` per message.
-        """
-        if self._closed:
-            return []
-        if self._conflate:
-            items = list(self._latest.values())
-            self._latest.clear()
-            return items
-        queue = self._queue
-        if not queue:
-            return []
-        self._queue = deque()
-        return queue
-
-    def _wake(self) -> None:
-        event, loop = self._event, self._loop
-        assert event is not None
-        if self.hub._loop is loop and self.hub._on_loop():
-            event.set()
-        else:
-            try:
-                loop.call_soon_threadsafe(event.set)
-            except RuntimeError:  # the consumer's loop is closed: nobody will read
-                self._mark_closed(None)
-
-    # -- consumer side -----------------------------------------------------------
+    # -- drains --------------------------------------------------------------------
 
     def _drain_sync(self) -> None:
         handler = self._handler
+        inbox = self._inbox
         assert handler is not None
         delivered = 0
+        with inbox.lock:
+            batch = inbox.take(_BATCH)
         try:
-            for item in self._take():
-                if self._closed:
+            for item in batch:
+                if inbox.closed:
                     break
-                if self._filtering and not self._wants(item):
+                if inbox.filtering and not inbox.wants(item):
                     continue
                 try:
                     handler(item[2])
@@ -458,35 +365,35 @@ class Subscription:
                     break
                 delivered += 1
         finally:
-            # Only this drain writes the counter: no lock needed per message.
-            self._delivered += delivered
-        with self._lock:
-            more = not self._closed and bool(self._latest if self._conflate else self._queue)
-            if not more:
-                self._drain_scheduled = False
+            with inbox.lock:
+                inbox.delivered += delivered
+                more = not inbox.closed and inbox.queued > 0
+                if not more:
+                    self._drain_scheduled = False
         if more:  # yield the worker so other subscriptions get their turn
             HandlerPool.shared().submit(self._drain_sync)
 
     async def _drain_async(self) -> None:
         handler = self._handler
         event = self._event
+        inbox = self._inbox
         assert handler is not None
         assert event is not None
-        while not self._closed:
-            with self._lock:
+        while not inbox.closed:
+            with inbox.lock:
                 self._wake_pending = False
                 event.clear()
-                batch = self._take_all()
+                batch = inbox.take_all()
             if not batch:
-                if not self._closed:
+                if not inbox.closed:
                     await event.wait()
                 continue
             delivered = 0
             try:
                 for item in batch:
-                    if self._closed:
+                    if inbox.closed:
                         return
-                    if self._filtering and not self._wants(item):
+                    if inbox.filtering and not inbox.wants(item):
                         continue
                     try:
                         await handler(item[2])  # type: ignore[misc]
@@ -499,20 +406,21 @@ class Subscription:
                         return
                     delivered += 1
             finally:
-                self._delivered += delivered
+                with inbox.lock:
+                    inbox.delivered += delivered
 
     def _handler_failed(self) -> None:
-        with self._lock:
-            self._errors += 1
-            errors = self._errors
+        with self._inbox.lock:
+            self._inbox.errors += 1
+            errors = self._inbox.errors
         # Rendering a traceback costs far more than a message (milliseconds with
         # rich): a handler failing on every message must not flood the log and
         # starve every other consumer of the process. Count all, log a sample.
         if errors <= _LOGGED_ERRORS or errors % _LOG_EVERY == 0:
             _log.exception(
                 "subscription.handler_failed",
-                kind=self.hub.kind.value,
-                endpoint=self.hub.endpoint,
+                kind=self._feed.kind.value,
+                endpoint=self._feed.endpoint,
                 errors=errors,
                 sampled=errors >= _LOGGED_ERRORS,
             )
@@ -526,41 +434,58 @@ class Subscription:
         the application's main thread anyway. A handler that must stop the process
         signals it (``os.kill(os.getpid(), signal.SIGTERM)``) or calls ``os._exit``.
         """
-        with self._lock:
-            self._errors += 1
+        with self._inbox.lock:
+            self._inbox.errors += 1
         _log.error(
             "subscription.handler_exited",
-            kind=self.hub.kind.value,
-            endpoint=self.hub.endpoint,
+            kind=self._feed.kind.value,
+            endpoint=self._feed.endpoint,
             error=describe_error(exc),
         )
-        self._fail(exc)
-
-    def _mark_closed(self, error: BaseException | None) -> bool:
-        with self._lock:
-            if self._closed:
-                return False
-            self._closed = True
-            self._error = error
-            self._queue.clear()
-            self._latest.clear()
-            self._ready.notify_all()
-            event = self._event
-        if event is not None:
-            try:
-                self._loop.call_soon_threadsafe(event.set)
-            except RuntimeError:  # the consumer's loop is already closed
-                pass
-        if self._handler is not None and not self._async_handler:
-            HandlerPool.shared().release()
-        return True
-
-    def _fail(self, error: BaseException) -> None:
-        """Close because of ``error``, which readers then see."""
-        if self._mark_closed(error):
-            _log.error("subscription.failed", kind=self.hub.kind.value, error=str(error))
-            self.hub._detach(self)
+        if self._inbox.close(exc):
+            self._feed.detach(self._inbox)
 
     def _check_open(self) -> None:
-        if self._closed:
+        if self._inbox.closed:
             raise ConnectionClosedError("subscription is closed")
+
+
+class _Wakeup:
+    """Wakes an ``async for`` over an inbox; holds no reference to its subscription."""
+
+    __slots__ = ("event", "feed", "inbox", "loop", "pending")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, feed: Feed, inbox: Inbox) -> None:
+        self.loop = loop
+        self.feed = feed
+        self.inbox = inbox
+        self.event = asyncio.Event()
+        self.pending = False
+
+    def inbox_ready(self) -> None:
+        if not self.pending:
+            self.pending = True
+            if not _set_soon(self.loop, self.event) and self.inbox.close():
+                self.feed.abandon(self.inbox)  # its loop is closed: nobody will read
+
+    def inbox_closed(self, error: BaseException | None) -> None:
+        _set_soon(self.loop, self.event)
+
+
+def _set_soon(loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> bool:
+    """Set ``event`` on its loop; ``False`` if that loop is closed."""
+    if running_loop() is loop:
+        event.set()
+        return True
+    try:
+        loop.call_soon_threadsafe(event.set)
+    except RuntimeError:
+        return False
+    return True
+
+
+def _reclaim(feed: Feed, inbox: Inbox) -> None:
+    """Finalizer of an iterator subscription nobody can reach: free its symbols and queue."""
+    if inbox.close():
+        feed.abandon(inbox)
+        _log.debug("subscription.reclaimed", kind=feed.kind.value, pairs=len(inbox.pairs))

@@ -61,6 +61,7 @@ from alpaca_di._aio import is_async_callable, running_loop, settle
 from alpaca_di.containers import AlpacaContainer
 from alpaca_di.errors import ConnectionClosedError, SubscriptionOverflowError, describe_error
 from alpaca_di.hub.health import ConnectionHealth, StateTransition
+from alpaca_di.hub.inbox import Inbox
 from alpaca_di.hub.registry import ConnectionRegistry
 from alpaca_di.hub.subscription import Handler, SubscriptionStats
 from alpaca_di.protocol import StreamKind, validate_channel, validate_symbol
@@ -591,6 +592,14 @@ class FakeStreamHub:
         with self._lock:
             self._subs.append(sub)
         return sub
+
+    def attach(self, inbox: Inbox, **channels: Any) -> FakeSubscription:
+        """Like :meth:`StreamHub.attach`: route ``channels`` to an inbox its listener drains."""
+
+        def feed(message: Any) -> None:
+            inbox.push([("", "", message)])
+
+        return self.subscribe(feed, **channels)
 
     def wait_ready(self, timeout: float = 10.0) -> None:
         """Return at once when the simulated state is up; raise like the real hub otherwise."""

@@ -411,7 +411,8 @@ def test_wait_ready_times_out_with_the_state_named(registry, creds):
 def test_mute_socket_is_recycled_after_data_timeout(registry, emulator, creds):
     options = ConnectionOptions(backoff_initial=0.01, backoff_max=0.05, data_timeout=0.3)
     lease = registry.acquire(creds, StreamKind.STOCK, emulator.data_url(IEX), options)
-    lease.hub.subscribe(quotes=["AAPL"]).wait_confirmed(5)
+    sub = lease.hub.subscribe(quotes=["AAPL"])  # kept: an unreachable iterator is reclaimed
+    sub.wait_confirmed(5)
     emulator.mute(IEX)
     emulator.wait_until(lambda: emulator.counters(KEY, IEX).connections_accepted >= 2, 10)
     emulator.mute(IEX, muted=False)

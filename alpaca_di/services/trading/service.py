@@ -49,7 +49,9 @@ from alpaca.trading.models import Order, TradeUpdate
 from alpaca_di._aio import running_loop, settle
 from alpaca_di._check import check_seconds
 from alpaca_di.errors import AlpacaAPIError, ConnectionClosedError
+from alpaca_di.hub.delivery import InlineDrain
 from alpaca_di.hub.hub import StreamHub
+from alpaca_di.hub.inbox import Inbox
 from alpaca_di.hub.subscription import Handler, Subscription
 from alpaca_di.protocol import StreamKind
 from alpaca_di.services.interfaces import DEFAULT_FINAL_EVENTS
@@ -65,7 +67,7 @@ from alpaca_di.services.trading.orders import (
     reconciled_update,
 )
 from alpaca_di.services.trading.reconcile import fetch_orders_since, missed_update
-from alpaca_di.services.trading.subscription import TradeUpdateSubscription
+from alpaca_di.services.trading.subscription import TradeUpdateFeed, TradeUpdateSubscription
 from alpaca_di.transport.states import ConnectionState
 
 if TYPE_CHECKING:
@@ -171,7 +173,13 @@ class TradingService:
         self._orders: OrderedDict[str, _Record] = OrderedDict()
         self._seq = 0
         self._sub: Subscription | None = None
-        self._subs: set[TradeUpdateSubscription] = set()
+        self._subs: set[Inbox] = set()
+        self._feed = TradeUpdateFeed(
+            endpoint=trading_stream.endpoint,
+            listen=self.listen,
+            listen_async=self.listen_async,
+            discard=self._discard,
+        )
         self._remove_listener: Callable[[], None] | None = None
         self._async_waiters: dict[
             str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], frozenset[str]]]
@@ -217,24 +225,15 @@ class TradingService:
             raise TypeError(f"handler must be callable or None, got {type(handler).__name__}")
         self._listen()
         loop = running_loop()
+        inbox = Inbox(maxsize=None, overflow="drop_oldest", raw=False, never_drop=True)
         sub = TradeUpdateSubscription(
-            self._hub,
-            handler,
-            consumer_loop=loop or self._hub.loop,
-            listen=self.listen,
-            listen_async=self.listen_async,
-            on_close=self._discard,
+            self._feed, handler, inbox=inbox, consumer_loop=loop or self._hub.loop
         )
-        if sub._async_handler:
-            if loop is not None:
-                sub._start()
-            else:
-                self._hub.loop.call_soon_threadsafe(sub._start)
         with self._lock:
             if self._closed:
-                sub._mark_closed(None)
+                inbox.close()
                 raise ConnectionClosedError("the TradingService is closed")
-            self._subs.add(sub)
+            self._subs.add(inbox)
         return sub
 
     def listen(self, timeout: float = 10.0) -> None:
@@ -459,8 +458,8 @@ class TradingService:
             self._changed.notify_all()
         if sub is not None:
             sub.close()
-        for user in subs:
-            Subscription.close(user)
+        for inbox in subs:
+            inbox.close()
         if remover is not None:
             remover()
         for pending in waiters.values():
@@ -483,11 +482,14 @@ class TradingService:
             if sub is None or sub.closed:
                 if self._remove_listener is None:
                     self._remove_listener = self._hub.add_state_listener(self._on_state)
-                sub = self._sub = self._hub.subscribe(self._on_update, trade_updates=True)
+                inbox = Inbox(maxsize=None, overflow="drop_oldest", raw=False, never_drop=True)
+                inbox.listener = InlineDrain(inbox, self._on_update)
+                sub = self._sub = self._hub.attach(inbox, trade_updates=True)
             return sub
 
     def _on_update(self, update: Any) -> None:
-        # Runs on a worker thread, one update at a time, in wire order.
+        # Runs on the hub's loop, one update at a time, in wire order: never on the
+        # handler pool, so blocked user handlers cannot delay a fill.
         if isinstance(update, TradeUpdate):
             self._deliver(update)
 
@@ -524,16 +526,16 @@ class TradingService:
                         waiters.remove((loop, future, wanted))
                         settle(loop, future, update)
             item = [("trade_updates", update.order.symbol or "", update)]
-            for sub in list(self._subs):
-                if sub.closed:
-                    self._subs.discard(sub)
+            for inbox in list(self._subs):
+                if inbox.closed:
+                    self._subs.discard(inbox)
                 else:
-                    sub._push(item)
+                    inbox.push(item)
         return True
 
-    def _discard(self, sub: TradeUpdateSubscription) -> None:
+    def _discard(self, inbox: Inbox) -> None:
         with self._lock:
-            self._subs.discard(sub)
+            self._subs.discard(inbox)
 
     def _on_state(self, state: ConnectionState, previous: ConnectionState) -> None:
         # Runs on the hub's loop: O(1) bookkeeping only; REST work goes to a thread.
@@ -565,11 +567,11 @@ class TradingService:
             error = ConnectionClosedError(
                 f"the trading stream failed: {self._hub.health().last_error or 'unknown error'}"
             )
-            for sub in subs:
-                sub._fail(error)
+            for inbox in subs:
+                inbox.close(error)
         else:
-            for sub in subs:
-                Subscription.close(sub)
+            for inbox in subs:
+                inbox.close()
         for loop, future, _events in waiters:
             settle(loop, future, _FAILED)
 

@@ -9,14 +9,16 @@ Every trade update of the account, never dropped, in order; fed by the service
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from alpaca_di.hub.hub import StreamHub
-from alpaca_di.hub.subscription import Handler, Subscription
+from alpaca_di.hub.inbox import Inbox, Pair
+from alpaca_di.hub.subscription import Subscription
+from alpaca_di.protocol import StreamKind
 
-__all__ = ["TradeUpdateSubscription"]
+__all__ = ["TradeUpdateFeed", "TradeUpdateSubscription"]
+
+_NO_SYMBOLS = "a trade-updates subscription receives every order; it has no symbols"
 
 
 class TradeUpdateSubscription(Subscription):
@@ -25,7 +27,8 @@ class TradeUpdateSubscription(Subscription):
     Fed by the :class:`TradingService` (stream and reconciled updates, never
     dropped, never a final state twice). Handler, iteration, ``stats``,
     ``close`` and the context managers work as on any subscription; ``add`` and
-    ``remove`` do not apply (there are no symbols).
+    ``remove`` raise ``TypeError`` (there are no symbols); ``wait_confirmed``
+    returns once the server streams the account's updates.
 
     Example::
 
@@ -33,50 +36,45 @@ class TradeUpdateSubscription(Subscription):
             update = updates.get(timeout=30)
     """
 
+
+class TradeUpdateFeed:
+    """The :class:`~alpaca_di.hub.subscription.Feed` of a service's subscriptions."""
+
     def __init__(
         self,
-        hub: StreamHub,
-        handler: Handler | None,
         *,
-        consumer_loop: asyncio.AbstractEventLoop,
+        endpoint: str,
         listen: Callable[[float], None],
         listen_async: Callable[[float], Awaitable[None]],
-        on_close: Callable[[TradeUpdateSubscription], None],
+        discard: Callable[[Inbox], None],
     ) -> None:
-        super().__init__(
-            hub,
-            handler,
-            maxsize=None,
-            overflow="drop_oldest",
-            raw=False,
-            consumer_loop=consumer_loop,
-            never_drop=True,
-        )
+        self._endpoint = endpoint
         self._listen = listen
         self._listen_async = listen_async
-        self._on_close = on_close
+        self._discard = discard
 
-    def add(self, **channels: Any) -> None:
-        """Not supported: a trade-updates subscription has no symbols."""
-        raise TypeError("a trade-updates subscription receives every order; it has no symbols")
+    @property
+    def kind(self) -> StreamKind:
+        return StreamKind.TRADING
 
-    def remove(self, **channels: Any) -> None:
-        """Not supported: a trade-updates subscription has no symbols."""
-        raise TypeError("a trade-updates subscription receives every order; it has no symbols")
+    @property
+    def endpoint(self) -> str:
+        return self._endpoint
 
-    def wait_confirmed(self, timeout: float = 10.0) -> None:
-        """Block until the server confirmed that the account's updates are streamed."""
+    def pairs(self, channels: Mapping[str, Any]) -> set[Pair]:
+        raise TypeError(_NO_SYMBOLS)
+
+    def change(self, inbox: Inbox, pairs: set[Pair], *, add: bool) -> None:
+        raise TypeError(_NO_SYMBOLS)
+
+    def detach(self, inbox: Inbox) -> None:
+        self._discard(inbox)
+
+    def abandon(self, inbox: Inbox) -> None:
+        self._discard(inbox)  # a set discard under the service's reentrant lock
+
+    def wait_confirmed(self, inbox: Inbox, timeout: float) -> None:
         self._listen(timeout)
 
-    async def confirmed(self, timeout: float = 10.0) -> None:
-        """Async :meth:`wait_confirmed`."""
+    async def confirmed(self, inbox: Inbox, timeout: float) -> None:
         await self._listen_async(timeout)
-
-    def close(self) -> None:
-        """Stop receiving. Idempotent."""
-        self._on_close(self)
-        super().close()
-
-    def __repr__(self) -> str:
-        state = "closed" if self.closed else "open"
-        return f"<TradeUpdateSubscription {state} {self.stats}>"

@@ -44,8 +44,8 @@ def drain(sub):
 
 def test_drop_oldest_keeps_the_newest_and_counts_drops(hub):
     sub = hub.subscribe(quotes=["AAPL"], maxsize=3)
-    sub._push(items(["A", "B"]))
-    sub._push(items(["C", "D", "E"]))
+    sub._inbox.push(items(["A", "B"]))
+    sub._inbox.push(items(["C", "D", "E"]))
     assert drain(sub) == ["quotes:C:0", "quotes:D:1", "quotes:E:2"]
     assert sub.stats.dropped == 2
     assert sub.stats.delivered == 3
@@ -53,37 +53,37 @@ def test_drop_oldest_keeps_the_newest_and_counts_drops(hub):
 
 def test_drop_oldest_with_a_batch_larger_than_the_queue(hub):
     sub = hub.subscribe(quotes=["AAPL"], maxsize=2)
-    sub._push(items(["A"]))
-    sub._push(items(["B", "C", "D", "E"]))
+    sub._inbox.push(items(["A"]))
+    sub._inbox.push(items(["B", "C", "D", "E"]))
     assert drain(sub) == ["quotes:D:2", "quotes:E:3"]
     assert sub.stats.dropped == 3
 
 
 def test_drop_newest_keeps_the_oldest(hub):
     sub = hub.subscribe(quotes=["AAPL"], maxsize=2, overflow="drop_newest")
-    sub._push(items(["A", "B", "C"]))
+    sub._inbox.push(items(["A", "B", "C"]))
     assert drain(sub) == ["quotes:A:0", "quotes:B:1"]
     assert sub.stats.dropped == 1
 
 
 def test_conflate_keeps_the_latest_per_channel_and_symbol(hub):
     sub = hub.subscribe(quotes=["*"], trades=["*"], overflow="conflate")
-    sub._push([("quotes", "AAPL", 1), ("quotes", "MSFT", 2), ("trades", "AAPL", 3)])
-    sub._push([("quotes", "AAPL", 4)])
+    sub._inbox.push([("quotes", "AAPL", 1), ("quotes", "MSFT", 2), ("trades", "AAPL", 3)])
+    sub._inbox.push([("quotes", "AAPL", 4)])
     assert drain(sub) == [4, 2, 3]
     assert sub.stats.dropped == 1
 
 
 def test_conflate_bounds_distinct_keys(hub):
     sub = hub.subscribe(quotes=["*"], overflow="conflate", maxsize=2)
-    sub._push([("quotes", "A", 1), ("quotes", "B", 2), ("quotes", "C", 3)])
+    sub._inbox.push([("quotes", "A", 1), ("quotes", "B", 2), ("quotes", "C", 3)])
     assert drain(sub) == [2, 3]
     assert sub.stats.dropped == 1
 
 
 def test_error_policy_closes_the_subscription_with_a_named_error(hub):
     sub = hub.subscribe(quotes=["AAPL"], maxsize=2, overflow="error")
-    sub._push(items(["A", "B", "C"]))
+    sub._inbox.push(items(["A", "B", "C"]))
     assert sub.closed
     with pytest.raises(SubscriptionOverflowError, match="overflow='error'"):
         sub.get(timeout=0)
@@ -92,7 +92,7 @@ def test_error_policy_closes_the_subscription_with_a_named_error(hub):
 
 def test_unbounded_queue_drops_nothing(hub):
     sub = hub.subscribe(quotes=["AAPL"], maxsize=None)
-    sub._push(items([str(n) for n in range(50_000)]))
+    sub._inbox.push(items([str(n) for n in range(50_000)]))
     assert sub.stats.queued == 50_000
     assert sub.stats.dropped == 0
 
@@ -107,7 +107,7 @@ def test_trading_subscriptions_never_drop_whatever_maxsize():
         loop=loop,
     )
     sub = hub.subscribe(trade_updates=True, maxsize=1)
-    sub._push(items(["A", "B", "C"], channel="trade_updates"))
+    sub._inbox.push(items(["A", "B", "C"], channel="trade_updates"))
     assert sub.stats.queued == 3
     assert sub.stats.dropped == 0
     loop.close()
@@ -115,9 +115,9 @@ def test_trading_subscriptions_never_drop_whatever_maxsize():
 
 def test_nothing_is_delivered_after_close(hub):
     sub = hub.subscribe(quotes=["AAPL"])
-    sub._push(items(["A", "B"]))
+    sub._inbox.push(items(["A", "B"]))
     sub.close()
-    sub._push(items(["C"]))
+    sub._inbox.push(items(["C"]))
     with pytest.raises(ConnectionClosedError):
         sub.get(timeout=0)
     assert sub.stats.queued == 0
@@ -130,7 +130,7 @@ def test_get_waits_for_a_push_from_another_thread(hub):
 
     def push():
         pushed.wait(5)
-        sub._push(items(["A"]))
+        sub._inbox.push(items(["A"]))
 
     threading.Thread(target=push).start()
     pushed.set()

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from alpaca.trading.models import Order, TradeUpdate
 
+from alpaca_di.hub.inbox import Inbox
 from alpaca_di.protocol import StreamKind
 from alpaca_di.services.trading import (
     ReconciledTradeUpdate,
@@ -77,6 +78,7 @@ class FakeHub:
     """Just enough of StreamHub for TradingService."""
 
     kind = StreamKind.TRADING
+    endpoint = "ws://127.0.0.1:9/stream"
     closed = False
 
     def __init__(self) -> None:
@@ -91,6 +93,13 @@ class FakeHub:
         self.subscribes += 1
         if handler is not None:
             self.handler = handler
+        self.state = ConnectionState.CONNECTED
+        return FakeSub()
+
+    def attach(self, inbox: Inbox, **kwargs: Any) -> FakeSub:
+        assert kwargs.get("trade_updates") is True
+        self.subscribes += 1
+        self.handler = lambda update: inbox.push([("trade_updates", "", update)])
         self.state = ConnectionState.CONNECTED
         return FakeSub()
 

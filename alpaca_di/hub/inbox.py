@@ -1,0 +1,280 @@
+"""One consumer's bounded queue: overflow policies, conflation, counts; no I/O, no threads.
+
+An :class:`Inbox` is what a hub routes messages to. The hub appends batches
+(never waiting), the consumer takes them; a listener hears when there is
+something to take and when the inbox closed::
+
+    inbox = Inbox(maxsize=1000, overflow="drop_oldest", raw=False, held={("quotes", "AAPL")})
+    inbox.push([("quotes", "AAPL", quote)])
+    with inbox.lock:
+        item = inbox.pop()              # ("quotes", "AAPL", quote), or None
+    inbox.close()                        # queued items are discarded
+
+:class:`~alpaca_di.hub.subscription.Subscription` is the consumer's handle on
+one; the hub holds the inbox, not the handle, so a handle nobody can reach
+any more can be reclaimed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from alpaca_di.errors import SubscriptionOverflowError
+from alpaca_di.transport.options import OverflowPolicy
+
+__all__ = ["Inbox", "InboxListener", "Item", "Pair", "SubscriptionStats"]
+
+Pair = tuple[str, str]
+Item = tuple[str, str, Any]
+"""``(channel, symbol, message)``: what a hub routes."""
+
+
+@dataclass(frozen=True)
+class SubscriptionStats:
+    """Counters of one subscription (an immutable snapshot).
+
+    Attributes:
+        delivered: messages handed to the handler or the iterator.
+        dropped: messages discarded by the overflow policy (or conflated away).
+        queued: messages waiting in the queue now.
+        errors: exceptions raised by the handler (all counted; the first ten of a
+            subscription are logged with their traceback, then one in a thousand).
+
+    Example::
+
+        stats = sub.stats
+        print(stats.delivered, stats.dropped, stats.queued, stats.errors)
+    """
+
+    delivered: int
+    dropped: int
+    queued: int
+    errors: int
+
+
+class InboxListener(Protocol):
+    """Told when an inbox has something to take, and when it closed (outside its lock)."""
+
+    def inbox_ready(self) -> None:
+        """Items arrived."""
+
+    def inbox_closed(self, error: BaseException | None) -> None:
+        """The inbox closed, because of ``error`` if not ``None``; called once."""
+
+
+class Inbox:
+    """A bounded queue with an overflow policy, and the pairs its consumer holds.
+
+    ``lock`` guards the queue and the counters; ``ready`` (a condition on it) is
+    notified on every push and on close. The membership fields (``pairs``,
+    ``unconfirmed``, ``rejection``, ``pending_changes``) belong to the hub that
+    routes to this inbox and are written on its loop.
+    """
+
+    def __init__(
+        self,
+        *,
+        maxsize: int | None,
+        overflow: OverflowPolicy,
+        raw: bool,
+        held: Iterable[Pair] = (),
+        never_drop: bool = False,
+    ) -> None:
+        self.raw = raw
+        self.maxsize = None if never_drop else maxsize
+        self.overflow: OverflowPolicy = overflow
+        self.lock = threading.Lock()
+        self.ready = threading.Condition(self.lock)
+        self.listener: InboxListener | None = None
+        self.closed = False
+        self.error: BaseException | None = None
+        self.delivered = 0
+        self.dropped = 0
+        self.errors = 0
+        self._queue: deque[Item] = deque()
+        self._latest: dict[Pair, Item] = {}  # the queue under "conflate"
+        self._conflate = overflow == "conflate" and not never_drop
+        # The consumer's own view of its pairs, changed at once by add() and remove()
+        # (the hub applies changes later, on its loop). Once a pair was removed,
+        # deliveries are checked against it: nothing of a removed pair reaches the
+        # consumer after remove() returned, even if it was queued already.
+        self.held: frozenset[Pair] = frozenset(held)
+        self.filtering = False
+        # Owned by the hub's loop:
+        self.pairs: set[Pair] = set()
+        self.unconfirmed: set[Pair] = set()
+        self.rejection: BaseException | None = None
+        self.pending_changes = 0
+
+    # -- the producer's side -------------------------------------------------------------
+
+    def push(self, items: list[Item]) -> bool:
+        """Append ``items`` (never blocks, never mutates ``items``).
+
+        Returns ``False`` when the push overflowed a queue whose policy is
+        ``"error"``: the inbox is then closed with a ``SubscriptionOverflowError``.
+        """
+        overflowed = False
+        with self.lock:
+            if self.closed:
+                return True
+            if self._conflate:
+                self._push_conflated(items)
+            elif self.maxsize is None:
+                self._queue.extend(items)
+            else:
+                overflowed = not self._push_bounded(items)
+            self.ready.notify()
+        if overflowed:
+            self.close(
+                SubscriptionOverflowError(
+                    f"queue of {self.maxsize} messages is full (overflow='error'); "
+                    "the subscription was closed"
+                )
+            )
+            return False
+        listener = self.listener
+        if listener is not None:
+            listener.inbox_ready()
+        return True
+
+    def _push_bounded(self, items: list[Item]) -> bool:
+        queue, maxsize = self._queue, self.maxsize
+        assert maxsize is not None
+        room = maxsize - len(queue)
+        if len(items) <= room:
+            queue.extend(items)
+            return True
+        policy = self.overflow
+        if policy == "drop_oldest":
+            overflow = len(items) - room
+            if overflow >= len(queue):
+                self.dropped += len(queue) + len(items) - maxsize
+                queue.clear()
+                queue.extend(items[-maxsize:])
+            else:
+                for _ in range(overflow):
+                    queue.popleft()
+                queue.extend(items)
+                self.dropped += overflow
+            return True
+        queue.extend(items[: max(room, 0)])
+        self.dropped += len(items) - max(room, 0)
+        return policy == "drop_newest"  # "error": the caller closes the inbox
+
+    def _push_conflated(self, items: list[Item]) -> None:
+        latest, maxsize = self._latest, self.maxsize
+        for item in items:
+            key = (item[0], item[1])
+            if key in latest:
+                self.dropped += 1
+            elif maxsize is not None and len(latest) >= maxsize:
+                del latest[next(iter(latest))]
+                self.dropped += 1
+            latest[key] = item
+
+    # -- the consumer's side (call with ``lock`` held) -----------------------------------
+
+    @property
+    def queued(self) -> int:
+        """How many items wait now."""
+        return len(self._latest) if self._conflate else len(self._queue)
+
+    def pop(self) -> Item | None:
+        """The oldest item the consumer still wants, or ``None``."""
+        while True:
+            if self._conflate:
+                if not self._latest:
+                    return None
+                item = self._latest.pop(next(iter(self._latest)))
+            elif self._queue:
+                item = self._queue.popleft()
+            else:
+                return None
+            if not self.filtering or self.wants(item):
+                return item
+
+    def take(self, limit: int) -> list[Item]:
+        """Up to ``limit`` items, in order (filtering is the caller's: see :meth:`wants`)."""
+        if self.closed:
+            return []
+        if self._conflate:
+            return [self._latest.pop(key) for key in list(self._latest)[:limit]]
+        queue = self._queue
+        if len(queue) <= limit:
+            batch = list(queue)
+            queue.clear()
+            return batch
+        return [queue.popleft() for _ in range(limit)]
+
+    def take_all(self) -> deque[Item] | list[Item]:
+        """Everything queued, in order.
+
+        For the async drain, which never yields between the messages of a batch
+        unless the handler does: a batch limit buys no fairness there, and
+        swapping the deque out costs O(1) instead of a ``popleft`` per message.
+        """
+        if self.closed:
+            return []
+        if self._conflate:
+            items = list(self._latest.values())
+            self._latest.clear()
+            return items
+        queue = self._queue
+        if not queue:
+            return []
+        self._queue = deque()
+        return queue
+
+    def wants(self, item: Item) -> bool:
+        """Whether the consumer still holds the pair of ``item`` (see ``remove()``)."""
+        channel = item[0]
+        held = self.held
+        if (channel, item[1]) in held or (channel, "*") in held:
+            return True
+        if channel == "news":  # routed by the article's symbols, not item[1]
+            message = item[2]
+            if isinstance(message, dict):
+                symbols = message.get("symbols")
+            else:
+                symbols = getattr(message, "symbols", None)
+            if not isinstance(symbols, (list, tuple)):
+                return False
+            # The server's list may hold anything: only strings can name a symbol.
+            return any(isinstance(s, str) and (channel, s) in held for s in symbols)
+        return False
+
+    # -- either side ---------------------------------------------------------------------
+
+    def hold(self, pairs: set[Pair], *, add: bool) -> None:
+        """Change the consumer's own view of its pairs at once (thread-safe)."""
+        with self.lock:
+            if add:
+                self.held = self.held | pairs
+            else:
+                self.held = self.held - pairs
+                self.filtering = True
+
+    def stats(self) -> SubscriptionStats:
+        """A snapshot of the counters (thread-safe)."""
+        with self.lock:
+            return SubscriptionStats(self.delivered, self.dropped, self.queued, self.errors)
+
+    def close(self, error: BaseException | None = None) -> bool:
+        """Close, discarding what is queued; ``False`` if it was closed already."""
+        with self.lock:
+            if self.closed:
+                return False
+            self.closed = True
+            self.error = error
+            self._queue.clear()
+            self._latest.clear()
+            self.ready.notify_all()
+        listener = self.listener
+        if listener is not None:
+            listener.inbox_closed(error)
+        return True
