@@ -45,7 +45,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
-from urllib.parse import urlsplit
 
 import msgpack
 import structlog
@@ -56,6 +55,7 @@ from redis.backoff import NoBackoff
 
 from alpaca_di._aio import wake
 from alpaca_di.credentials import Credentials
+from alpaca_di.credentials import mask_url as mask_redis_url  # its former name, still exported
 from alpaca_di.errors import (
     ConfigurationError,
     ConnectionClosedError,
@@ -274,24 +274,6 @@ def new_identity() -> str:
     """
     host = socket.gethostname().replace(" ", "_") or "host"
     return f"{host}:{os.getpid()}:{secrets.token_hex(3)}"
-
-
-def mask_redis_url(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (safe to log or raise).
-
-    Example::
-
-        mask_redis_url("redis://:pw@cache:6379/0")   # 'redis://:***@cache:6379/0'
-    """
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return "<unparsable Redis URL>"
-    if not password:
-        return url
-    netloc = parts.netloc.replace(f":{password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
 
 
 def redis_client(url: str, *, timeout: float, name: str | None = None) -> Redis:

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from alpaca_di.credentials import Credentials
+from alpaca_di.credentials import Credentials, mask_url
 from alpaca_di.errors import ConfigurationError
 from alpaca_di.hub.health import ConnectionHealth, HealthReport
 from alpaca_di.hub.hub import StreamHub
@@ -231,10 +231,8 @@ class RedisConnectionRegistry(ConnectionRegistry):
                 self.gateway.close(timeout)
 
     def __repr__(self) -> str:
-        from alpaca_di.scaleout.follower import mask_redis_url
-
         role = "candidate" if self.gateway is not None else "follower"
-        return f"<RedisConnectionRegistry {mask_redis_url(self.redis_url)} {role} {self.identity}>"
+        return f"<RedisConnectionRegistry {mask_url(self.redis_url)} {role} {self.identity}>"
 
 
 def check_redis(redis_url: str, timeout: float = 2.0) -> None:
@@ -251,7 +249,6 @@ def check_redis(redis_url: str, timeout: float = 2.0) -> None:
     import redis
 
     from alpaca_di.errors import RedisUnavailableError
-    from alpaca_di.scaleout.follower import mask_redis_url
 
     try:
         client = redis.Redis.from_url(
@@ -263,7 +260,7 @@ def check_redis(redis_url: str, timeout: float = 2.0) -> None:
             client.close()
     except (redis.RedisError, OSError, ValueError) as exc:
         raise RedisUnavailableError(
-            f"sharing='redis' but Redis at {mask_redis_url(redis_url)} (ALPACA_REDIS_URL) "
+            f"sharing='redis' but Redis at {mask_url(redis_url)} (ALPACA_REDIS_URL) "
             f"is unavailable: {type(exc).__name__}: {str(exc).rstrip('.')}. Start Redis or fix "
             "ALPACA_REDIS_URL; set ALPACA_SHARING=local to share connections within one "
             "process only, or ALPACA_REDIS_FALLBACK_LOCAL=true to fall back automatically"
@@ -351,8 +348,6 @@ def redis_registry(
         if registry is not None:
             return registry
         from alpaca_di.errors import RedisUnavailableError
-        from alpaca_di.scaleout.follower import mask_redis_url
-
         try:
             check_redis(settings.redis_url)
         except RedisUnavailableError as exc:
@@ -360,7 +355,7 @@ def redis_registry(
                 raise
             _log.warning(
                 "sharing.redis_fallback_local",
-                redis_url=mask_redis_url(settings.redis_url),
+                redis_url=mask_url(settings.redis_url),
                 error=str(exc),
             )
             # Cached too: a process never mixes local and Redis sharing.
