@@ -10,7 +10,7 @@ WebSocket :class:`~alpaca_di.transport.Connection` subscribed to the *union* of
 the live processes' demand. Every batch it reads is republished on Redis
 pub/sub, trade updates are appended to a Redis stream, and the upstream state
 and acknowledged subscriptions are published as a
-:class:`~alpaca_di.scaleout.follower.LeaderStatus`.
+:class:`~alpaca_di.scaleout.wire.LeaderStatus`.
 
 Never two sockets for one (key, endpoint): a candidate connects only after it
 holds the lock, and a leader that cannot renew closes its socket *before* the
@@ -44,17 +44,17 @@ from redis.exceptions import RedisError
 from alpaca_di.credentials import Credentials
 from alpaca_di.errors import ConfigurationError, ServerError, describe_error
 from alpaca_di.protocol import StreamKind, SubscriptionState
-from alpaca_di.scaleout.follower import (
+from alpaca_di.scaleout.client import redis_client
+from alpaca_di.scaleout.options import SharingOptions, new_identity
+from alpaca_di.scaleout.wire import (
     LeaderStatus,
+    Pair,
     SharingKeys,
-    SharingOptions,
     account_tag,
     decode_demand,
     encode_batch,
-    encode_update,
     error_record,
-    new_identity,
-    redis_client,
+    update_entry,
 )
 from alpaca_di.transport.connection import Connection, ConnectionFactory, Upstream
 from alpaca_di.transport.options import ConnectionOptions
@@ -63,7 +63,6 @@ from alpaca_di.transport.states import ConnectionState
 
 __all__ = ["Gateway", "LeaderElector"]
 
-Pair = tuple[str, str]
 _log = structlog.get_logger(__name__)
 
 # KEYS: lock, epoch. ARGV: identity, ttl ms. Returns the new epoch, 0 when held by another.
@@ -639,11 +638,7 @@ class _Group:
                     for seq, channel, symbol, raw in batch:
                         pipe.xadd(
                             self.keys.updates,
-                            {
-                                "m": encode_update(channel, symbol, raw),
-                                "e": str(epoch),
-                                "n": str(seq),
-                            },
+                            update_entry(epoch, seq, channel, symbol, raw),
                             maxlen=maxlen,
                             approximate=True,
                         )

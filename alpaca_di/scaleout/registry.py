@@ -55,8 +55,9 @@ from alpaca_di.transport.runtime import Runtime
 if TYPE_CHECKING:
     import asyncio
 
-    from alpaca_di.scaleout.follower import RedisUpstream, SharingOptions
+    from alpaca_di.scaleout.follower import RedisUpstream
     from alpaca_di.scaleout.leader import Gateway
+    from alpaca_di.scaleout.options import SharingOptions
 
 __all__ = [
     "RedisConnectionRegistry",
@@ -111,8 +112,8 @@ class RedisConnectionRegistry(ConnectionRegistry):
         runtime: Runtime | None = None,
     ) -> None:
         _import_redis_modules()
-        from alpaca_di.scaleout.follower import SharingOptions, new_identity
         from alpaca_di.scaleout.leader import Gateway
+        from alpaca_di.scaleout.options import SharingOptions, new_identity
 
         self.redis_url = redis_url
         self.sharing = sharing or SharingOptions()
@@ -283,7 +284,7 @@ def sharing_options_from_env(
         options, candidate, fallback = sharing_options_from_env({"ALPACA_REDIS_ROLE": "follower"})
     """
     _import_redis_modules()
-    from alpaca_di.scaleout.follower import SharingOptions
+    from alpaca_di.scaleout.options import SharingOptions
 
     source = os.environ if environ is None else environ
     env = {key.upper(): value for key, value in source.items()}
