@@ -6,7 +6,7 @@
 (credentials, endpoint) *per deployment*: every process gets a
 :class:`RedisConnectionRegistry` whose hubs read through Redis
 (:class:`~alpaca_di.scaleout.follower.RedisUpstream`) while one elected
-process holds the real socket (:class:`~alpaca_di.scaleout.leader.Gateway`).
+process holds the real socket (:class:`~alpaca_di.scaleout.gateway.Gateway`).
 Hubs, services and containers are unchanged::
 
     from alpaca_di.scaleout.registry import registry_for
@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     import asyncio
 
     from alpaca_di.scaleout.follower import RedisUpstream
-    from alpaca_di.scaleout.leader import Gateway
+    from alpaca_di.scaleout.gateway import Gateway
     from alpaca_di.scaleout.options import SharingOptions
 
 __all__ = [
@@ -92,7 +92,7 @@ class RedisConnectionRegistry(ConnectionRegistry):
     Each hub's upstream is a
     :class:`~alpaca_di.scaleout.follower.RedisUpstream`; unless built
     follower-only (``candidate=False``), the process's
-    :class:`~alpaca_di.scaleout.leader.Gateway` is a leader candidate for every
+    :class:`~alpaca_di.scaleout.gateway.Gateway` is a leader candidate for every
     (credentials, endpoint) one of its hubs uses. :meth:`health` adds the
     sharing fields (``role``, ``leader``, ``redis``, ``lag_ms``).
 
@@ -112,7 +112,7 @@ class RedisConnectionRegistry(ConnectionRegistry):
         runtime: Runtime | None = None,
     ) -> None:
         _import_redis_modules()
-        from alpaca_di.scaleout.leader import Gateway
+        from alpaca_di.scaleout.gateway import Gateway
         from alpaca_di.scaleout.options import SharingOptions, new_identity
 
         self.redis_url = redis_url
@@ -396,7 +396,7 @@ def run_gateway(
     """``alpaca-di gateway``: lead every ``kind`` for the environment's account until stopped.
 
     A dedicated leader process: it builds no hubs, only a
-    :class:`~alpaca_di.scaleout.leader.Gateway` registered for each kind's
+    :class:`~alpaca_di.scaleout.gateway.Gateway` registered for each kind's
     endpoint, so that worker processes can all run follower-only
     (``ALPACA_REDIS_ROLE=follower``). Prints ``ready <identity>`` once registered
     and one ``group <kind> <endpoint> <tag>`` line per kind; stops on SIGINT or
@@ -422,7 +422,7 @@ def run_gateway(
         print(f"alpaca-di gateway: {exc}", file=sys.stderr)
         return 2
     from alpaca_di.errors import RedisUnavailableError
-    from alpaca_di.scaleout.leader import Gateway
+    from alpaca_di.scaleout.gateway import Gateway
 
     try:
         check_redis(settings.redis_url)

@@ -61,12 +61,14 @@ __all__ = [
     "decode_demand",
     "decode_update",
     "decode_update_entry",
+    "demand_channel_pattern",
     "encode_batch",
     "encode_demand",
     "encode_update",
     "error_from_record",
     "error_record",
     "stream_position",
+    "tag_of_channel",
     "update_entry",
 ]
 
@@ -141,6 +143,26 @@ class SharingKeys:
     def demand_channel(self) -> str:
         """Pub/sub channel members use to wake the leader."""
         return f"{self.base}:ch:demand"
+
+
+def demand_channel_pattern(prefix: str) -> str:
+    """The ``PSUBSCRIBE`` pattern of every group's demand channel under ``prefix``::
+
+    demand_channel_pattern("alpaca-di")    # 'alpaca-di:*:ch:demand'
+    """
+    escaped = "".join("\\" + c if c in "*?[]\\" else c for c in prefix)
+    return f"{escaped}:*:ch:demand"
+
+
+def tag_of_channel(channel: bytes) -> str | None:
+    """The group tag inside a channel name (the ``{T}`` hash tag), or ``None``::
+
+    tag_of_channel(b"alpaca-di:{3f2a}:ch:demand")    # '3f2a'
+    """
+    text = channel.decode(errors="replace")
+    start = text.rfind("{")
+    end = text.find("}", start)
+    return text[start + 1 : end] if start >= 0 and end > start else None
 
 
 def account_tag(credentials: Credentials, endpoint: str) -> str:

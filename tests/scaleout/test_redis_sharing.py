@@ -37,8 +37,8 @@ from alpaca_di.errors import (
 from alpaca_di.hub.hub import StreamHub
 from alpaca_di.hub.registry import ConnectionRegistry
 from alpaca_di.scaleout.client import redis_client
+from alpaca_di.scaleout.election import LeaderElector
 from alpaca_di.scaleout.follower import mask_redis_url
-from alpaca_di.scaleout.leader import LeaderElector
 from alpaca_di.scaleout.options import SharingOptions
 from alpaca_di.scaleout.registry import (
     RedisConnectionRegistry,
