@@ -29,10 +29,7 @@ Nothing here imports ``redis`` until the Redis mode is used. Options not in
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import signal
-import sys
 import threading
 import weakref
 from collections.abc import Mapping
@@ -64,7 +61,6 @@ __all__ = [
     "check_redis",
     "redis_registry",
     "registry_for",
-    "run_gateway",
     "sharing_options_from_env",
 ]
 
@@ -378,83 +374,3 @@ def registry_for(settings: AlpacaSettings) -> ConnectionRegistry:
     if settings.sharing == "redis":
         return redis_registry(settings)
     return ConnectionRegistry.default()
-
-
-_FEEDS: dict[StreamKind, str] = {
-    StreamKind.STOCK: "feed",
-    StreamKind.CRYPTO: "crypto_feed",
-    StreamKind.OPTION: "option_feed",
-}
-
-
-def run_gateway(
-    kinds: list[str],
-    *,
-    settings: AlpacaSettings | None = None,
-    stop: threading.Event | None = None,
-) -> int:
-    """``alpaca-di gateway``: lead every ``kind`` for the environment's account until stopped.
-
-    A dedicated leader process: it builds no hubs, only a
-    :class:`~alpaca_di.scaleout.gateway.Gateway` registered for each kind's
-    endpoint, so that worker processes can all run follower-only
-    (``ALPACA_REDIS_ROLE=follower``). Prints ``ready <identity>`` once registered
-    and one ``group <kind> <endpoint> <tag>`` line per kind; stops on SIGINT or
-    SIGTERM (or ``stop``), handing every socket over with a close frame. Returns
-    the exit code: 2 for bad settings, 1 when Redis is unavailable.
-
-    Example::
-
-        export ALPACA_SHARING=redis ALPACA_REDIS_URL=redis://cache:6379/0
-        alpaca-di gateway --kinds stock,trading
-    """
-    from alpaca_di.settings import endpoint_for
-
-    try:
-        settings = settings or AlpacaSettings()
-        sharing, _candidate, _fallback = sharing_options_from_env()
-        unknown = [kind for kind in kinds if kind not in {k.value for k in StreamKind}]
-        if unknown or not kinds:
-            valid = ", ".join(k.value for k in StreamKind)
-            raise ConfigurationError(f"--kinds {','.join(unknown) or '(none)'}: use {valid}")
-        parsed = [StreamKind(kind) for kind in kinds]
-    except ConfigurationError as exc:
-        print(f"alpaca-di gateway: {exc}", file=sys.stderr)
-        return 2
-    from alpaca_di.errors import RedisUnavailableError
-    from alpaca_di.scaleout.gateway import Gateway
-
-    try:
-        check_redis(settings.redis_url)
-    except RedisUnavailableError as exc:
-        print(f"alpaca-di gateway: {exc}", file=sys.stderr)
-        return 1
-    stop = stop or threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
-    gateway = Gateway(settings.redis_url, sharing=sharing)
-    credentials = settings.credentials()
-    try:
-        lines = []
-        for kind in parsed:
-            feed_field = _FEEDS.get(kind)
-            try:
-                endpoint = endpoint_for(settings, kind)
-                options = dataclasses.replace(
-                    settings.to_options(),
-                    feed=getattr(settings, feed_field) if feed_field else None,
-                )
-                tag = gateway.register(credentials, kind, endpoint, options)
-            except ConfigurationError as exc:
-                print(f"alpaca-di gateway: {exc}", file=sys.stderr)
-                return 2
-            lines.append(f"group {kind.value} {endpoint} {tag}")
-        print(f"ready {gateway.identity}", flush=True)
-        for line in lines:
-            print(line, flush=True)
-        _log.info("gateway.serving", identity=gateway.identity, kinds=[k.value for k in parsed])
-        stop.wait()
-    finally:
-        gateway.close()
-    return 0
