@@ -43,16 +43,15 @@ from alpaca_di.errors import (
 from alpaca_di.protocol import StreamKind, SubscriptionState
 from alpaca_di.scaleout.client import redis_client
 from alpaca_di.scaleout.options import SharingOptions, new_identity
+from alpaca_di.scaleout.updates import UpdateReader
 from alpaca_di.scaleout.wire import (
     LeaderStatus,
     Pair,
     SharingKeys,
     account_tag,
     decode_batch,
-    decode_update_entry,
     encode_demand,
     error_from_record,
-    stream_position,
 )
 from alpaca_di.transport.backoff import Backoff, ExponentialBackoff
 from alpaca_di.transport.connection import ConnectionListener
@@ -74,10 +73,6 @@ class _LeaderFailed(Exception):
     """The leader reported a fatal upstream error: this upstream fails too."""
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def _bytes(value: bytes | str) -> bytes:
     return value if isinstance(value, bytes) else value.encode()
 
@@ -88,7 +83,8 @@ class RedisUpstream:
     Implements :class:`~alpaca_di.transport.connection.Upstream`: it publishes
     the hub's demand (:meth:`SubscriptionState.desired`) with a heartbeat,
     delivers the leader's market-data batches (pub/sub) or trade updates (a
-    Redis stream read from this reader's own position: each update once per
+    Redis stream read from this reader's own position by an
+    :class:`~alpaca_di.scaleout.updates.UpdateReader`: each update once per
     process, even across a leader change), confirms subscriptions from the
     leader's ack, and reports ``connected`` only while Redis is reachable *and*
     a leader holds a connected upstream socket. It reconnects to Redis with the
@@ -130,7 +126,6 @@ class RedisUpstream:
         self.messages_received = 0
         self.malformed = 0
         self.stale = 0
-        self.duplicates = 0
         self.last_message_monotonic: float | None = None
         self.last_error: BaseException | None = None
         self._redis_url = redis_url
@@ -153,10 +148,14 @@ class RedisUpstream:
         self._demand_dirty = False
         self._demand_version = 0
         self._demand_waiter: asyncio.Future[None] | None = None
-        self._last_id: str | None = None
-        self._seen_updates: dict[int, int] = {}
         self._lag_ms: float | None = None
-        self._consumer = self.sharing.consumer_id or self.member
+        self._updates = UpdateReader(
+            self.keys,
+            self.sharing,
+            self.sharing.consumer_id or self.member,
+            deliver=self._deliver,
+            malformed=self.count_malformed,
+        )
         self._log = _log.bind(
             kind=kind.value, endpoint=url, fingerprint=credentials.fingerprint, group=self.keys.tag
         )
@@ -215,6 +214,11 @@ class RedisUpstream:
         if self.malformed <= 10 or self.malformed % 1000 == 0:
             self._log.warning("redis.malformed", reason=reason, total=self.malformed)
         self._listener.on_malformed(reason)
+
+    @property
+    def duplicates(self) -> int:
+        """Trade updates read twice (a leader retried an ``XADD``) and delivered once."""
+        return self._updates.duplicates
 
     # -- health --------------------------------------------------------------------------
 
@@ -370,7 +374,7 @@ class RedisUpstream:
             self._epoch = 0  # Redis may have restarted: accept the current term whatever it is
             raw = await asyncio.wait_for(client.get(keys.status), bound)
             if self.kind is StreamKind.TRADING:
-                await asyncio.wait_for(self._init_cursor(client), bound)
+                await asyncio.wait_for(self._updates.resume(client), bound)
             self.subscriptions.restore()
             self._demand_version += 1
             self._forwarded_ack = None
@@ -386,7 +390,9 @@ class RedisUpstream:
                 self._loop.create_task(self._watch_leader(session)),
             ]
             if self.kind is StreamKind.TRADING:
-                tasks.append(self._loop.create_task(self._read_updates(client, session)))
+                tasks.append(
+                    self._loop.create_task(self._updates.read(client, lambda: session.live))
+                )
             await _first_failure(tasks, session)
         finally:
             try:
@@ -427,6 +433,9 @@ class RedisUpstream:
             return
         lag = time.time() * 1000.0 - sent_ms
         self._lag_ms = lag if self._lag_ms is None else self._lag_ms * 0.8 + lag * 0.2
+        self._deliver(messages)
+
+    def _deliver(self, messages: list[Any]) -> None:
         self.messages_received += len(messages)
         self.last_message_monotonic = self._loop.time()
         self._listener.on_batch(messages)
@@ -519,67 +528,6 @@ class RedisUpstream:
             pipe.hdel(keys.members, self.member)
             pipe.publish(keys.demand_channel, self.member)
             await pipe.execute()
-
-    # -- trade updates ---------------------------------------------------------------------
-
-    async def _init_cursor(self, client: Redis) -> None:
-        keys = self.keys
-        newest = await client.xrevrange(keys.updates, count=1)
-        top = _text(newest[0][0]) if newest and newest[0][0] else None
-        if self._last_id is None:
-            saved = None
-            if self.sharing.consumer_id:
-                saved = await client.get(keys.cursor(self._consumer))
-            self._last_id = _text(saved) if saved else (top or "0-0")
-        elif top is None or stream_position(top) < stream_position(self._last_id):
-            # The stream is younger than our position (Redis restarted empty): read it all.
-            self._last_id = "0-0"
-
-    async def _read_updates(self, client: Redis, session: _Session) -> None:
-        keys = self.keys
-        bound = self.sharing.command_timeout
-        block_ms = max(1, int(min(1.0, bound / 2) * 1000))
-        cursor_ttl = int(self.sharing.cursor_ttl * 1000)
-        while session.live:
-            assert self._last_id is not None
-            # XREAD blocks server-side for block_ms: a reply well after that means a dead link.
-            response = await asyncio.wait_for(
-                client.xread({keys.updates: self._last_id}, block=block_ms, count=256),
-                block_ms / 1000 + bound,
-            )
-            if not response or not session.live:
-                continue
-            for _name, entries in cast(list[Any], response):
-                batch: list[Any] = []
-                for entry_id, fields in entries:
-                    self._last_id = _text(entry_id)
-                    item = self._decode_entry(fields)
-                    if item is not None:
-                        batch.append(item)
-                if batch:
-                    self.messages_received += len(batch)
-                    self.last_message_monotonic = self._loop.time()
-                    self._listener.on_batch(batch)
-            await asyncio.wait_for(
-                client.set(keys.cursor(self._consumer), self._last_id, px=cursor_ttl), bound
-            )
-
-    def _decode_entry(self, fields: Mapping[bytes, bytes] | None) -> list[Any] | None:
-        try:
-            epoch, seq, item = decode_update_entry(fields)
-        except (ProtocolError, ValueError) as exc:
-            self.count_malformed(str(exc))
-            return None
-        # A leader retries an XADD whose reply it lost: (epoch, seq) makes that idempotent.
-        if seq:
-            seen = self._seen_updates
-            if seq <= seen.get(epoch, 0):
-                self.duplicates += 1
-                return None
-            seen[epoch] = seq
-            if len(seen) > 16:
-                del seen[min(seen)]
-        return item
 
 
 class _Session:
