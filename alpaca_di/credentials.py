@@ -9,15 +9,19 @@ endpoint, and the secret appears in no repr, log line or pickle::
     creds = Credentials("PKTEST1234ABCD", "not-shown")
     print(creds)              # Credentials(PK******ABCD)
     creds.secret              # SecretStr('**********')
+
+:func:`mask_url` is the one place a URL's password is hidden before it is logged,
+shown in a repr or quoted in an error (settings and the Redis scale-out use it).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
-__all__ = ["Credentials"]
+__all__ = ["Credentials", "mask_url"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,3 +81,25 @@ class Credentials:
 
     def __reduce__(self) -> tuple[object, ...]:
         raise TypeError("Credentials cannot be pickled: that would write the secret out")
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (safe to log, show or raise).
+
+    A URL that cannot be parsed is not echoed at all: it may hold the password
+    in a place the parser did not recognise.
+
+    Example::
+
+        mask_url("redis://:pw@cache:6379/0")   # 'redis://:***@cache:6379/0'
+        mask_url("redis://cache:6379/0")       # unchanged: no password
+    """
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<unparsable URL>"
+    if not password:
+        return url
+    netloc = parts.netloc.replace(f":{password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()

@@ -42,7 +42,7 @@ from pydantic_settings import (
     SettingsError,
 )
 
-from alpaca_di.credentials import Credentials
+from alpaca_di.credentials import Credentials, mask_url
 from alpaca_di.errors import ConfigurationError
 from alpaca_di.protocol import StreamKind, data_path
 from alpaca_di.transport.options import ConnectionOptions, OverflowPolicy
@@ -269,7 +269,7 @@ class AlpacaSettings(BaseSettings):
             if name == "api_key" and isinstance(value, str):
                 value = _mask_key(value)
             elif name == "redis_url" and isinstance(value, str):
-                value = _mask_url_password(value)
+                value = mask_url(value)
             yield name, value
 
     # -- validation ----------------------------------------------------------------------
@@ -591,18 +591,6 @@ def _mask_key(key: str) -> str:
     return key[:2] + "*" * (len(key) - 6) + key[-4:]
 
 
-def _mask_url_password(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return "<unparsable URL>"
-    if not password:
-        return url
-    netloc = parts.netloc.replace(f":{password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
-
-
 def _secret_candidates(values: Mapping[str, Any], *, from_env: bool) -> list[str]:
     """Strings that must never appear in an error message."""
     found: list[str] = []
@@ -647,7 +635,7 @@ def _problems(exc: ValidationError, secrets: list[str], *, config: bool) -> list
         quotable = field_name in _QUOTABLE and isinstance(value, (str, int, float))
         if quotable and len(str(value)) <= 200:
             if field_name in _URL_FIELDS and isinstance(value, str):
-                value = _mask_url_password(value)
+                value = mask_url(value)
             shown = f"={value!r}"
         problems.append(f"{subject}{shown} is invalid: {message}{hint}")
     return [_redact(problem, secrets) for problem in problems]

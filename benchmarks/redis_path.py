@@ -135,7 +135,7 @@ def _start_gateway(redis_url: str, prefix: str, emulator: AlpacaEmulator) -> sub
 
 
 def _redis_registry(redis_url: str, prefix: str) -> ConnectionRegistry:
-    from alpaca_di.scaleout.follower import SharingOptions
+    from alpaca_di.scaleout.options import SharingOptions
     from alpaca_di.scaleout.registry import RedisConnectionRegistry, check_redis
 
     check_redis(redis_url)

@@ -180,9 +180,10 @@ register(
     )
 )
 
-# More subcommands register here (see the module docstring). ``demo`` and ``health`` live in
-# their own modules whose heavy imports happen inside ``run``.
-from alpaca_di.cli import health as _health  # noqa: E402 - registered after the registry exists
+# More subcommands register here (see the module docstring). ``demo``, ``health`` and
+# ``gateway`` live in their own modules whose heavy imports happen inside ``run``.
+from alpaca_di.cli import gateway as _gateway  # noqa: E402 - registered after the registry exists
+from alpaca_di.cli import health as _health  # noqa: E402
 from alpaca_di.cli.demo import run as _demo  # noqa: E402
 
 register(
@@ -201,29 +202,11 @@ register(
         _health.run,
     )
 )
-
-# ---------------------------------------------------------------------------- gateway
-
-
-def _configure_gateway(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--kinds",
-        default="stock,crypto,option,news,trading",
-        help="comma-separated stream kinds to lead (default: all of them)",
-    )
-
-
-def _run_gateway(args: argparse.Namespace) -> int:
-    from alpaca_di.scaleout.registry import run_gateway
-
-    return run_gateway([kind.strip() for kind in args.kinds.split(",") if kind.strip()])
-
-
 register(
     Command(
         "gateway",
         "hold the shared Alpaca sockets for every process of a sharing=redis deployment",
-        _configure_gateway,
-        _run_gateway,
+        _gateway.configure,
+        _gateway.run,
     )
 )

@@ -8,22 +8,8 @@ reads; every process -- the leader's own consumers included -- reads through a
 :class:`~alpaca_di.transport.connection.Upstream` protocol, so
 :class:`~alpaca_di.services.StreamHub` and everything above it work unchanged.
 
-Per (account, endpoint) *group*, with ``P`` the prefix and ``T`` the account tag
-(:func:`account_tag`: an HMAC of the key id and endpoint keyed by the secret, so
-no key holds a secret or a raw key id)::
-
-    P:{T}:leader          lock: the leader's identity (SET NX PX, renewed by Lua)
-    P:{T}:epoch           fencing epoch of the latest leadership term
-    P:{T}:status          the leader's LeaderStatus (upstream state, ack, rejections)
-    P:{T}:members         hash: member id -> registration time
-    P:{T}:demand:<member> a member's wanted (channel, symbol) pairs, expiring (heartbeat)
-    P:{T}:updates         stream of trade updates (XADD MAXLEN ~), read with XREAD
-    P:{T}:cursor:<id>     a reader's last stream id, so a restarted reader resumes
-    P:{T}:ch:data         pub/sub: msgpack batches [epoch, sent_ms, [[channel, symbol, raw]...]]
-    P:{T}:ch:status       pub/sub: LeaderStatus, on every change and every renewal
-    P:{T}:ch:demand       pub/sub: "a member's demand changed" (wakes the leader)
-
-The ``{T}`` hash tag keeps a group's keys in one Redis Cluster slot.
+The Redis keys and encodings it reads and writes are in
+:mod:`alpaca_di.scaleout.wire`.
 
 Example (what :func:`alpaca_di.scaleout.registry.redis_registry` wires up)::
 
@@ -36,454 +22,45 @@ Example (what :func:`alpaca_di.scaleout.registry.redis_registry` wires up)::
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
-import os
-import secrets
-import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, cast
-from urllib.parse import urlsplit
 
-import msgpack
 import structlog
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from alpaca_di._aio import wake
 from alpaca_di.credentials import Credentials
+from alpaca_di.credentials import mask_url as mask_redis_url  # its former name, still exported
 from alpaca_di.errors import (
-    ConfigurationError,
     ConnectionClosedError,
     ProtocolError,
-    ServerError,
     SymbolLimitError,
     describe_error,
     error_for_code,
 )
 from alpaca_di.protocol import StreamKind, SubscriptionState
+from alpaca_di.scaleout.client import redis_client
+from alpaca_di.scaleout.options import SharingOptions, new_identity
+from alpaca_di.scaleout.updates import UpdateReader
+from alpaca_di.scaleout.wire import (
+    LeaderStatus,
+    Pair,
+    SharingKeys,
+    account_tag,
+    decode_batch,
+    encode_demand,
+    error_from_record,
+)
 from alpaca_di.transport.backoff import Backoff, ExponentialBackoff
 from alpaca_di.transport.connection import ConnectionListener
 from alpaca_di.transport.options import ConnectionOptions
 from alpaca_di.transport.states import ConnectionState, StateHistory
 
-__all__ = [
-    "LeaderStatus",
-    "RedisUpstream",
-    "SharingKeys",
-    "SharingOptions",
-    "account_tag",
-    "decode_batch",
-    "decode_demand",
-    "decode_update",
-    "encode_batch",
-    "encode_demand",
-    "encode_update",
-    "error_from_record",
-    "error_record",
-    "mask_redis_url",
-    "new_identity",
-    "redis_client",
-]
+__all__ = ["RedisUpstream", "mask_redis_url"]
 
-Pair = tuple[str, str]
 _log = structlog.get_logger(__name__)
-_TAG_CONTEXT = b"alpaca-di/sharing/v1"
-
-
-
-@dataclass(frozen=True)
-class SharingOptions:
-    """Timing and naming of the Redis scale-out, shared by every process of a deployment.
-
-    Every process of one deployment must use the same ``prefix`` and compatible
-    timings. Defaults give a failover of about ``lock_ttl`` + one renewal after a
-    leader dies without a word (SIGKILL, power loss); a leader that stops cleanly
-    hands over at once.
-
-    Attributes:
-        prefix: first part of every Redis key and channel (``ALPACA_REDIS_PREFIX``).
-        lock_ttl: seconds the leader lock lives without renewal.
-        renew_interval: seconds between renewals (and leader status heartbeats);
-            must be well below ``lock_ttl``.
-        heartbeat_interval: seconds between a member's demand refreshes.
-        heartbeat_ttl: seconds a member's demand survives without a refresh; then
-            the leader drops the symbols only that member wanted.
-        stream_maxlen: approximate length bound of the trade-update stream.
-        cursor_ttl: seconds a reader's saved stream position is kept.
-        consumer_id: a stable reader id (``ALPACA_REDIS_CONSUMER_ID``): with it a
-            restarted process resumes trade updates where it stopped; without it
-            each process starts at the end of the stream.
-        command_timeout: how long one Redis command may take (seconds) before the
-            link counts as lost.
-
-    Example::
-
-        SharingOptions(prefix="myapp", lock_ttl=5.0, renew_interval=0.5)
-    """
-
-    prefix: str = "alpaca-di"
-    lock_ttl: float = 3.0
-    renew_interval: float = 0.5
-    heartbeat_interval: float = 1.0
-    heartbeat_ttl: float = 5.0
-    stream_maxlen: int = 10_000
-    cursor_ttl: float = 86_400.0
-    consumer_id: str | None = None
-    command_timeout: float = 2.0
-
-    def __post_init__(self) -> None:
-        if (
-            not isinstance(self.prefix, str)
-            or not self.prefix
-            or any(c.isspace() for c in self.prefix)
-        ):
-            raise ConfigurationError(
-                f"Redis key prefix must be a non-empty word without spaces, got {self.prefix!r} "
-                "(ALPACA_REDIS_PREFIX)"
-            )
-        for name in (
-            "lock_ttl",
-            "renew_interval",
-            "heartbeat_interval",
-            "heartbeat_ttl",
-            "cursor_ttl",
-            "command_timeout",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ConfigurationError(f"{name} must be a positive number of seconds")
-        if self.renew_interval * 3 > self.lock_ttl:
-            raise ConfigurationError(
-                f"renew_interval ({self.renew_interval}) must be at most a third of lock_ttl "
-                f"({self.lock_ttl}): a leader must renew several times per TTL"
-            )
-        if self.heartbeat_interval * 2 > self.heartbeat_ttl:
-            raise ConfigurationError(
-                f"heartbeat_interval ({self.heartbeat_interval}) must be at most half of "
-                f"heartbeat_ttl ({self.heartbeat_ttl})"
-            )
-        if not isinstance(self.stream_maxlen, int) or self.stream_maxlen < 100:
-            raise ConfigurationError("stream_maxlen must be an int >= 100")
-        if self.consumer_id is not None and (
-            not self.consumer_id or any(c.isspace() for c in self.consumer_id)
-        ):
-            raise ConfigurationError(
-                "consumer_id must be a non-empty word without spaces (ALPACA_REDIS_CONSUMER_ID)"
-            )
-
-
-@dataclass(frozen=True)
-class SharingKeys:
-    """The Redis key and channel names of one (account, endpoint) group.
-
-    Example::
-
-        keys = SharingKeys("alpaca-di", account_tag(creds, url))
-        keys.leader          # 'alpaca-di:{3f2a...}:leader'
-    """
-
-    prefix: str
-    tag: str
-
-    @property
-    def base(self) -> str:
-        """Common start of every name of the group (with the cluster hash tag)."""
-        return f"{self.prefix}:{{{self.tag}}}"
-
-    @property
-    def leader(self) -> str:
-        """The leader lock."""
-        return f"{self.base}:leader"
-
-    @property
-    def epoch(self) -> str:
-        """The fencing epoch counter."""
-        return f"{self.base}:epoch"
-
-    @property
-    def status(self) -> str:
-        """The leader's latest :class:`LeaderStatus` (expires with the lock)."""
-        return f"{self.base}:status"
-
-    @property
-    def members(self) -> str:
-        """Hash of registered members."""
-        return f"{self.base}:members"
-
-    def demand(self, member: str) -> str:
-        """One member's demand (expiring)."""
-        return f"{self.base}:demand:{member}"
-
-    @property
-    def updates(self) -> str:
-        """The trade-update stream."""
-        return f"{self.base}:updates"
-
-    def cursor(self, consumer: str) -> str:
-        """A reader's saved stream position."""
-        return f"{self.base}:cursor:{consumer}"
-
-    @property
-    def data_channel(self) -> str:
-        """Pub/sub channel of market-data batches."""
-        return f"{self.base}:ch:data"
-
-    @property
-    def status_channel(self) -> str:
-        """Pub/sub channel of leader status."""
-        return f"{self.base}:ch:status"
-
-    @property
-    def demand_channel(self) -> str:
-        """Pub/sub channel members use to wake the leader."""
-        return f"{self.base}:ch:demand"
-
-
-def account_tag(credentials: Credentials, endpoint: str) -> str:
-    """The group tag of (credentials, endpoint): safe to put in Redis key names.
-
-    An HMAC-SHA256 of the key id and endpoint, keyed by the secret: it reveals
-    neither, equal key pairs on the same endpoint get the same tag in every
-    process, and a process holding a wrong secret lands in a group of its own
-    (where its own leader gets the ``402``)::
-
-        account_tag(Credentials("PKTEST", "s3cret"), "wss://stream.data.alpaca.markets/v2/iex")
-    """
-    message = b"\0".join((_TAG_CONTEXT, _utf8(credentials.key_id), _utf8(endpoint)))
-    # No local variable holds the secret: tracebacks may be rendered with locals.
-    return hmac.new(
-        _utf8(credentials.secret.get_secret_value()), message, hashlib.sha256
-    ).hexdigest()[:24]
-
-
-def _utf8(text: str) -> bytes:
-    return text.encode("utf-8", "surrogatepass")
-
-
-def new_identity() -> str:
-    """A process identity for leadership and health: ``host:pid:random``.
-
-    Example::
-
-        new_identity()     # 'web-1:4242:9f3a1c'
-    """
-    host = socket.gethostname().replace(" ", "_") or "host"
-    return f"{host}:{os.getpid()}:{secrets.token_hex(3)}"
-
-
-def mask_redis_url(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (safe to log or raise).
-
-    Example::
-
-        mask_redis_url("redis://:pw@cache:6379/0")   # 'redis://:***@cache:6379/0'
-    """
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return "<unparsable Redis URL>"
-    if not password:
-        return url
-    netloc = parts.netloc.replace(f":{password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
-
-
-def redis_client(url: str, *, timeout: float, name: str | None = None) -> Redis:
-    """An asyncio Redis client that fails fast instead of retrying inside commands.
-
-    The scale-out handles reconnection itself (and a leader must notice a lost
-    Redis at once to fence itself), so redis-py's own retries are off. There is
-    no *socket* timeout: with one, redis-py wraps every write in
-    ``asyncio.wait_for``, and on Python < 3.12 cancelling such a command can
-    leave the task hanging forever. Callers bound each command themselves
-    (``command_timeout``); ``timeout`` bounds the connect::
-
-        client = redis_client("redis://127.0.0.1:6379/0", timeout=2.0)
-    """
-    return Redis.from_url(
-        url,
-        socket_timeout=None,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
-        client_name=name,
-    )
-
-
-# -- wire encodings ------------------------------------------------------------------------
-
-
-def encode_demand(version: int, pairs: list[Pair]) -> bytes:
-    """Encode a member's demand: its version and its (channel, symbol) pairs::
-
-    encode_demand(3, [("quotes", "AAPL")])
-    """
-    return cast(bytes, msgpack.packb([version, sorted(pairs)]))
-
-
-def decode_demand(data: bytes) -> tuple[int, set[Pair]]:
-    """Decode :func:`encode_demand`; raises ``ProtocolError`` on garbage::
-
-    decode_demand(encode_demand(3, [("quotes", "AAPL")]))   # (3, {("quotes", "AAPL")})
-    """
-    try:
-        version, items = msgpack.unpackb(data)
-        return int(version), {(str(channel), str(symbol)) for channel, symbol in items}
-    except Exception as exc:
-        raise ProtocolError(f"undecodable demand record: {type(exc).__name__}") from None
-
-
-def encode_batch(epoch: int, messages: list[Any]) -> bytes:
-    """Encode market-data messages ``[(channel, symbol, raw), ...]`` for pub/sub.
-
-    msgpack Timestamps inside ``raw`` survive the round trip::
-
-        encode_batch(7, [("quotes", "AAPL", {"T": "q", "S": "AAPL"})])
-    """
-    return cast(bytes, msgpack.packb([epoch, time.time() * 1000.0, messages]))
-
-
-def decode_batch(data: bytes) -> tuple[int, float, list[Any]]:
-    """Decode :func:`encode_batch`: ``(epoch, sent_ms, messages)``; ``ProtocolError`` on garbage."""
-    try:
-        epoch, sent_ms, messages = msgpack.unpackb(data)
-    except Exception as exc:
-        raise ProtocolError(f"undecodable data batch: {type(exc).__name__}") from None
-    if not isinstance(epoch, int) or not isinstance(messages, list):
-        raise ProtocolError("data batch has the wrong shape")
-    return epoch, float(sent_ms), messages
-
-
-def encode_update(channel: str, symbol: str, raw: Mapping[str, Any]) -> bytes:
-    """Encode one trade update for the stream (the entry's ``m`` field)::
-
-    encode_update("trade_updates", "AAPL", {"event": "fill", ...})
-    """
-    return cast(bytes, msgpack.packb([channel, symbol, raw]))
-
-
-def decode_update(data: bytes) -> list[Any]:
-    """Decode :func:`encode_update`: ``[channel, symbol, raw]``; ``ProtocolError`` on garbage."""
-    try:
-        item = msgpack.unpackb(data)
-    except Exception as exc:
-        raise ProtocolError(f"undecodable trade update: {type(exc).__name__}") from None
-    if not isinstance(item, list) or len(item) != 3 or not isinstance(item[2], dict):
-        raise ProtocolError("trade update has the wrong shape")
-    return item
-
-
-def error_record(error: BaseException | None) -> tuple[str, int | None, str] | None:
-    """``(type name, Alpaca code or None, message)`` of an upstream error, for followers.
-
-    Example::
-
-        error_record(AuthenticationError(402, "auth failed"))
-        # ('AuthenticationError', 402, 'auth failed')
-    """
-    if error is None:
-        return None
-    if isinstance(error, ServerError):
-        return (type(error).__name__, error.code, error.server_message)
-    return (type(error).__name__, None, str(error))
-
-
-def error_from_record(
-    record: tuple[str, int | None, str] | None, *, feed: str | None = None
-) -> BaseException:
-    """Rebuild the exception a leader reported (:func:`error_record`).
-
-    Example::
-
-        error_from_record(("AuthenticationError", 402, "auth failed"))  # AuthenticationError
-    """
-    if record is None:
-        return ConnectionClosedError("the shared upstream connection failed")
-    name, code, message = record
-    if code is not None:
-        return error_for_code(code, message, feed=feed)
-    if name == "ConfigurationError":
-        return ConfigurationError(message)
-    return ConnectionClosedError(f"the shared upstream connection failed: {name}: {message}")
-
-
-@dataclass(frozen=True)
-class LeaderStatus:
-    """What the leader of a group publishes about its upstream socket.
-
-    Attributes:
-        leader: the leader's identity (``host:pid:random``).
-        epoch: the fencing epoch of its term; followers ignore older epochs.
-        state: the upstream :class:`ConnectionState` value, or ``"gone"`` when the
-            leader stepped down.
-        ack: the server's confirmed subscription state (channel -> symbols).
-        rejected: ``(channel, symbol, code, message)`` the server refused (405).
-        error: the upstream's fatal error (:func:`error_record`) when ``state`` is
-            ``failed``.
-        seen: member id -> the version of its demand the leader has applied; a
-            member trusts ``ack`` for its own pairs only once its latest version
-            is seen.
-
-    Example::
-
-        status = LeaderStatus("web-1:42:ab12cd", 7, "connected", {"quotes": ("AAPL",)})
-        LeaderStatus.decode(status.encode()) == status
-    """
-
-    leader: str
-    epoch: int
-    state: str
-    ack: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    rejected: tuple[tuple[str, str, int, str], ...] = ()
-    error: tuple[str, int | None, str] | None = None
-    seen: Mapping[str, int] = field(default_factory=dict)
-
-    def encode(self) -> bytes:
-        """msgpack bytes of this status."""
-        return cast(
-            bytes,
-            msgpack.packb(
-                {
-                    "v": 1,
-                    "leader": self.leader,
-                    "epoch": self.epoch,
-                    "state": self.state,
-                    "ack": {channel: list(symbols) for channel, symbols in self.ack.items()},
-                    "rejected": [list(item) for item in self.rejected],
-                    "error": list(self.error) if self.error else None,
-                    "seen": dict(self.seen),
-                }
-            ),
-        )
-
-    @classmethod
-    def decode(cls, data: bytes) -> LeaderStatus:
-        """Parse :meth:`encode` output; ``ProtocolError`` on garbage."""
-        try:
-            record = msgpack.unpackb(data)
-            error = record.get("error")
-            return cls(
-                leader=str(record["leader"]),
-                epoch=int(record["epoch"]),
-                state=str(record["state"]),
-                ack={str(c): tuple(str(s) for s in syms) for c, syms in record["ack"].items()},
-                rejected=tuple(
-                    (str(c), str(s), int(code), str(text))
-                    for c, s, code, text in record.get("rejected") or ()
-                ),
-                error=(str(error[0]), error[1], str(error[2])) if error else None,
-                seen={str(m): int(v) for m, v in (record.get("seen") or {}).items()},
-            )
-        except Exception as exc:
-            raise ProtocolError(f"undecodable leader status: {type(exc).__name__}") from None
-
-
-# -- the follower ----------------------------------------------------------------------------
 
 
 _NO_LEADER = ConnectionClosedError(
@@ -496,15 +73,6 @@ class _LeaderFailed(Exception):
     """The leader reported a fatal upstream error: this upstream fails too."""
 
 
-def _stream_id(value: str) -> tuple[int, int]:
-    ms, _, seq = value.partition("-")
-    return int(ms), int(seq or 0)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def _bytes(value: bytes | str) -> bytes:
     return value if isinstance(value, bytes) else value.encode()
 
@@ -515,7 +83,8 @@ class RedisUpstream:
     Implements :class:`~alpaca_di.transport.connection.Upstream`: it publishes
     the hub's demand (:meth:`SubscriptionState.desired`) with a heartbeat,
     delivers the leader's market-data batches (pub/sub) or trade updates (a
-    Redis stream read from this reader's own position: each update once per
+    Redis stream read from this reader's own position by an
+    :class:`~alpaca_di.scaleout.updates.UpdateReader`: each update once per
     process, even across a leader change), confirms subscriptions from the
     leader's ack, and reports ``connected`` only while Redis is reachable *and*
     a leader holds a connected upstream socket. It reconnects to Redis with the
@@ -557,7 +126,6 @@ class RedisUpstream:
         self.messages_received = 0
         self.malformed = 0
         self.stale = 0
-        self.duplicates = 0
         self.last_message_monotonic: float | None = None
         self.last_error: BaseException | None = None
         self._redis_url = redis_url
@@ -580,10 +148,14 @@ class RedisUpstream:
         self._demand_dirty = False
         self._demand_version = 0
         self._demand_waiter: asyncio.Future[None] | None = None
-        self._last_id: str | None = None
-        self._seen_updates: dict[int, int] = {}
         self._lag_ms: float | None = None
-        self._consumer = self.sharing.consumer_id or self.member
+        self._updates = UpdateReader(
+            self.keys,
+            self.sharing,
+            self.sharing.consumer_id or self.member,
+            deliver=self._deliver,
+            malformed=self.count_malformed,
+        )
         self._log = _log.bind(
             kind=kind.value, endpoint=url, fingerprint=credentials.fingerprint, group=self.keys.tag
         )
@@ -642,6 +214,11 @@ class RedisUpstream:
         if self.malformed <= 10 or self.malformed % 1000 == 0:
             self._log.warning("redis.malformed", reason=reason, total=self.malformed)
         self._listener.on_malformed(reason)
+
+    @property
+    def duplicates(self) -> int:
+        """Trade updates read twice (a leader retried an ``XADD``) and delivered once."""
+        return self._updates.duplicates
 
     # -- health --------------------------------------------------------------------------
 
@@ -797,7 +374,7 @@ class RedisUpstream:
             self._epoch = 0  # Redis may have restarted: accept the current term whatever it is
             raw = await asyncio.wait_for(client.get(keys.status), bound)
             if self.kind is StreamKind.TRADING:
-                await asyncio.wait_for(self._init_cursor(client), bound)
+                await asyncio.wait_for(self._updates.resume(client), bound)
             self.subscriptions.restore()
             self._demand_version += 1
             self._forwarded_ack = None
@@ -813,7 +390,9 @@ class RedisUpstream:
                 self._loop.create_task(self._watch_leader(session)),
             ]
             if self.kind is StreamKind.TRADING:
-                tasks.append(self._loop.create_task(self._read_updates(client, session)))
+                tasks.append(
+                    self._loop.create_task(self._updates.read(client, lambda: session.live))
+                )
             await _first_failure(tasks, session)
         finally:
             try:
@@ -854,6 +433,9 @@ class RedisUpstream:
             return
         lag = time.time() * 1000.0 - sent_ms
         self._lag_ms = lag if self._lag_ms is None else self._lag_ms * 0.8 + lag * 0.2
+        self._deliver(messages)
+
+    def _deliver(self, messages: list[Any]) -> None:
         self.messages_received += len(messages)
         self.last_message_monotonic = self._loop.time()
         self._listener.on_batch(messages)
@@ -946,72 +528,6 @@ class RedisUpstream:
             pipe.hdel(keys.members, self.member)
             pipe.publish(keys.demand_channel, self.member)
             await pipe.execute()
-
-    # -- trade updates ---------------------------------------------------------------------
-
-    async def _init_cursor(self, client: Redis) -> None:
-        keys = self.keys
-        newest = await client.xrevrange(keys.updates, count=1)
-        top = _text(newest[0][0]) if newest and newest[0][0] else None
-        if self._last_id is None:
-            saved = None
-            if self.sharing.consumer_id:
-                saved = await client.get(keys.cursor(self._consumer))
-            self._last_id = _text(saved) if saved else (top or "0-0")
-        elif top is None or _stream_id(top) < _stream_id(self._last_id):
-            # The stream is younger than our position (Redis restarted empty): read it all.
-            self._last_id = "0-0"
-
-    async def _read_updates(self, client: Redis, session: _Session) -> None:
-        keys = self.keys
-        bound = self.sharing.command_timeout
-        block_ms = max(1, int(min(1.0, bound / 2) * 1000))
-        cursor_ttl = int(self.sharing.cursor_ttl * 1000)
-        while session.live:
-            assert self._last_id is not None
-            # XREAD blocks server-side for block_ms: a reply well after that means a dead link.
-            response = await asyncio.wait_for(
-                client.xread({keys.updates: self._last_id}, block=block_ms, count=256),
-                block_ms / 1000 + bound,
-            )
-            if not response or not session.live:
-                continue
-            for _name, entries in cast(list[Any], response):
-                batch: list[Any] = []
-                for entry_id, fields in entries:
-                    self._last_id = _text(entry_id)
-                    item = self._decode_entry(fields)
-                    if item is not None:
-                        batch.append(item)
-                if batch:
-                    self.messages_received += len(batch)
-                    self.last_message_monotonic = self._loop.time()
-                    self._listener.on_batch(batch)
-            await asyncio.wait_for(
-                client.set(keys.cursor(self._consumer), self._last_id, px=cursor_ttl), bound
-            )
-
-    def _decode_entry(self, fields: Mapping[bytes, bytes] | None) -> list[Any] | None:
-        payload = fields.get(b"m") if fields else None
-        if fields is None or payload is None:
-            self.count_malformed("trade-update entry without a payload")
-            return None
-        try:
-            epoch, seq = int(fields.get(b"e", b"0")), int(fields.get(b"n", b"0"))
-            item = decode_update(payload)
-        except (ProtocolError, ValueError) as exc:
-            self.count_malformed(str(exc))
-            return None
-        # A leader retries an XADD whose reply it lost: (epoch, seq) makes that idempotent.
-        if seq:
-            seen = self._seen_updates
-            if seq <= seen.get(epoch, 0):
-                self.duplicates += 1
-                return None
-            seen[epoch] = seq
-            if len(seen) > 16:
-                del seen[min(seen)]
-        return item
 
 
 class _Session:

@@ -6,7 +6,7 @@
 (credentials, endpoint) *per deployment*: every process gets a
 :class:`RedisConnectionRegistry` whose hubs read through Redis
 (:class:`~alpaca_di.scaleout.follower.RedisUpstream`) while one elected
-process holds the real socket (:class:`~alpaca_di.scaleout.leader.Gateway`).
+process holds the real socket (:class:`~alpaca_di.scaleout.gateway.Gateway`).
 Hubs, services and containers are unchanged::
 
     from alpaca_di.scaleout.registry import registry_for
@@ -29,10 +29,7 @@ Nothing here imports ``redis`` until the Redis mode is used. Options not in
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import signal
-import sys
 import threading
 import weakref
 from collections.abc import Mapping
@@ -40,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from alpaca_di.credentials import Credentials
+from alpaca_di.credentials import Credentials, mask_url
 from alpaca_di.errors import ConfigurationError
 from alpaca_di.hub.health import ConnectionHealth, HealthReport
 from alpaca_di.hub.hub import StreamHub
@@ -55,15 +52,15 @@ from alpaca_di.transport.runtime import Runtime
 if TYPE_CHECKING:
     import asyncio
 
-    from alpaca_di.scaleout.follower import RedisUpstream, SharingOptions
-    from alpaca_di.scaleout.leader import Gateway
+    from alpaca_di.scaleout.follower import RedisUpstream
+    from alpaca_di.scaleout.gateway import Gateway
+    from alpaca_di.scaleout.options import SharingOptions
 
 __all__ = [
     "RedisConnectionRegistry",
     "check_redis",
     "redis_registry",
     "registry_for",
-    "run_gateway",
     "sharing_options_from_env",
 ]
 
@@ -91,7 +88,7 @@ class RedisConnectionRegistry(ConnectionRegistry):
     Each hub's upstream is a
     :class:`~alpaca_di.scaleout.follower.RedisUpstream`; unless built
     follower-only (``candidate=False``), the process's
-    :class:`~alpaca_di.scaleout.leader.Gateway` is a leader candidate for every
+    :class:`~alpaca_di.scaleout.gateway.Gateway` is a leader candidate for every
     (credentials, endpoint) one of its hubs uses. :meth:`health` adds the
     sharing fields (``role``, ``leader``, ``redis``, ``lag_ms``).
 
@@ -111,8 +108,8 @@ class RedisConnectionRegistry(ConnectionRegistry):
         runtime: Runtime | None = None,
     ) -> None:
         _import_redis_modules()
-        from alpaca_di.scaleout.follower import SharingOptions, new_identity
-        from alpaca_di.scaleout.leader import Gateway
+        from alpaca_di.scaleout.gateway import Gateway
+        from alpaca_di.scaleout.options import SharingOptions, new_identity
 
         self.redis_url = redis_url
         self.sharing = sharing or SharingOptions()
@@ -231,10 +228,8 @@ class RedisConnectionRegistry(ConnectionRegistry):
                 self.gateway.close(timeout)
 
     def __repr__(self) -> str:
-        from alpaca_di.scaleout.follower import mask_redis_url
-
         role = "candidate" if self.gateway is not None else "follower"
-        return f"<RedisConnectionRegistry {mask_redis_url(self.redis_url)} {role} {self.identity}>"
+        return f"<RedisConnectionRegistry {mask_url(self.redis_url)} {role} {self.identity}>"
 
 
 def check_redis(redis_url: str, timeout: float = 2.0) -> None:
@@ -251,7 +246,6 @@ def check_redis(redis_url: str, timeout: float = 2.0) -> None:
     import redis
 
     from alpaca_di.errors import RedisUnavailableError
-    from alpaca_di.scaleout.follower import mask_redis_url
 
     try:
         client = redis.Redis.from_url(
@@ -263,7 +257,7 @@ def check_redis(redis_url: str, timeout: float = 2.0) -> None:
             client.close()
     except (redis.RedisError, OSError, ValueError) as exc:
         raise RedisUnavailableError(
-            f"sharing='redis' but Redis at {mask_redis_url(redis_url)} (ALPACA_REDIS_URL) "
+            f"sharing='redis' but Redis at {mask_url(redis_url)} (ALPACA_REDIS_URL) "
             f"is unavailable: {type(exc).__name__}: {str(exc).rstrip('.')}. Start Redis or fix "
             "ALPACA_REDIS_URL; set ALPACA_SHARING=local to share connections within one "
             "process only, or ALPACA_REDIS_FALLBACK_LOCAL=true to fall back automatically"
@@ -286,7 +280,7 @@ def sharing_options_from_env(
         options, candidate, fallback = sharing_options_from_env({"ALPACA_REDIS_ROLE": "follower"})
     """
     _import_redis_modules()
-    from alpaca_di.scaleout.follower import SharingOptions
+    from alpaca_di.scaleout.options import SharingOptions
 
     source = os.environ if environ is None else environ
     env = {key.upper(): value for key, value in source.items()}
@@ -351,8 +345,6 @@ def redis_registry(
         if registry is not None:
             return registry
         from alpaca_di.errors import RedisUnavailableError
-        from alpaca_di.scaleout.follower import mask_redis_url
-
         try:
             check_redis(settings.redis_url)
         except RedisUnavailableError as exc:
@@ -360,7 +352,7 @@ def redis_registry(
                 raise
             _log.warning(
                 "sharing.redis_fallback_local",
-                redis_url=mask_redis_url(settings.redis_url),
+                redis_url=mask_url(settings.redis_url),
                 error=str(exc),
             )
             # Cached too: a process never mixes local and Redis sharing.
@@ -382,83 +374,3 @@ def registry_for(settings: AlpacaSettings) -> ConnectionRegistry:
     if settings.sharing == "redis":
         return redis_registry(settings)
     return ConnectionRegistry.default()
-
-
-_FEEDS: dict[StreamKind, str] = {
-    StreamKind.STOCK: "feed",
-    StreamKind.CRYPTO: "crypto_feed",
-    StreamKind.OPTION: "option_feed",
-}
-
-
-def run_gateway(
-    kinds: list[str],
-    *,
-    settings: AlpacaSettings | None = None,
-    stop: threading.Event | None = None,
-) -> int:
-    """``alpaca-di gateway``: lead every ``kind`` for the environment's account until stopped.
-
-    A dedicated leader process: it builds no hubs, only a
-    :class:`~alpaca_di.scaleout.leader.Gateway` registered for each kind's
-    endpoint, so that worker processes can all run follower-only
-    (``ALPACA_REDIS_ROLE=follower``). Prints ``ready <identity>`` once registered
-    and one ``group <kind> <endpoint> <tag>`` line per kind; stops on SIGINT or
-    SIGTERM (or ``stop``), handing every socket over with a close frame. Returns
-    the exit code: 2 for bad settings, 1 when Redis is unavailable.
-
-    Example::
-
-        export ALPACA_SHARING=redis ALPACA_REDIS_URL=redis://cache:6379/0
-        alpaca-di gateway --kinds stock,trading
-    """
-    from alpaca_di.settings import endpoint_for
-
-    try:
-        settings = settings or AlpacaSettings()
-        sharing, _candidate, _fallback = sharing_options_from_env()
-        unknown = [kind for kind in kinds if kind not in {k.value for k in StreamKind}]
-        if unknown or not kinds:
-            valid = ", ".join(k.value for k in StreamKind)
-            raise ConfigurationError(f"--kinds {','.join(unknown) or '(none)'}: use {valid}")
-        parsed = [StreamKind(kind) for kind in kinds]
-    except ConfigurationError as exc:
-        print(f"alpaca-di gateway: {exc}", file=sys.stderr)
-        return 2
-    from alpaca_di.errors import RedisUnavailableError
-    from alpaca_di.scaleout.leader import Gateway
-
-    try:
-        check_redis(settings.redis_url)
-    except RedisUnavailableError as exc:
-        print(f"alpaca-di gateway: {exc}", file=sys.stderr)
-        return 1
-    stop = stop or threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
-    gateway = Gateway(settings.redis_url, sharing=sharing)
-    credentials = settings.credentials()
-    try:
-        lines = []
-        for kind in parsed:
-            feed_field = _FEEDS.get(kind)
-            try:
-                endpoint = endpoint_for(settings, kind)
-                options = dataclasses.replace(
-                    settings.to_options(),
-                    feed=getattr(settings, feed_field) if feed_field else None,
-                )
-                tag = gateway.register(credentials, kind, endpoint, options)
-            except ConfigurationError as exc:
-                print(f"alpaca-di gateway: {exc}", file=sys.stderr)
-                return 2
-            lines.append(f"group {kind.value} {endpoint} {tag}")
-        print(f"ready {gateway.identity}", flush=True)
-        for line in lines:
-            print(line, flush=True)
-        _log.info("gateway.serving", identity=gateway.identity, kinds=[k.value for k in parsed])
-        stop.wait()
-    finally:
-        gateway.close()
-    return 0

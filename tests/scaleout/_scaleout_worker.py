@@ -12,7 +12,7 @@ from typing import Any
 
 
 def run_worker(index: int, config: dict[str, Any], commands: Any, results: Any) -> None:
-    from alpaca_di.scaleout.follower import SharingOptions
+    from alpaca_di.scaleout.options import SharingOptions
     from alpaca_di.scaleout.registry import redis_registry
     from alpaca_di.settings import AlpacaSettings, endpoint_for
 

@@ -36,21 +36,17 @@ from alpaca_di.errors import (
 )
 from alpaca_di.hub.hub import StreamHub
 from alpaca_di.hub.registry import ConnectionRegistry
-from alpaca_di.scaleout.follower import (
-    LeaderStatus,
-    SharingKeys,
-    SharingOptions,
-    account_tag,
-    mask_redis_url,
-    redis_client,
-)
-from alpaca_di.scaleout.leader import LeaderElector
+from alpaca_di.scaleout.client import redis_client
+from alpaca_di.scaleout.election import LeaderElector
+from alpaca_di.scaleout.follower import mask_redis_url
+from alpaca_di.scaleout.options import SharingOptions
 from alpaca_di.scaleout.registry import (
     RedisConnectionRegistry,
     redis_registry,
     registry_for,
     sharing_options_from_env,
 )
+from alpaca_di.scaleout.wire import LeaderStatus, SharingKeys, account_tag
 from alpaca_di.settings import AlpacaSettings
 from alpaca_di.testing.messages import quote
 from alpaca_di.testing.recorder import Recorder

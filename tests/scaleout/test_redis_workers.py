@@ -26,7 +26,7 @@ from _scaleout_worker import run_worker
 
 from alpaca_di.credentials import Credentials
 from alpaca_di.emulator import AlpacaEmulator
-from alpaca_di.scaleout.follower import SharingKeys, account_tag
+from alpaca_di.scaleout.wire import SharingKeys, account_tag
 from alpaca_di.testing.messages import quote
 
 pytestmark = pytest.mark.redis
