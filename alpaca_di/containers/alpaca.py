@@ -170,7 +170,7 @@ class AlpacaContainer(containers.DeclarativeContainer):
         app.shutdown_resources()      # closes every connection (close frames)
 
     In an async application, await the same two calls inside the running loop
-    (the hubs then run on that loop)::
+    (the sockets stay on the runtime thread; async handlers run on your loop)::
 
         async def main() -> None:
             app = App()

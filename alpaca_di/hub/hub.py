@@ -104,6 +104,8 @@ class StreamHub:
             backoff=backoff,
         )
         self._feed = _HubFeed(self)
+        self._shipments: dict[asyncio.AbstractEventLoop, list[tuple[Inbox, set[Pair], bool]]] = {}
+        self._shipments_lock = threading.Lock()
         self._subs: set[Inbox] = set()
         self._index: dict[str, dict[str, set[Inbox]]] = {}
         self._routes: dict[Pair, tuple[tuple[Inbox, ...], bool]] = {}
@@ -272,7 +274,7 @@ class StreamHub:
         hub's own loop: ``await hub.ready()`` there.
         """
         check_seconds("timeout", timeout)
-        if self._on_loop():
+        if running_loop() is not None:
             raise RuntimeError("wait_ready() would block the event loop; use await hub.ready()")
         self._call(self._start)
         self._wait(self._ready_check, timeout)
@@ -434,7 +436,31 @@ class StreamHub:
     def _change(self, sub: Inbox, pairs: set[Pair], *, add: bool) -> None:
         with sub.lock:
             sub.pending_changes += 1  # confirmation waits for changes still in flight
-        self._call(self._apply, sub, pairs, add)
+        caller = running_loop()
+        if caller is None or caller is self._loop:
+            self._call(self._apply, sub, pairs, add)
+            return
+        # From an application's loop: this tick's changes travel to the hub's loop
+        # together, so a burst of add()/remove() in one task step is one delta.
+        with self._shipments_lock:
+            batch = self._shipments.get(caller)
+            if batch is None:
+                batch = self._shipments[caller] = []
+                caller.call_soon(self._ship, caller)
+            batch.append((sub, pairs, add))
+
+    def _ship(self, caller: asyncio.AbstractEventLoop) -> None:
+        with self._shipments_lock:
+            batch = self._shipments.pop(caller, [])
+        try:
+            self._call(self._apply_all, batch)
+        except ConnectionClosedError:
+            for sub, _pairs, _add in batch:
+                sub.close()
+
+    def _apply_all(self, batch: list[tuple[Inbox, set[Pair], bool]]) -> None:
+        for sub, pairs, add in batch:
+            self._apply(sub, pairs, add)
 
     def _detach(self, sub: Inbox) -> None:
         try:
@@ -676,7 +702,7 @@ class StreamHub:
 
     def _wait_confirmed(self, sub: Inbox, timeout: float) -> None:
         check_seconds("timeout", timeout)
-        if self._on_loop():
+        if running_loop() is not None:
             raise RuntimeError(
                 "wait_confirmed() would block the event loop; use await sub.confirmed()"
             )

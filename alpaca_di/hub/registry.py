@@ -24,7 +24,6 @@ from typing import ClassVar
 
 import structlog
 
-from alpaca_di._aio import running_loop
 from alpaca_di._check import check_seconds
 from alpaca_di.credentials import Credentials
 from alpaca_di.hub.health import ConnectionHealth, HealthReport
@@ -97,10 +96,10 @@ class Lease:
 class ConnectionRegistry:
     """Shared hubs keyed by (credentials, endpoint), with lease counts.
 
-    Thread-safe: any number of threads racing to first use get one hub. Acquired
-    inside a running event loop, a new hub runs on that loop; otherwise on the
-    process-wide runtime thread (started on demand, stopped when its last hub
-    closes). ``connection_factory`` builds each hub's upstream: a WebSocket
+    Thread-safe: any number of threads racing to first use get one hub. Every
+    hub runs on the process-wide runtime thread (started on demand, stopped when
+    its last hub closes), whatever loop acquires it: an application's loop may
+    idle or close while its connections must go on. ``connection_factory`` builds each hub's upstream: a WebSocket
     :class:`~alpaca_di.transport.Connection` by default, a Redis-fed one in the
     scale-out mode.
     """
@@ -161,16 +160,18 @@ class ConnectionRegistry:
             raise TypeError(f"options must be ConnectionOptions, got {type(options).__name__}")
         check_url(endpoint, allow_insecure=options.allow_insecure)
         key = (credentials, endpoint)
-        loop = running_loop()
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None and (entry.hub.closed or entry.hub.loop.is_closed()):
                 del self._entries[key]
                 entry = None
             if entry is None:
-                on_runtime = loop is None
-                hub_loop = self._runtime.acquire() if on_runtime else loop
-                assert hub_loop is not None
+                # Every socket lives on the runtime thread, whatever loop asks: a
+                # caller's loop may idle or close while the connection must go on
+                # (pytest-asyncio's loop per test, asyncio.run() per request...),
+                # and a second loop must never need a second socket.
+                on_runtime = True
+                hub_loop = self._runtime.acquire()
                 closing = self._closes.get(key)
                 try:
                     hub = self._new_hub(
