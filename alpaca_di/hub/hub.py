@@ -55,6 +55,16 @@ def _wire(pair: Pair) -> Pair:
     return (channel, pair[1]) if channel else pair
 
 
+def _pending(subs: list[Subscription]) -> int:
+    """Subscription changes not confirmed by the server yet (pairs + changes in flight)."""
+    unconfirmed: set[Pair] = set()
+    in_flight = 0
+    for sub in subs:
+        unconfirmed.update(list(sub.unconfirmed))
+        in_flight += sub._pending_changes
+    return len(unconfirmed) + in_flight
+
+
 class StreamHub:
     """One shared connection and all of its consumers.
 
@@ -319,6 +329,9 @@ class StreamHub:
                 StateTransition(state=c.state.value, at=c.at, error=c.error)
                 for c in conn.history.changes[-10:]
             ],
+            in_use=bool(subs) or state is not ConnectionState.IDLE,
+            ever_connected=conn.history.ever_connected,
+            subscriptions_pending=_pending(subs),
         )
         extra = conn.health_fields()
         return health.model_copy(update=extra) if extra else health
