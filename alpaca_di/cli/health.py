@@ -28,9 +28,10 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from alpaca_di.containers import AlpacaContainer
+    from alpaca_di.errors import ConfigurationError
     from alpaca_di.hub.hub import StreamHub
 
-__all__ = ["STREAMS", "configure", "run"]
+__all__ = ["STREAMS", "configure", "run", "settings_problem"]
 
 STREAMS: tuple[str, ...] = ("stock", "crypto", "option", "news", "trading")
 """The stream names ``--streams`` accepts."""
@@ -79,11 +80,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             container.settings()
         except ConfigurationError as exc:
-            print(
-                "alpaca-di health: the Alpaca settings are missing or invalid (set "
-                f"APCA_API_KEY_ID and APCA_API_SECRET_KEY, or use --emulator).\n{exc}",
-                file=sys.stderr,
-            )
+            print(f"alpaca-di health: {settings_problem(exc)}\n{exc}", file=sys.stderr)
             return 2
         try:
             healthy = _connect(container, args.streams, args.timeout)
@@ -96,6 +93,20 @@ def run(args: argparse.Namespace) -> int:
         if emulator is not None:
             emulator.stop()
     return 0 if healthy and report.healthy else 1
+
+
+def settings_problem(exc: ConfigurationError) -> str:
+    """The first line of the bad-settings message: the variables at fault, never a value.
+
+    Example::
+
+        settings_problem(exc)   # 'invalid or missing setting ALPACA_FEED (or use --emulator)'
+    """
+    names = exc.env_vars
+    if not names:
+        return "the Alpaca settings are missing or invalid (see below, or use --emulator)"
+    plural = "s" if len(names) > 1 else ""
+    return f"invalid or missing setting{plural} {', '.join(names)} (or use --emulator)"
 
 
 def _connect(container: AlpacaContainer, streams: tuple[str, ...], timeout: float) -> bool:
