@@ -196,7 +196,8 @@ register(
 register(
     Command(
         "health",
-        "connect the configured streams, wait until ready, print a HealthReport as JSON",
+        "ask a running app's health endpoint (--url), or connect the configured streams; "
+        "print a HealthReport as JSON",
         _health.configure,
         _health.run,
     )
