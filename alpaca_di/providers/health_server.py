@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
@@ -157,7 +157,7 @@ def serve_health(source: Any, host: str = "127.0.0.1", port: int = 0) -> HealthS
 
 def init_health_server(
     source: Any, host: str = "127.0.0.1", port: int = 8080
-) -> Iterator[HealthServer]:
+) -> Generator[HealthServer, None, None]:
     """Resource function: a :class:`HealthServer` for the container's lifetime.
 
     The server listens from ``init_resources()`` until ``shutdown_resources()``.
@@ -191,8 +191,9 @@ def _report_of(source: Any) -> Callable[[], HealthReport]:
     if callable(source):
         return source  # type: ignore[no-any-return]
     raise TypeError(
-        f"cannot serve the health of {type(source).__name__}: pass a container, a registry "
-        "or a callable returning a HealthReport"
+        f"cannot serve the health of {type(source).__name__}: pass an AlpacaContainer (for "
+        "an application container, its embedded one: app.alpaca), a registry, or a callable "
+        "returning a HealthReport"
     )
 
 
