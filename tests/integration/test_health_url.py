@@ -108,7 +108,9 @@ def test_url_against_a_running_app_at_connection_limit_1_is_healthy_with_no_seco
     (stock,) = [c for c in report["connections"] if c["in_use"]]
     assert stock["kind"] == "stock"
     assert stock["state"] == "connected"
-    assert "406" not in result.stdout + result.stderr
+    assert stock["last_error"] is None
+    assert "ConnectionLimitError" not in result.stdout + result.stderr
+    assert "connection limit" not in result.stdout + result.stderr
     assert not find_leaks(result.stdout + result.stderr)
     assert emulator.stats().handshakes == handshakes  # not one WebSocket upgrade more
     after = {path: emulator.counters(KEY, path) for path in PATHS}
