@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -161,3 +162,26 @@ def test_sources_that_cannot_report_are_refused_at_once() -> None:
         serve_health(HealthReport.of([]))
     with pytest.raises(TypeError, match="cannot serve"):
         serve_health(42)
+
+
+def test_an_async_app_serves_probes_without_blocking_its_loop(emulator: AlpacaEmulator) -> None:
+    async def main() -> tuple[int, int]:
+        app = ServedApp()
+        app.config.alpaca.from_dict(config_for(emulator))
+        registry = ConnectionRegistry()
+        app.alpaca.registry.override(registry)
+        await app.init_resources()  # the hubs run on this loop
+        try:
+            server = app.health_server()
+            hub = app.alpaca.stock_stream()
+            sub = hub.subscribe(quotes=["AAPL"])
+            await sub.confirmed(DEADLINE)
+            ready = await asyncio.to_thread(get, server, "/readyz")
+            live = await asyncio.to_thread(get, server, "/healthz")
+            sub.close()
+            return ready[0], live[0]
+        finally:
+            await app.shutdown_resources()
+            registry.close_all()
+
+    assert asyncio.run(main()) == (200, 200)
