@@ -138,7 +138,9 @@ class Connections(EmulatorCore):
             return
         _log.info(
             "emulator dropped a client that stopped answering pings",
-            path=sess.path, key_id=sess.key_id, timeout=timeout,
+            path=sess.path,
+            key_id=sess.key_id,
+            timeout=timeout,
         )
         with self._cond:
             sess.cell.keepalive_drops += 1

@@ -155,7 +155,11 @@ class AlpacaEmulator(Observation, Faults, TradingStreams, News, History, Connect
         self._cells = {}
         self._subs_snapshot = {}
         self._stats = {
-            "handshakes": 0, "refused_handshakes": 0, "open": 0, "rest": 0, "market_data": 0
+            "handshakes": 0,
+            "refused_handshakes": 0,
+            "open": 0,
+            "rest": 0,
+            "market_data": 0,
         }
 
         self._clock = clock if isinstance(clock, EmulatorClock) else EmulatorClock(clock)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import gc
+import os
 import threading
 import weakref
 from dataclasses import dataclass
@@ -99,9 +101,9 @@ class ConnectionRegistry:
     Thread-safe: any number of threads racing to first use get one hub. Every
     hub runs on the process-wide runtime thread (started on demand, stopped when
     its last hub closes), whatever loop acquires it: an application's loop may
-    idle or close while its connections must go on. ``connection_factory`` builds each hub's upstream: a WebSocket
-    :class:`~alpaca_di.transport.Connection` by default, a Redis-fed one in the
-    scale-out mode.
+    idle or close while its connections must go on. ``connection_factory``
+    builds each hub's upstream: a WebSocket :class:`~alpaca_di.transport.Connection`
+    by default, a Redis-fed one in the scale-out mode.
     """
 
     _default: ClassVar[ConnectionRegistry | None] = None
@@ -217,6 +219,18 @@ class ConnectionRegistry:
             connection_factory=self._connection_factory,
             start_after=start_after,
         )
+
+    def _forget_parent(self) -> None:
+        """In a forked child: every live hub starts over, idle, on the child's runtime."""
+        self._lock = threading.RLock()  # another thread may have held it at the fork
+        self._closing = set()
+        self._closes = {}
+        for key, entry in list(self._entries.items()):
+            if entry.hub.closed:
+                del self._entries[key]
+            else:
+                entry.hub.forget_after_fork(self._runtime.acquire())
+                entry.on_runtime = True
 
     def hubs(self) -> list[StreamHub]:
         """Every live hub."""
@@ -338,6 +352,15 @@ class ConnectionRegistry:
             self._end_close(key, closed)
             if entry.on_runtime:
                 self._runtime.release()
+
+
+def _forget_after_fork() -> None:
+    for registry in list(ConnectionRegistry._all):
+        registry._forget_parent()
+    gc.collect()  # the parent's connections, now unreachable, drop the child's fd copies
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 @atexit.register

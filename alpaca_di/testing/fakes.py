@@ -784,9 +784,7 @@ class FakeStreamHub:
         """Push a news article built by :func:`alpaca_di.testing.messages.news`."""
         return self.push("news", messages.news(headline, list(symbols), **fields))
 
-    def push_trade_update(
-        self, event: str | TradeEvent = "fill", /, **fields: Any
-    ) -> TradeUpdate:
+    def push_trade_update(self, event: str | TradeEvent = "fill", /, **fields: Any) -> TradeUpdate:
         """Push a trade update built by :func:`trade_update_message`; returns its model.
 
         Example::
@@ -1351,4 +1349,3 @@ def _fake_of(provider: providers.Provider[Any]) -> FakeStreamHub | None:
         if isinstance(value, FakeStreamHub):
             return value
     return None
-
