@@ -12,9 +12,10 @@ that depend on those rather than on the concrete services::
     assert orders.wait_for_order(update.order.id, timeout=1) is update
 
 The stream fakes are not fakes of the hub any more but the real hub on an
-in-memory upstream; they live in :mod:`alpaca_di.testing.fake_streams`
-(:class:`~alpaca_di.testing.fake_streams.FakeStreamHub`, :func:`fake_container`
-...) over :mod:`alpaca_di.testing.memory`, and are importable from here too.
+in-memory upstream (:mod:`alpaca_di.testing.memory`). They live in
+:mod:`alpaca_di.testing.fake_streams` (:class:`FakeStreamHub`) and
+:mod:`alpaca_di.testing.overrides` (:func:`fake_container` ...), and are
+importable from here too.
 """
 
 from __future__ import annotations
@@ -30,19 +31,16 @@ from alpaca_di.protocol.models import parse
 from alpaca_di.services.interfaces import DEFAULT_FINAL_EVENTS
 from alpaca_di.testing import messages
 from alpaca_di.testing._signal import Signal
-from alpaca_di.testing.fake_streams import (
-    FAKE_KEY_ID,
-    FAKE_SECRET,
+from alpaca_di.testing.fake_streams import FAKE_KEY_ID, FAKE_SECRET, FakeStreamHub, FakeSubscription
+from alpaca_di.testing.messages import trade_update as trade_update_message
+from alpaca_di.testing.overrides import (
     AnyContainer,
-    FakeStreamHub,
     FakeStreams,
-    FakeSubscription,
     fake_container,
     fake_streams,
     override_streams,
     reset_fake_container,
 )
-from alpaca_di.testing.messages import trade_update as trade_update_message
 
 __all__ = [
     "FAKE_KEY_ID",
