@@ -38,7 +38,7 @@ from typing import Any, Literal
 import structlog
 
 from alpaca_di.credentials import Credentials
-from alpaca_di.errors import ServerError, describe_error
+from alpaca_di.errors import ConnectionClosedError, ServerError, describe_error
 from alpaca_di.protocol import StreamKind, SubscriptionState
 from alpaca_di.transport.backoff import Backoff
 from alpaca_di.transport.connection import ConnectionListener
@@ -105,6 +105,7 @@ class MemoryUpstream:
         self._started = False
         self._flush_scheduled = False
         self._reconnecting = False
+        self._refused: dict[tuple[str, str], ServerError] = {}
         initial = ConnectionState(state)
         if initial is not ConnectionState.IDLE:
             # The hub is still being built: its listener must not be called yet.
@@ -163,12 +164,12 @@ class MemoryUpstream:
         """Hand one frame of decoded messages ``(channel, symbol, dict)`` to the hub.
 
         Exactly what the WebSocket reader does with a decoded frame: counted,
-        timestamped, then ``listener.on_batch``. Raises ``RuntimeError`` unless
-        connected (a closed socket reads nothing).
+        timestamped, then ``listener.on_batch``. Raises
+        :class:`~alpaca_di.errors.ConnectionClosedError` once closed or failed.
         """
         batch = list(messages)
-        if self.state is not ConnectionState.CONNECTED:
-            raise RuntimeError(f"cannot feed a {self.state.value} upstream")
+        if self.state.is_final:
+            raise ConnectionClosedError(f"cannot feed a {self.state.value} upstream")
         self.messages_received += len(batch)
         self.last_message_monotonic = self._loop.time()
         self._listener.on_batch(batch)
@@ -197,11 +198,15 @@ class MemoryUpstream:
                 self._reconnecting = False
             self._send(self.subscriptions.restore(), {})
 
-    def reject(self, pairs: Iterable[tuple[str, str]], error: ServerError) -> None:
-        """Refuse ``(channel, symbol)`` pairs like a server's 405: rolled back, listener told."""
-        refused = list(pairs)
-        self.subscriptions.reject(refused)
-        self._listener.on_rejected(refused, error)
+    def refuse(self, pairs: Iterable[tuple[str, str]], error: ServerError) -> None:
+        """Answer later subscribes of ``(channel, symbol)`` pairs like a server's 405.
+
+        The subscribe still goes out; the refused pairs are rolled back and the
+        listener told (their subscriptions' ``wait_confirmed()`` raises ``error``).
+        Safe from any thread, before the subscriptions it is meant for.
+        """
+        for pair in pairs:
+            self._refused[pair] = error
 
     # -- internals -------------------------------------------------------------------------
 
@@ -216,6 +221,15 @@ class MemoryUpstream:
     ) -> None:
         if subscribe:
             self.sent.append(WireFrame("subscribe", _frozen(subscribe)))
+            refused = [
+                (channel, symbol)
+                for channel, symbols in subscribe.items()
+                for symbol in symbols
+                if (channel, symbol) in self._refused
+            ]
+            if refused:
+                self.subscriptions.reject(refused)
+                self._listener.on_rejected(refused, self._refused[refused[0]])
         if unsubscribe:
             self.sent.append(WireFrame("unsubscribe", _frozen(unsubscribe)))
             self._listener.on_unsubscribing(unsubscribe)
