@@ -123,6 +123,14 @@ class FakeStreamHub(StreamHub):
     ) -> None:
         kind = StreamKind(kind)
         initial = ConnectionState(state)
+        self.raise_handler_errors = raise_handler_errors
+        self.handler_timeout = handler_timeout
+        self.handler_errors: list[BaseException] = []
+        """Every exception a handler raised, oldest first."""
+        self.pushed = 0
+        self._fake_signal = Signal()
+        self._fake_consumers: list[_Consumer] = []
+        self._fake_stopped = False
         loop = asyncio.new_event_loop()
         started = threading.Event()
         self._thread = threading.Thread(
@@ -152,14 +160,6 @@ class FakeStreamHub(StreamHub):
         self.fingerprint = fingerprint
         self.upstream: MemoryUpstream = built[0]
         """The in-memory upstream: what is on the wire (``upstream.wire()``, ``upstream.sent``)."""
-        self.raise_handler_errors = raise_handler_errors
-        self.handler_timeout = handler_timeout
-        self.handler_errors: list[BaseException] = []
-        """Every exception a handler raised, oldest first."""
-        self.pushed = 0
-        self._fake_signal = Signal()
-        self._fake_consumers: list[_Consumer] = []
-        self._fake_stopped = False
 
     # -- the StreamHub API, with handlers the fake can wait for ----------------------------
 
