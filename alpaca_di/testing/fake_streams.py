@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar, cast
 
@@ -39,6 +40,7 @@ from alpaca_di._aio import is_async_callable, running_loop
 from alpaca_di.credentials import Credentials
 from alpaca_di.errors import ConnectionClosedError
 from alpaca_di.hub.hub import StreamHub
+from alpaca_di.hub.inbox import Inbox
 from alpaca_di.hub.subscription import Handler, Subscription
 from alpaca_di.protocol import StreamKind, validate_channel
 from alpaca_di.protocol.models import parse
@@ -68,21 +70,32 @@ class _Consumer:
 
     ``routed`` and ``target`` are written on the hub's loop when a push reaches
     the subscription; ``done`` by the handler wrapper, under the hub's signal.
+    The subscription is held weakly: one without a handler that nobody can
+    reach is reclaimed, as on any hub (the hub itself keeps handler ones).
     """
 
-    __slots__ = ("done", "handles", "loop", "routed", "sub", "target")
+    __slots__ = ("_ref", "done", "handles", "loop", "routed", "target")
 
     def __init__(self, handles: bool, loop: asyncio.AbstractEventLoop | None) -> None:
-        self.sub: Subscription | None = None
+        self._ref: weakref.ref[Subscription] | None = None
         self.handles = handles
         self.loop = loop  # where an async handler runs; None for sync handlers and iterators
         self.routed = 0  # messages routed to it
         self.target = 0  # handler calls that will have happened once it is idle
         self.done = 0  # handler calls finished
 
+    @property
+    def sub(self) -> Subscription | None:
+        """The subscription, while it is open and reachable."""
+        sub = self._ref() if self._ref is not None else None
+        return None if sub is None or sub.closed else sub
+
+    @sub.setter
+    def sub(self, sub: Subscription) -> None:
+        self._ref = weakref.ref(sub)
+
     def caught_up(self, target: int) -> bool:
-        sub = self.sub
-        return sub is None or sub.closed or self.done >= target
+        return self.sub is None or self.done >= target
 
 
 class FakeStreamHub(StreamHub):
@@ -210,12 +223,17 @@ class FakeStreamHub(StreamHub):
             raw=raw,
             **extra,
         )
-        consumer.sub = sub
-        with self._fake_signal.cond:
-            self._fake_consumers = [
-                c for c in self._fake_consumers if c.sub is not None and not c.sub.closed
-            ]
-            self._fake_consumers.append(consumer)
+        self._fake_track(consumer, sub)
+        return sub
+
+    def attach(self, inbox: Inbox, **channels: Any) -> Subscription:
+        """Route ``channels`` to an inbox drained by its own listener, as on any hub.
+
+        Counted in what ``push`` returns; its listener runs inside the push (on the
+        hub's loop), so there is nothing to wait for.
+        """
+        sub = super().attach(inbox, **channels)
+        self._fake_track(_Consumer(handles=False, loop=None), sub)
         return sub
 
     def close(self, timeout: float = 2.0) -> None:
@@ -248,7 +266,7 @@ class FakeStreamHub(StreamHub):
         """The open subscriptions made on this hub, oldest first."""
         with self._fake_signal.cond:
             consumers = list(self._fake_consumers)
-        return [c.sub for c in consumers if c.sub is not None and not c.sub.closed]
+        return [sub for sub in (c.sub for c in consumers) if sub is not None]
 
     def wanted(self, channel: str) -> frozenset[str]:
         """The symbols at least one open subscription holds on ``channel``.
@@ -350,6 +368,13 @@ class FakeStreamHub(StreamHub):
 
     # -- internals -------------------------------------------------------------------------
 
+    def _fake_track(self, consumer: _Consumer, sub: Subscription) -> None:
+        consumer.sub = sub
+        with self._fake_signal.cond:
+            consumers = [c for c in self._fake_consumers if c.sub is not None]
+            consumers.append(consumer)
+            self._fake_consumers = consumers
+
     def _fake_wrap(self, handler: Handler, consumer: _Consumer) -> Handler:
         """The handler, counting its calls (and keeping its errors) so ``push`` can wait."""
         if is_async_callable(handler):
@@ -394,22 +419,20 @@ class FakeStreamHub(StreamHub):
         with self._fake_signal.cond:
             consumers = list(self._fake_consumers)
         reached = [
-            c
+            (c, sub)
             for c in consumers
-            if c.sub is not None
-            and not c.sub.closed
-            and _reaches(c.sub.symbols, channel, symbol, raw)
+            if (sub := c.sub) is not None and _reaches(sub.symbols, channel, symbol, raw)
         ]
         malformed = self.upstream.malformed
         self.upstream.feed([(channel, symbol, raw)])
         if self.upstream.malformed > malformed:  # no model: only raw subscriptions got it
-            reached = [c for c in reached if c.sub is not None and c.sub.raw]
+            reached = [(c, sub) for c, sub in reached if sub.raw]
         waits: list[tuple[_Consumer, int]] = []
-        for consumer in reached:
-            if consumer.handles and consumer.sub is not None:
+        for consumer, sub in reached:
+            if consumer.handles:
                 consumer.routed += 1
                 # Dropped only ever changes on this loop: the rest reaches the handler.
-                consumer.target = consumer.routed - consumer.sub.stats.dropped
+                consumer.target = consumer.routed - sub.stats.dropped
                 waits.append((consumer, consumer.target))
         return len(reached), waits
 

@@ -49,7 +49,8 @@ def on_wire(hub: FakeStreamHub) -> tuple[dict[str, frozenset[str]], list[WireFra
 def test_a_subscription_puts_its_symbols_on_the_wire_once(hub):
     first = hub.subscribe(quotes=["AAPL", "MSFT"], trades=["AAPL"])
     first.wait_confirmed(DEADLINE)  # acknowledged by the upstream, as a server would
-    hub.subscribe(quotes=["AAPL"]).wait_confirmed(DEADLINE)  # held already: nothing sent
+    second = hub.subscribe(quotes=["AAPL"])  # held already: nothing sent
+    second.wait_confirmed(DEADLINE)
 
     wire, sent = on_wire(hub)
     assert wire == {"quotes": {"AAPL", "MSFT"}, "trades": {"AAPL"}}
@@ -89,7 +90,8 @@ def test_changes_in_one_loop_tick_are_coalesced(hub):
 
 
 def test_a_reconnect_resends_the_whole_set_once(hub):
-    hub.subscribe(quotes=["AAPL"], trades=["MSFT"]).wait_confirmed(DEADLINE)
+    sub = hub.subscribe(quotes=["AAPL"], trades=["MSFT"])  # kept: an unreachable one is reclaimed
+    sub.wait_confirmed(DEADLINE)
     hub.set_state("reconnecting")
     assert on_wire(hub)[0] == {}  # the server session is gone
 
@@ -102,7 +104,8 @@ def test_a_reconnect_resends_the_whole_set_once(hub):
 
 
 def test_a_rejected_subscribe_is_rolled_back_and_named(hub):
-    hub.subscribe(quotes=["AAPL"]).wait_confirmed(DEADLINE)
+    kept = hub.subscribe(quotes=["AAPL"])
+    kept.wait_confirmed(DEADLINE)
     error = SymbolLimitError(405, "symbol limit exceeded", symbols=[("quotes", "TSLA")])
     hub.upstream.refuse([("quotes", "TSLA")], error)
     added = hub.subscribe(quotes=["TSLA"])
