@@ -229,3 +229,21 @@ def test_an_unparsable_message_reaches_raw_subscribers_only(hub):
     assert models.items == []
     assert hub.upstream.malformed == 1
     assert hub.health().malformed == 1
+
+
+def test_an_attached_inbox_is_fed_inside_the_push():
+    """TradingService attaches an inbox drained inline on the hub's loop: done when push returns."""
+    from alpaca_di import TradingService
+
+    hub = FakeStreamHub("trading")
+    trading = TradingService(trading_stream=hub)
+    try:
+        trading.listen(DEADLINE)
+        raw = messages.trade_update("fill", symbol="AAPL")
+        assert hub.push("trade_updates", raw) == 1
+        last = trading.last_update(raw["order"]["id"])
+        assert last is not None
+        assert last.event == "fill"
+    finally:
+        trading.close()
+        hub.close()
