@@ -224,6 +224,7 @@ class FakeStreamHub(StreamHub):
             **extra,
         )
         self._fake_track(consumer, sub)
+        self._fake_ship()
         return sub
 
     def attach(self, inbox: Inbox, **channels: Any) -> Subscription:
@@ -234,6 +235,7 @@ class FakeStreamHub(StreamHub):
         """
         sub = super().attach(inbox, **channels)
         self._fake_track(_Consumer(handles=False, loop=None), sub)
+        self._fake_ship()
         return sub
 
     def close(self, timeout: float = 2.0) -> None:
@@ -457,6 +459,7 @@ class FakeStreamHub(StreamHub):
         """Run ``function`` on the hub's loop after everything handed to it so far."""
         if running_loop() is self.loop:
             return function(*args)
+        self._fake_ship()
         future: concurrent.futures.Future[_T] = concurrent.futures.Future()
 
         def run() -> None:
@@ -470,6 +473,17 @@ class FakeStreamHub(StreamHub):
         except RuntimeError:
             raise ConnectionClosedError(f"the fake {self.kind.value} hub is closed") from None
         return future.result(self.handler_timeout)
+
+    def _fake_ship(self) -> None:
+        """Hand the subscription changes of this task step to the hub's loop now.
+
+        From an application's loop, ``StreamHub`` ships a task step's changes at
+        the step's end (one delta); a test that subscribes and pushes in the same
+        step expects the subscription to be in place, as it would be on a server.
+        """
+        caller = running_loop()
+        if caller is not None and caller is not self.loop:
+            self._ship(caller)
 
     def _fake_stop_loop(self, timeout: float) -> None:
         """Off the loop: stop it (once) and join its thread."""
