@@ -2,10 +2,8 @@
 
 Run ``alpaca-di --help`` (or ``python -m alpaca_di --help``). Built in:
 
-* ``alpaca-di emulator [--port N] [--rate R] [--seed S]`` — run the loopback
-  :class:`~alpaca_di.emulator.AlpacaEmulator` until SIGINT/SIGTERM. Once it
-  accepts connections it prints ``ready ws://127.0.0.1:PORT`` (the data base URL),
-  then ``trading ws://127.0.0.1:PORT/stream`` and ``rest http://127.0.0.1:PORT``.
+* ``alpaca-di emulator`` (:mod:`alpaca_di.cli.emulator`), ``demo``, ``health`` and
+  ``gateway``: each in its own module, whose heavy imports happen inside ``run``.
 
 Adding a subcommand (``demo``, ``health``, ...) takes one :func:`register` call at
 the bottom of this module, with a ``configure`` function that adds its arguments
@@ -26,9 +24,7 @@ Only the CLI configures logging (structlog to stderr, so stdout stays parseable)
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -120,78 +116,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run(args)
 
 
-# ---------------------------------------------------------------------------- emulator
-
-
-def _configure_emulator(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--port", type=int, default=0, help="WebSocket port (0 = a free port)")
-    parser.add_argument("--rest-port", type=int, default=0, help="REST port (0 = a free port)")
-    parser.add_argument(
-        "--rate",
-        type=float,
-        default=10.0,
-        help="synthetic data points per second per connection (0 = none; default 10)",
-    )
-    parser.add_argument("--seed", type=int, default=None, help="seed of the synthetic market")
-    parser.add_argument(
-        "--connection-limit",
-        type=int,
-        default=1,
-        help="authenticated sessions per key and endpoint (default 1, like Alpaca)",
-    )
-    parser.add_argument(
-        "--slot-hold",
-        type=float,
-        default=0.0,
-        help="seconds a slot stays taken after an unclean drop (Alpaca: about 90)",
-    )
-
-
-def _run_emulator(args: argparse.Namespace) -> int:
-    from alpaca_di.emulator import AlpacaEmulator
-
-    async def serve() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        emulator = AlpacaEmulator(
-            port=args.port,
-            rest_port=args.rest_port,
-            rate=args.rate,
-            seed=args.seed,
-            connection_limit=args.connection_limit,
-            slot_hold_seconds=args.slot_hold,
-        )
-        async with emulator as emu:
-            print(f"ready {emu.ws_url}", flush=True)
-            print(f"trading {emu.trading_stream_url}", flush=True)
-            print(f"rest {emu.api_url}", flush=True)
-            await stop.wait()
-
-    try:
-        asyncio.run(serve())
-    except OSError as exc:
-        print(f"alpaca-di emulator: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
+# More subcommands register here (see the module docstring). ``demo``, ``health`` and
+# ``gateway`` live in their own modules whose heavy imports happen inside ``run``.
+from alpaca_di.cli import emulator as _emulator  # noqa: E402 - registered after the registry exists
+from alpaca_di.cli import gateway as _gateway  # noqa: E402
+from alpaca_di.cli import health as _health  # noqa: E402
+from alpaca_di.cli.demo import run as _demo  # noqa: E402
 
 register(
     Command(
         "emulator",
         "run the loopback Alpaca emulator (market data, trading stream, REST)",
-        _configure_emulator,
-        _run_emulator,
+        _emulator.configure,
+        _emulator.run,
     )
 )
-
-# More subcommands register here (see the module docstring). ``demo``, ``health`` and
-# ``gateway`` live in their own modules whose heavy imports happen inside ``run``.
-from alpaca_di.cli import gateway as _gateway  # noqa: E402 - registered after the registry exists
-from alpaca_di.cli import health as _health  # noqa: E402
-from alpaca_di.cli.demo import run as _demo  # noqa: E402
-
 register(
     Command(
         "demo",

@@ -206,7 +206,6 @@ class Connection:
         self.history = StateHistory()
         self.reconnects = 0
         self.messages_received = 0
-        self.frames_received = 0
         self.malformed = 0
         self.last_message_monotonic: float | None = None
         self.last_error: BaseException | None = None
@@ -437,7 +436,6 @@ class Connection:
     async def _read(self, ws: ClientConnection) -> None:
         protocol, loop = self._protocol, self._loop
         async for frame in ws:
-            self.frames_received += 1
             self.last_message_monotonic = loop.time()
             for events in protocol.receive_slices(frame):
                 self._handle(events)

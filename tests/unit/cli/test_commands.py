@@ -28,6 +28,7 @@ def test_emulator_subcommand_prints_urls_serves_and_exits_0_on_sigterm() -> None
         ready = proc.stdout.readline().split()
         trading = proc.stdout.readline().split()
         rest = proc.stdout.readline().split()
+        counters = proc.stdout.readline().split()
         assert ready[0] == "ready"
         assert ready[1].startswith("ws://127.0.0.1:")
         assert trading == ["trading", ready[1] + "/stream"]
@@ -48,7 +49,8 @@ def test_emulator_subcommand_prints_urls_serves_and_exits_0_on_sigterm() -> None
 
         assert asyncio.run(client())[0]["S"] == "AAPL"
         # its counters, from outside the process
-        body = requests.get(rest[1] + "/_emulator/counters", timeout=5).json()
+        assert counters == ["counters", rest[1] + "/_emulator/counters"]
+        body = requests.get(counters[1], timeout=5).json()
         (seen,) = [c for c in body["counters"] if c["key_id"] == "k"]
         assert seen["connections_accepted"] == 1
         assert seen["subscribe_messages"] == 1
