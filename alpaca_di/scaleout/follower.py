@@ -7,6 +7,8 @@ reads; every process -- the leader's own consumers included -- reads through a
 :class:`RedisUpstream`, which implements the
 :class:`~alpaca_di.transport.connection.Upstream` protocol, so
 :class:`~alpaca_di.services.StreamHub` and everything above it work unchanged.
+In the leader's own process, trade updates also arrive at once from the
+leader's memory (:meth:`RedisUpstream.local_updates`), whatever Redis does.
 
 The Redis keys and encodings it reads and writes are in
 :mod:`alpaca_di.scaleout.wire`.

@@ -39,7 +39,7 @@ __all__ = ["Publisher"]
 _MAX_BATCH = 2000  # messages merged into one pub/sub message
 _MAX_XADD = 500  # trade updates appended per pipeline
 _OUTBOX_LIMIT = 10_000  # queued batches before the oldest market data is dropped
-_RETRY_MAX = 2.0  # seconds: the longest pause between two XADD attempts
+_RETRY_MAX = 1.0  # seconds: the longest pause between two XADD attempts
 
 
 class Publisher:
