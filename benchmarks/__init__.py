@@ -24,5 +24,6 @@ FIGURES: dict[str, str] = {
     "first_use": "first_use",
     "slow_consumer": "slow_consumer",
     "scale": "scale",
+    "big_frame": "big_frame",
 }
-"""Figure name -> module in this package, in table order (figures 1 to 8)."""
+"""Figure name -> module in this package, in table order (figures 1 to 9)."""

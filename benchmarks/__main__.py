@@ -101,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, 1 run (< 1 min)")
     parser.add_argument(
-        "--only", metavar="NAME", help=f"comma-separated figures: {', '.join(FIGURES)} or 1-8"
+        "--only",
+        metavar="NAME",
+        help=f"comma-separated figures: {', '.join(FIGURES)} or 1-{len(FIGURES)}",
     )
     parser.add_argument("--json", metavar="PATH", help="write the results here")
     parser.add_argument("--runs", type=int, default=None, help="runs per figure (3 full, 1 quick)")

@@ -152,6 +152,14 @@ class _Driver:
             await asyncio.sleep(tick)
         return sent
 
+    async def big_frame(
+        self, key: str, big_path: str, probe_path: str, count: int, rate: float, seconds: float
+    ) -> int:
+        """One frame of ``count`` quotes on ``big_path``, then stamped probes on ``probe_path``."""
+        [frame] = self._frames(count, count, tuple(f"BIG{n}" for n in range(50)))
+        self.emu.send_raw(big_path, frame, key_id=key)
+        return await self.pace(key, probe_path, rate, seconds, 0.005, ("PROBE",))
+
     async def counters(self, key: str, path: str) -> dict[str, Any]:
         snap = self.emu.counters(key, path)
         fields = (
@@ -330,6 +338,16 @@ class EmulatorProcess:
         if status != "ok":
             raise RuntimeError(f"emulator command {name} failed: {payload}")
         return payload
+
+    def big_frame(
+        self, key: str, big_path: str, probe_path: str, count: int, *, rate: float, seconds: float
+    ) -> int:
+        """Send one frame of ``count`` quotes, then paced, stamped probes on another path."""
+        return int(
+            self.call(
+                "big_frame", key, big_path, probe_path, count, rate, seconds, timeout=seconds + 120
+            )
+        )
 
     def data_url(self, path: str = "/v2/iex") -> str:
         """``ws://127.0.0.1:PORT`` + ``path``."""

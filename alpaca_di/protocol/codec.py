@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import msgpack
@@ -44,7 +44,18 @@ from alpaca_di.protocol.events import (
     Welcome,
 )
 
-__all__ = ["DataStreamProtocol", "TradingStreamProtocol", "protocol_for"]
+__all__ = [
+    "SLICE",
+    "SLICE_FRAME_BYTES",
+    "DataStreamProtocol",
+    "TradingStreamProtocol",
+    "protocol_for",
+]
+
+SLICE = 1_000
+"""Messages decoded and handed on per slice of a large frame (see ``receive_slices``)."""
+SLICE_FRAME_BYTES = 256 * 1024
+"""Frames at least this large are decoded in slices; smaller ones at once."""
 
 # Fields a data message must carry (Alpaca's short keys), by ``T`` code. They are the
 # fields alpaca-py's models require, plus ``S`` (news has ``symbols`` instead).
@@ -244,11 +255,52 @@ class DataStreamProtocol:
             ]
         return self._read(decoded)
 
-    def _read(self, decoded: list[Any]) -> list[Event]:
+    def receive_slices(self, frame: bytes | str) -> Iterator[list[Event]]:
+        """Like :meth:`receive`, lazily, ``SLICE`` elements at a time for a large frame.
+
+        Decoding itself is sliced (a streaming unpacker reads the array one element
+        at a time), so the caller can yield to its event loop between slices and
+        one huge frame never holds up everyone else. A frame under
+        ``SLICE_FRAME_BYTES`` is one slice, decoded at once::
+
+            for events in protocol.receive_slices(frame):
+                handle(events)
+                await asyncio.sleep(0)   # the shell's yield, not the protocol's
+        """
+        if isinstance(frame, str) or len(frame) < SLICE_FRAME_BYTES:
+            yield self.receive(frame)
+            return
+        unpacker = msgpack.Unpacker(max_buffer_size=max(len(frame), 1))
+        unpacker.feed(frame)
+        try:
+            count = unpacker.read_array_header()
+        except Exception:
+            yield self.receive(frame)  # not an array: receive() names what it is
+            return
+        index = 0
+        while index < count:
+            elements: list[Any] = []
+            try:
+                for _ in range(min(SLICE, count - index)):
+                    elements.append(unpacker.unpack())
+            except Exception as exc:
+                events = self._read(elements, offset=index)
+                events.append(
+                    Malformed(
+                        f"undecodable MessagePack frame of {len(frame)} bytes at element "
+                        f"{index + len(elements)} of {count}: {_explain(exc)}"
+                    )
+                )
+                yield events
+                return
+            yield self._read(elements, offset=index)
+            index += len(elements)
+
+    def _read(self, decoded: list[Any], offset: int = 0) -> list[Event]:
         events: list[Event] = []
         batch: list[tuple[str, str, dict[str, Any]]] = []
         specs = self._specs
-        for index, msg in enumerate(decoded):
+        for index, msg in enumerate(decoded, offset):
             if type(msg) is not dict:
                 events.append(Malformed(f"element {index}: a {type(msg).__name__}, expected a map"))
                 continue
@@ -395,6 +447,10 @@ class TradingStreamProtocol:
     @staticmethod
     def _listen(streams: list[str]) -> str:
         return json.dumps({"action": "listen", "data": {"streams": streams}})
+
+    def receive_slices(self, frame: bytes | str) -> Iterator[list[Event]]:
+        """:meth:`receive` as one slice (trading frames carry one update each)."""
+        yield self.receive(frame)
 
     def receive(self, frame: bytes | str) -> list[Event]:
         """Decode one text or binary JSON frame; never raises on bad input.

@@ -356,6 +356,7 @@ def redis_registry(
         if registry is not None:
             return registry
         from alpaca_di.errors import RedisUnavailableError
+
         try:
             check_redis(settings.redis_url)
         except RedisUnavailableError as exc:

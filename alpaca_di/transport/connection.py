@@ -39,6 +39,7 @@ from alpaca_di.errors import (
 from alpaca_di.protocol import (
     Authenticated,
     DataBatch,
+    Event,
     Malformed,
     ServerErrorEvent,
     StreamKind,
@@ -434,34 +435,40 @@ class Connection:
             raise error.with_traceback(None)
 
     async def _read(self, ws: ClientConnection) -> None:
-        protocol, listener, loop = self._protocol, self._listener, self._loop
+        protocol, loop = self._protocol, self._loop
         async for frame in ws:
             self.frames_received += 1
             self.last_message_monotonic = loop.time()
-            for event in protocol.receive(frame):
-                if isinstance(event, DataBatch):
-                    if self._cause is not None:  # data flows again: that error is history
-                        self._cause = None
-                    self.messages_received += len(event.messages)
-                    listener.on_batch(event.messages)
-                    self._backoff.reset()
-                elif isinstance(event, SubscriptionAck):
-                    if self._pending_replies:
-                        self._pending_replies.popleft()
-                    self._backoff.reset()
-                    listener.on_ack(event.channels)
-                elif isinstance(event, ServerErrorEvent):
-                    self._server_error(event)
-                elif isinstance(event, Malformed):
-                    self.count_malformed(event.reason)
-            # Let the consumers' drain tasks run between frames: websockets hands out
-            # buffered frames without suspending, so a backlog would otherwise be
-            # parsed whole before any consumer ran. Deep queues keep thousands of
-            # parsed models alive long enough to reach the GC's oldest generation,
-            # and each full collection then costs tens of ms.
-            await asyncio.sleep(0)
+            for events in protocol.receive_slices(frame):
+                self._handle(events)
+                # Let the consumers' drain tasks (and every other hub on this loop)
+                # run between slices and frames: websockets hands out buffered frames
+                # without suspending, so a backlog or one huge frame would otherwise
+                # be parsed whole before anyone else ran. Deep queues keep thousands of
+                # parsed models alive long enough to reach the GC's oldest generation,
+                # and each full collection then costs tens of ms.
+                await asyncio.sleep(0)
         # The server closed cleanly without being asked: reconnect like a drop.
         raise ConnectionClosedByServer(ws.close_code, ws.close_reason)
+
+    def _handle(self, events: list[Event]) -> None:
+        listener = self._listener
+        for event in events:
+            if isinstance(event, DataBatch):
+                if self._cause is not None:  # data flows again: that error is history
+                    self._cause = None
+                self.messages_received += len(event.messages)
+                listener.on_batch(event.messages)
+                self._backoff.reset()
+            elif isinstance(event, SubscriptionAck):
+                if self._pending_replies:
+                    self._pending_replies.popleft()
+                self._backoff.reset()
+                listener.on_ack(event.channels)
+            elif isinstance(event, ServerErrorEvent):
+                self._server_error(event)
+            elif isinstance(event, Malformed):
+                self.count_malformed(event.reason)
 
     def _server_error(self, event: ServerErrorEvent) -> None:
         error = event.exception(feed=self.options.feed)
@@ -535,5 +542,3 @@ async def _close_quietly(ws: ClientConnection, timeout: float) -> None:
         await asyncio.wait_for(ws.close(), timeout)
     except (asyncio.TimeoutError, OSError, WebSocketException):
         ws.transport.abort()
-
-

@@ -632,3 +632,70 @@ def test_trading_connection_limit_is_a_406_not_an_auth_failure():
     [event] = TradingStreamProtocol().receive(frame)
     assert event == ServerErrorEvent(406, "connection limit exceeded")
     assert isinstance(event.exception(), ConnectionLimitError)
+
+
+# -- large frames in slices -------------------------------------------------------------
+
+
+def _big_quotes(count: int) -> list[dict[str, Any]]:
+    pad = "x" * 100  # enough bytes per quote to cross SLICE_FRAME_BYTES
+    return [
+        {
+            "T": "q",
+            "S": f"S{n % 50}",
+            "bx": "V",
+            "bp": 1.0,
+            "bs": 1,
+            "ax": "V",
+            "ap": 1.1,
+            "as": 1,
+            "c": ["R"],
+            "z": "C",
+            "t": "2024-01-02T15:30:00Z",
+            "pad": pad,
+        }
+        for n in range(count)
+    ]
+
+
+def test_a_large_frame_is_decoded_in_slices_with_the_same_messages() -> None:
+    from alpaca_di.protocol.codec import SLICE, SLICE_FRAME_BYTES
+
+    protocol = DataStreamProtocol(StreamKind.STOCK)
+    frame = pack(_big_quotes(2 * SLICE + 500))
+    assert len(frame) >= SLICE_FRAME_BYTES
+    slices = list(protocol.receive_slices(frame))
+    assert [sum(len(b.messages) for b in batches(s)) for s in slices] == [SLICE, SLICE, 500]
+    sliced = [m for s in slices for b in batches(s) for m in b.messages]
+    whole = [m for b in batches(protocol.receive(frame)) for m in b.messages]
+    assert sliced == whole
+
+
+def test_slices_are_decoded_lazily() -> None:
+    protocol = DataStreamProtocol(StreamKind.STOCK)
+    good = pack(_big_quotes(3_000))
+    truncated = good[: len(good) * 2 // 3]  # the last third never arrives
+    slices = protocol.receive_slices(truncated)
+    first = next(slices)  # decodes one slice, not the whole frame
+    assert sum(len(b.messages) for b in batches(first)) == 1_000
+    rest = list(slices)
+    reasons = [reason for events in rest for reason in malformed(events)]
+    assert len(reasons) == 1
+    assert "at element" in reasons[0]
+    assert "of 3000" in reasons[0]
+
+
+def test_a_large_frame_that_is_not_an_array_is_named() -> None:
+    protocol = DataStreamProtocol(StreamKind.STOCK)
+    frame = pack({"T": "q", "z": "x" * 300_000})
+    [events] = list(protocol.receive_slices(frame))
+    assert malformed(events) == ["frame holds a dict, expected an array of messages"]
+
+
+def test_a_bad_element_in_a_later_slice_is_reported_at_its_index() -> None:
+    protocol = DataStreamProtocol(StreamKind.STOCK)
+    messages: list[Any] = _big_quotes(2_500)
+    messages[1_700] = {"T": "q", "bp": 1.0}  # no symbol
+    events = [e for s in protocol.receive_slices(pack(messages)) for e in s]
+    [reason] = malformed(events)
+    assert reason.startswith("element 1700: quotes message")
