@@ -313,14 +313,16 @@ def test_no_final_order_state_is_lost_when_redis_restarts_empty(
             f"test took {time.monotonic() - started:.1f} s"
         )
     finally:
-        flow.stop()
-        for i, proc in enumerate(procs):
-            if proc.is_alive():
-                commands[i].put("stop")
-        for proc in procs:
-            proc.join(10)
-            if proc.is_alive():
-                proc.kill()
-                proc.join(5)
-        results.close()
-        server.kill()
+        try:
+            flow.stop()
+            for i, proc in enumerate(procs):
+                if proc.is_alive():
+                    commands[i].put("stop")
+            for proc in procs:
+                proc.join(10)
+                if proc.is_alive():
+                    proc.kill()
+                    proc.join(5)
+            results.close()
+        finally:
+            server.kill()  # whatever failed above: never leave a redis-server behind
