@@ -98,7 +98,7 @@ def run_gateway(
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
-    gateway = Gateway(settings.redis_url, sharing=sharing)
+    gateway = Gateway(settings.redis_url, sharing=sharing, rest_url=settings.resolved_api_url)
     credentials = settings.credentials()
     try:
         lines = []

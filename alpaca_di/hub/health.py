@@ -61,6 +61,9 @@ class ConnectionHealth(BaseModel):
         redis: with ``sharing="redis"``: ``up`` or ``down`` (this process's Redis link).
         lag_ms: with ``sharing="redis"``: smoothed delay in ms from the leader's
             publish to this process's receipt (wall clocks; includes skew across hosts).
+        unpublished: with ``sharing="redis"``, on the leader: messages it read from
+            its socket that Redis has not taken yet (trade updates are held until
+            Redis acknowledges them); ``0`` elsewhere.
         in_use: the connection has a consumer or was asked to open (it left
             ``idle``); ``False`` for a stream the application never used.
         ever_connected: the connection has reached ``connected`` at least once.
@@ -95,6 +98,7 @@ class ConnectionHealth(BaseModel):
     leader: str | None = None
     redis: str | None = None
     lag_ms: float | None = None
+    unpublished: int | None = None
     in_use: bool = False
     ever_connected: bool = False
     subscriptions_pending: int = 0

@@ -50,7 +50,7 @@ from pydantic import BaseModel, ValidationError
 
 from alpaca_di.errors import ProtocolError
 
-__all__ = ["Lenient", "is_lenient", "parse"]
+__all__ = ["Lenient", "ReconciledTradeUpdate", "is_lenient", "parse"]
 
 _Parser = Callable[[str, Mapping[str, Any]], object]
 
@@ -269,10 +269,32 @@ def _luld(symbol: str, raw: Mapping[str, Any]) -> object:
     return data
 
 
+class ReconciledTradeUpdate(TradeUpdate):
+    """A ``TradeUpdate`` rebuilt from the REST API because the stream missed it.
+
+    Behaves like any ``TradeUpdate``; check ``getattr(update, "reconciled", False)``
+    (or ``isinstance(update, ReconciledTradeUpdate)``) to tell it apart. On the
+    wire (a scale-out leader's trade-update stream) it is a trade update whose
+    raw form carries ``"reconciled": true``; :func:`parse` builds this class
+    for it.
+
+    Example::
+
+        def on_update(update: TradeUpdate) -> None:
+            if getattr(update, "reconciled", False):
+                log.info("recovered after a disconnect", order=str(update.order.id))
+    """
+
+    reconciled: bool = True
+
+
 def _trade_update() -> _Parser:
     validate_python = TradeUpdate.__pydantic_validator__.validate_python
+    validate_reconciled = ReconciledTradeUpdate.__pydantic_validator__.validate_python
 
     def parse_trade_update(symbol: str, raw: Mapping[str, Any]) -> object:
+        if raw.get("reconciled") is True:
+            return _validate_or_lenient(ReconciledTradeUpdate, validate_reconciled, dict(raw))
         return _validate_or_lenient(TradeUpdate, validate_python, dict(raw))
 
     return parse_trade_update

@@ -7,6 +7,8 @@ reads; every process -- the leader's own consumers included -- reads through a
 :class:`RedisUpstream`, which implements the
 :class:`~alpaca_di.transport.connection.Upstream` protocol, so
 :class:`~alpaca_di.services.StreamHub` and everything above it work unchanged.
+In the leader's own process, trade updates also arrive at once from the
+leader's memory (:meth:`RedisUpstream.local_updates`), whatever Redis does.
 
 The Redis keys and encodings it reads and writes are in
 :mod:`alpaca_di.scaleout.wire`.
@@ -113,6 +115,7 @@ class RedisUpstream:
         member: str | None = None,
         role: Callable[[], str] | None = None,
         on_close: Callable[[], Awaitable[None]] | None = None,
+        held: Callable[[], int] | None = None,
     ) -> None:
         self.url = url
         self.kind = kind
@@ -134,6 +137,7 @@ class RedisUpstream:
         self._backoff = backoff or ExponentialBackoff(options.backoff_initial, options.backoff_max)
         self._role = role
         self._on_close = on_close
+        self._held = held
         self._client: Redis | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -220,6 +224,26 @@ class RedisUpstream:
         """Trade updates read twice (a leader retried an ``XADD``) and delivered once."""
         return self._updates.duplicates
 
+    def local_updates(self, epoch: int, numbered: list[Any]) -> None:
+        """Trade updates this process's own leader read: deliver them now (any thread).
+
+        A :data:`~alpaca_di.scaleout.leader.LocalTap`: the same entries read back
+        from the stream later are skipped, so each is delivered once.
+        """
+        if self.kind is not StreamKind.TRADING or self._closing:
+            return
+        try:
+            self._loop.call_soon_threadsafe(self._on_local, epoch, list(numbered))
+        except RuntimeError:  # the hub's loop is closed: nobody left to deliver to
+            return
+
+    def _on_local(self, epoch: int, numbered: list[Any]) -> None:
+        if self._closing:
+            return
+        fresh = self._updates.take_local(epoch, numbered)
+        if fresh:
+            self._deliver(fresh)
+
     # -- health --------------------------------------------------------------------------
 
     def health_fields(self) -> dict[str, Any]:
@@ -227,9 +251,10 @@ class RedisUpstream:
 
         ``role`` (``leader`` when this process's gateway holds the group's lock,
         else ``follower``), ``leader`` (the leader's identity), ``redis`` (``up``,
-        ``down``, or ``None`` before the hub first connects) and ``lag_ms`` (smoothed
+        ``down``, or ``None`` before the hub first connects), ``lag_ms`` (smoothed
         delay from the leader's publish to this process's receipt; wall clocks, so it
-        includes clock skew across hosts)::
+        includes clock skew across hosts) and ``unpublished`` (what this process's
+        leader read that Redis has not taken yet)::
 
             health = hub.health().model_copy(update=upstream.health_fields())
         """
@@ -239,6 +264,7 @@ class RedisUpstream:
             "leader": status.leader if status is not None else None,
             "redis": "up" if self._redis_up else ("down" if self.started else None),
             "lag_ms": round(self._lag_ms, 3) if self._lag_ms is not None else None,
+            "unpublished": self._held() if self._held is not None else 0,
         }
 
     # -- state -----------------------------------------------------------------------------

@@ -44,7 +44,7 @@ from alpaca_di.credentials import Credentials
 from alpaca_di.errors import ConfigurationError, describe_error
 from alpaca_di.protocol import StreamKind
 from alpaca_di.scaleout.client import redis_client
-from alpaca_di.scaleout.leader import GroupLeader
+from alpaca_di.scaleout.leader import GroupLeader, LocalTap
 from alpaca_di.scaleout.options import SharingOptions, new_identity
 from alpaca_di.scaleout.wire import account_tag, demand_channel_pattern, tag_of_channel
 from alpaca_di.transport.connection import Connection, ConnectionFactory
@@ -70,6 +70,9 @@ class Gateway:
         identity: this process's identity (default ``host:pid:random``).
         connection_factory: the upstream of a leader (the WebSocket
             :class:`~alpaca_di.transport.Connection`; tests may inject another).
+        rest_url: the trading REST API of the accounts (``settings.resolved_api_url``):
+            a trading leader reads back through it what no socket saw after a
+            takeover (:mod:`alpaca_di.scaleout.recovery`); ``None`` skips that.
 
     Example::
 
@@ -87,8 +90,10 @@ class Gateway:
         sharing: SharingOptions | None = None,
         identity: str | None = None,
         connection_factory: ConnectionFactory = Connection,
+        rest_url: str | None = None,
     ) -> None:
         self.redis_url = redis_url
+        self.rest_url = rest_url
         self.sharing = sharing or SharingOptions()
         self.identity = identity or new_identity()
         self._connection_factory = connection_factory
@@ -149,6 +154,7 @@ class Gateway:
                 identity=self.identity,
                 connection_factory=self._connection_factory,
                 client=self._current_client,
+                rest_url=self.rest_url if kind is StreamKind.TRADING else None,
             )
             self._groups[tag] = group
         loop.call_soon_threadsafe(self._ensure_main, loop)
@@ -217,6 +223,27 @@ class Gateway:
         group = self._groups.get(tag)
         return group is not None and group.leading
 
+    def attach(self, tag: str, name: str, tap: LocalTap) -> None:
+        """Hand the trade updates this process reads as leader of ``tag`` to ``tap`` at once.
+
+        ``tap(epoch, [(seq, channel, symbol, raw), ...])`` runs on the gateway
+        loop and must not block. Held until :meth:`detach` (or the group retires).
+        """
+        group = self._groups.get(tag)
+        if group is not None:
+            group.attach(name, tap)
+
+    def detach(self, tag: str, name: str) -> None:
+        """Undo :meth:`attach`."""
+        group = self._groups.get(tag)
+        if group is not None:
+            group.detach(name)
+
+    def held(self, tag: str) -> int:
+        """Messages this process read as leader of ``tag`` that Redis has not taken yet."""
+        group = self._groups.get(tag)
+        return group.held if group is not None else 0
+
     def groups(self) -> dict[str, dict[str, Any]]:
         """A snapshot per registered group: kind, endpoint, role, upstream state, members."""
         return {
@@ -228,6 +255,8 @@ class Gateway:
                 "members": group.members if group.leading else None,
                 "published": group.published,
                 "dropped": group.dropped,
+                "held": group.held,
+                "abandoned": group.publisher.abandoned,
             }
             for tag, group in list(self._groups.items())
         }

@@ -12,6 +12,12 @@ followers ignore a deposed leader that is still talking, and the upstream state
 and acknowledged subscriptions are published as a
 :class:`~alpaca_di.scaleout.wire.LeaderStatus`.
 
+Trade updates are also handed at once, from memory, to this process's own
+consumers (:meth:`GroupLeader.attach`), whatever Redis does; and each time the
+trading socket starts listening, the leader reads back through REST what no
+socket saw (:mod:`alpaca_di.scaleout.recovery`) and publishes it as reconciled
+updates.
+
 :class:`~alpaca_di.scaleout.gateway.Gateway` runs one per registered group.
 """
 
@@ -20,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from redis.asyncio import Redis
@@ -32,6 +38,12 @@ from alpaca_di.protocol import StreamKind, SubscriptionState
 from alpaca_di.scaleout.election import LeaderElector
 from alpaca_di.scaleout.options import SharingOptions
 from alpaca_di.scaleout.publisher import Publisher
+from alpaca_di.scaleout.recovery import (
+    close_rest_client,
+    missed_updates,
+    read_tail,
+    rest_client,
+)
 from alpaca_di.scaleout.wire import (
     LeaderStatus,
     Pair,
@@ -43,9 +55,15 @@ from alpaca_di.transport.connection import ConnectionFactory, Upstream
 from alpaca_di.transport.options import ConnectionOptions
 from alpaca_di.transport.states import ConnectionState
 
-__all__ = ["GroupLeader"]
+if TYPE_CHECKING:
+    from alpaca.trading.client import TradingClient
+
+__all__ = ["GroupLeader", "LocalTap"]
 
 _log = structlog.get_logger(__name__)
+
+LocalTap = Callable[[int, list[Any]], None]
+"""Receives ``(epoch, [(seq, channel, symbol, raw), ...])``: trade updates the leader read."""
 
 
 class GroupLeader:
@@ -79,8 +97,10 @@ class GroupLeader:
         identity: str,
         connection_factory: ConnectionFactory,
         client: Callable[[], Redis | None],
+        rest_url: str | None = None,
     ) -> None:
         self.sharing = sharing
+        self.rest_url = rest_url
         self.identity = identity
         self._connection_factory = connection_factory
         self._client = client
@@ -114,6 +134,10 @@ class GroupLeader:
         self._status_pending = False
         self._recompute_pending = False
         self._recompute_running = False
+        self._taps: dict[str, LocalTap] = {}
+        self._rest: TradingClient | None = None
+        self._recovering: asyncio.Task[None] | None = None
+        self.recoveries = 0
         self._log = _log.bind(
             kind=kind.value, endpoint=endpoint, fingerprint=credentials.fingerprint, group=tag
         )
@@ -128,6 +152,22 @@ class GroupLeader:
     def dropped(self) -> int:
         """Market-data messages dropped because Redis could not keep up."""
         return self.publisher.dropped
+
+    @property
+    def held(self) -> int:
+        """Messages read from the socket that Redis has not taken yet (0 unless leading)."""
+        return self.publisher.held
+
+    def attach(self, name: str, tap: LocalTap) -> None:
+        """Hand this process's consumer ``name`` every trade update at once (any thread).
+
+        ``tap`` runs on the gateway loop and must not block (hop to your own loop).
+        """
+        self._taps = {**self._taps, name: tap}  # copy on write: read without a lock
+
+    def detach(self, name: str) -> None:
+        """Stop handing trade updates to ``name`` (any thread)."""
+        self._taps = {key: tap for key, tap in self._taps.items() if key != name}
 
     # -- leadership ------------------------------------------------------------------------
 
@@ -227,8 +267,12 @@ class GroupLeader:
         closing = self._closing_connection
         if closing is not None and not closing.done():
             await asyncio.wait({closing}, timeout=self.options.close_timeout + 1.0)
+        recovering, self._recovering = self._recovering, None
+        if recovering is not None and not recovering.done():
+            recovering.cancel()
         # Then let the publisher finish what the socket delivered (trade updates
-        # read before the close still reach the stream), bounded.
+        # read before the close still reach the stream), bounded; what it cannot
+        # publish the next leader reads back through REST.
         await self.publisher.stop(self._flush_timeout(release))
         if release and self.elector is not None:
             try:
@@ -371,13 +415,78 @@ class GroupLeader:
         self._status_soon()
 
     def upstream_batch(self, messages: list[tuple[str, str, dict[str, Any]]]) -> None:
-        """A decoded frame: queue it for Redis (never blocks)."""
-        self.publisher.enqueue(messages)
+        """A decoded frame: queue it for Redis, hand trade updates to local consumers."""
+        numbered = self.publisher.enqueue(messages)
+        if numbered:
+            epoch = self.publisher.epoch
+            for name, tap in list(self._taps.items()):
+                try:
+                    tap(epoch, numbered)
+                except Exception:
+                    self._log.exception("gateway.local_delivery_failed", consumer=name)
 
     def upstream_ack(self, channels: Mapping[str, tuple[str, ...]]) -> None:
         """The server confirmed its full subscription state."""
+        listening = bool(self.ack.get("trade_updates"))
         self.ack = {channel: tuple(symbols) for channel, symbols in channels.items()}
         self._status_soon()
+        if self.kind is StreamKind.TRADING and channels.get("trade_updates") and not listening:
+            # A socket (re)started listening: what happened before it is read back via REST.
+            self._recover_soon()
+
+    # -- recovery through REST -------------------------------------------------------------
+
+    def _recover_soon(self) -> None:
+        if self.rest_url is None:
+            self._log.warning(
+                "gateway.reconcile_skipped",
+                reason="no trading REST URL: updates no socket saw cannot be recovered",
+            )
+            return
+        running = self._recovering
+        if running is not None and not running.done():
+            running.cancel()  # a newer session: start over from the stream's tail
+        self._recovering = asyncio.get_running_loop().create_task(self._recover(self.term))
+
+    async def _recover(self, term: int) -> None:
+        assert self.rest_url is not None
+        delay = self.sharing.renew_interval
+        for attempt in range(1, 6):
+            client = self._client()
+            if client is None or not self.leading or self.term != term:
+                return
+            try:
+                tail = await asyncio.wait_for(
+                    read_tail(client, self.keys, count=self.sharing.stream_maxlen),
+                    self.sharing.command_timeout * 2,
+                )
+                if self._rest is None:
+                    self._rest = rest_client(self.credentials, self.rest_url)
+                since, orders, messages = await asyncio.to_thread(
+                    missed_updates, self._rest, tail, lookback=self.sharing.reconcile_lookback
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis or REST away: try again, then give up loudly
+                self._log.warning(
+                    "gateway.reconcile_failed", attempt=attempt, error=describe_error(exc)
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            if not self.leading or self.term != term:
+                return
+            if messages:
+                self.upstream_batch(messages)
+            self.recoveries += 1
+            self._log.info(
+                "gateway.reconciled",
+                since=since.isoformat(),
+                stream_empty=tail.last_ms is None,
+                orders=orders,
+                emitted=len(messages),
+            )
+            return
 
     def upstream_rejected(self, pairs: list[Pair], error: ServerError) -> None:
         """The server refused pairs (rolled back already)."""
@@ -439,6 +548,9 @@ class GroupLeader:
         await self.step_down("no local registration left", release=True)
         for task in list(self._tasks):
             task.cancel()
+        rest, self._rest = self._rest, None
+        if rest is not None:
+            close_rest_client(rest)
 
 
 class _Tap:

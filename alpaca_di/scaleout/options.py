@@ -42,6 +42,9 @@ class SharingOptions:
             each process starts at the end of the stream.
         command_timeout: how long one Redis command may take (seconds) before the
             link counts as lost.
+        reconcile_lookback: seconds a new trading leader reads orders back through
+            REST when the trade-update stream holds nothing to start from (Redis
+            restarted empty, or a first leader).
 
     Example::
 
@@ -57,6 +60,7 @@ class SharingOptions:
     cursor_ttl: float = 86_400.0
     consumer_id: str | None = None
     command_timeout: float = 2.0
+    reconcile_lookback: float = 600.0
 
     def __post_init__(self) -> None:
         if (
@@ -75,6 +79,7 @@ class SharingOptions:
             "heartbeat_ttl",
             "cursor_ttl",
             "command_timeout",
+            "reconcile_lookback",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:

@@ -2,9 +2,13 @@
 
 The leader's socket reader hands each decoded frame to :meth:`Publisher.enqueue`,
 which never blocks; one task per leadership term drains the outbox: market data
-to the group's pub/sub channel (merged into batches, the oldest dropped when
-Redis cannot keep up), trade updates to the group's stream (numbered per term,
-retried until Redis takes them, never dropped).
+to the group's pub/sub channel (merged into batches; past a bounded backlog the
+oldest is dropped, counted and logged), trade updates to the group's stream
+(numbered per term, kept in memory until Redis acknowledges the ``XADD``,
+retried with backoff while Redis is away, never dropped while the term lasts).
+A term that ends gets a bounded flush; trade updates still held then are
+counted in ``abandoned`` and left to the next leader's REST reconciliation
+(:mod:`alpaca_di.scaleout.recovery`).
 
 Example (what :class:`~alpaca_di.scaleout.leader.GroupLeader` does)::
 
@@ -33,15 +37,19 @@ from alpaca_di.scaleout.wire import SharingKeys, encode_batch, update_entry
 __all__ = ["Publisher"]
 
 _MAX_BATCH = 2000  # messages merged into one pub/sub message
+_MAX_XADD = 500  # trade updates appended per pipeline
 _OUTBOX_LIMIT = 10_000  # queued batches before the oldest market data is dropped
+_RETRY_MAX = 1.0  # seconds: the longest pause between two XADD attempts
 
 
 class Publisher:
     """One group's outbox and, while a term lasts, the task that drains it to Redis.
 
     ``client`` returns the gateway's current Redis client (``None`` once it
-    stopped). ``published`` and ``dropped`` count messages over every term.
-    All methods run on the gateway loop.
+    stopped). ``published`` and ``dropped`` (market data only) count messages
+    over every term, ``abandoned`` the trade updates a term ended with that
+    Redis never acknowledged; :attr:`held` is what the outbox holds now. All
+    methods run on the gateway loop.
     """
 
     def __init__(
@@ -58,6 +66,7 @@ class Publisher:
         self.sharing = sharing
         self.published = 0
         self.dropped = 0
+        self.abandoned = 0
         self._client = client
         self._log = log
         self._epoch = 0
@@ -66,6 +75,7 @@ class Publisher:
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._overflows = 0
 
     def start(self, epoch: int) -> None:
         """A leadership term begins: an empty outbox, sequence numbers from 1."""
@@ -75,8 +85,22 @@ class Publisher:
         self._stopping = False
         self._task = asyncio.get_running_loop().create_task(self._run())
 
-    def enqueue(self, messages: list[tuple[str, str, dict[str, Any]]]) -> None:
-        """A decoded frame: queue it for Redis (never blocks)."""
+    @property
+    def epoch(self) -> int:
+        """The epoch of the current (or last) term."""
+        return self._epoch
+
+    @property
+    def held(self) -> int:
+        """Messages queued that Redis has not taken yet (trade updates: not acknowledged)."""
+        return sum(len(batch) for batch in self._outbox)
+
+    def enqueue(self, messages: list[tuple[str, str, dict[str, Any]]]) -> list[Any]:
+        """A decoded frame: queue it for Redis (never blocks).
+
+        Returns the trade updates as numbered ``(seq, channel, symbol, raw)``
+        (an empty list for market data).
+        """
         outbox = self._outbox
         if self.kind is StreamKind.TRADING:
             # Numbered per term: a retried XADD (reply lost) is recognised by followers.
@@ -85,11 +109,22 @@ class Publisher:
                 self._update_seq += 1
                 numbered.append((self._update_seq, channel, symbol, raw))
             outbox.append(numbered)
-        else:
-            if len(outbox) >= _OUTBOX_LIMIT:
-                self.dropped += len(outbox.popleft())
-            outbox.append(messages)
+            self._ready.set()
+            return numbered
+        if len(outbox) >= _OUTBOX_LIMIT:
+            lost = len(outbox.popleft())
+            self.dropped += lost
+            self._overflows += 1
+            if self._overflows in (1, 10) or self._overflows % 1000 == 0:
+                self._log.warning(
+                    "gateway.outbox_overflow",
+                    dropped=lost,
+                    total_dropped=self.dropped,
+                    limit=_OUTBOX_LIMIT,
+                )
+        outbox.append(messages)
         self._ready.set()
+        return []
 
     async def stop(self, flush_timeout: float) -> None:
         """End the term: let the task publish what is queued (bounded), then empty the outbox."""
@@ -101,9 +136,20 @@ class Publisher:
             if not task.done():
                 task.cancel()
                 await asyncio.wait({task}, timeout=0.5)
-            if self._outbox:
-                lost = sum(len(batch) for batch in self._outbox)
-                self._log.warning("gateway.unpublished", messages=lost)
+            lost = self.held
+            if lost:
+                trading = self.kind is StreamKind.TRADING
+                if trading:
+                    self.abandoned += lost
+                else:
+                    self.dropped += lost
+                self._log.warning(
+                    "gateway.unpublished",
+                    messages=lost,
+                    kind=self.kind.value,
+                    epoch=self._epoch,
+                    recovery="the next leader's REST reconciliation" if trading else None,
+                )
         self._outbox.clear()
 
     async def _run(self) -> None:
@@ -113,15 +159,29 @@ class Publisher:
             ready.clear()
             client = self._client()
             bound = self.sharing.command_timeout
+            failures = 0
             while self._outbox and client is not None:
                 try:
                     await asyncio.wait_for(self._drain(client, self._epoch), bound)
+                    if failures:
+                        self._log.info("gateway.xadd_resumed", attempts=failures + 1)
+                    failures = 0
                 except (RedisError, OSError, asyncio.TimeoutError) as exc:
                     if self._stopping:
                         return
                     if self.kind is StreamKind.TRADING:
-                        self._log.warning("gateway.xadd_failed", error=describe_error(exc))
-                        await asyncio.sleep(self.sharing.renew_interval)
+                        # Kept in the outbox: retried with backoff until Redis takes them.
+                        failures += 1
+                        if failures in (1, 10) or failures % 100 == 0:
+                            self._log.warning(
+                                "gateway.xadd_failed",
+                                error=describe_error(exc),
+                                held=self.held,
+                                attempts=failures,
+                            )
+                        delay = min(_RETRY_MAX, self.sharing.renew_interval * 2 ** (failures - 1))
+                        await asyncio.sleep(delay)
+                        client = self._client()
                     else:
                         self.dropped += sum(len(batch) for batch in self._outbox)
                         self._outbox.clear()
@@ -132,7 +192,13 @@ class Publisher:
     async def _drain(self, client: Redis, epoch: int) -> None:
         outbox = self._outbox
         if self.kind is StreamKind.TRADING:
-            batches = list(outbox)
+            batches: list[list[Any]] = []
+            count = 0
+            for batch in outbox:  # a long backlog goes in slices, each bounded in time
+                if batches and count + len(batch) > _MAX_XADD:
+                    break
+                batches.append(batch)
+                count += len(batch)
             maxlen = self.sharing.stream_maxlen
             async with client.pipeline(transaction=False) as pipe:
                 for batch in batches:
@@ -148,7 +214,7 @@ class Publisher:
                 await pipe.execute()
             for _ in batches:  # only now: a failed XADD keeps them for the retry
                 outbox.popleft()
-                self.published += 1
+            self.published += count
             return
         messages: list[Any] = []
         while outbox and len(messages) < _MAX_BATCH:

@@ -106,6 +106,7 @@ class RedisConnectionRegistry(ConnectionRegistry):
         sharing: SharingOptions | None = None,
         candidate: bool = True,
         runtime: Runtime | None = None,
+        rest_url: str | None = None,
     ) -> None:
         _import_redis_modules()
         from alpaca_di.scaleout.gateway import Gateway
@@ -115,7 +116,9 @@ class RedisConnectionRegistry(ConnectionRegistry):
         self.sharing = sharing or SharingOptions()
         self.identity = new_identity()
         self.gateway: Gateway | None = (
-            Gateway(redis_url, sharing=self.sharing, identity=self.identity) if candidate else None
+            Gateway(redis_url, sharing=self.sharing, identity=self.identity, rest_url=rest_url)
+            if candidate
+            else None
         )
         self._members = 0
         self._members_lock = threading.Lock()
@@ -181,7 +184,11 @@ class RedisConnectionRegistry(ConnectionRegistry):
 
         async def on_close() -> None:
             if gateway is not None and tag is not None:
+                gateway.detach(tag, member)
                 await gateway.aunregister(tag)
+
+        def held() -> int:
+            return gateway.held(tag) if gateway is not None and tag is not None else 0
 
         upstream = RedisUpstream(
             url,
@@ -197,7 +204,11 @@ class RedisConnectionRegistry(ConnectionRegistry):
             member=member,
             role=role,
             on_close=on_close,
+            held=held,
         )
+        if gateway is not None and tag is not None:
+            # As leader, this process hands its own consumers trade updates from memory.
+            gateway.attach(tag, member, upstream.local_updates)
         self._upstreams[listener] = weakref.ref(upstream)
         return upstream
 
@@ -360,7 +371,10 @@ def redis_registry(
             registry = _cache[key] = ConnectionRegistry.default()
             return registry
         registry = _cache[key] = RedisConnectionRegistry(
-            settings.redis_url, sharing=sharing, candidate=candidate
+            settings.redis_url,
+            sharing=sharing,
+            candidate=candidate,
+            rest_url=settings.resolved_api_url,
         )
         return registry
 

@@ -6,7 +6,9 @@ Each process reads that stream from its own position: every update reaches
 every process once, even across a leader change, and a reader with a stable
 ``consumer_id`` resumes where it stopped after a restart. An entry a leader
 appended twice (it retried an ``XADD`` whose reply it lost) is recognised by its
-(epoch, sequence) fields and counted in ``duplicates``.
+(epoch, sequence) fields and counted in ``duplicates``. In the leader's own
+process the updates arrive first from memory (:meth:`UpdateReader.take_local`);
+their stream entries are then skipped (``from_memory``).
 
 Example (what :class:`~alpaca_di.scaleout.follower.RedisUpstream` does)::
 
@@ -53,10 +55,27 @@ class UpdateReader:
         self.sharing = sharing
         self.consumer = consumer
         self.duplicates = 0
+        self.from_memory = 0
         self.last_id: str | None = None
         self._deliver = deliver
         self._malformed = malformed
         self._seen: dict[int, int] = {}
+        self._local: dict[int, int] = {}
+
+    def take_local(self, epoch: int, numbered: list[Any]) -> list[Any]:
+        """Updates this process's leader read, ``[(seq, channel, symbol, raw)...]`` in order.
+
+        Returns the ``[channel, symbol, raw]`` items not delivered yet and remembers
+        the term's highest sequence, so the same entries read back from the stream
+        are skipped.
+        """
+        mark = self._local.get(epoch, 0)
+        fresh = [[channel, symbol, raw] for seq, channel, symbol, raw in numbered if seq > mark]
+        if numbered:
+            self._local[epoch] = max(mark, int(numbered[-1][0]))
+            if len(self._local) > 16:
+                del self._local[min(self._local)]
+        return fresh
 
     async def resume(self, client: Redis) -> None:
         """Settle where to read from: the saved position, the stream's end, or its start."""
@@ -105,6 +124,9 @@ class UpdateReader:
             epoch, seq, item = decode_update_entry(fields)
         except (ProtocolError, ValueError) as exc:
             self._malformed(str(exc))
+            return None
+        if seq and seq <= self._local.get(epoch, 0):
+            self.from_memory += 1  # delivered already, from this process's leader
             return None
         # A leader retries an XADD whose reply it lost: (epoch, seq) makes that idempotent.
         if seq:

@@ -21,6 +21,7 @@ def run_worker(index: int, config: dict[str, Any], commands: Any, results: Any) 
         secret_key=config["secret"],
         data_stream_url=config["data_url"],
         trading_stream_url=config["trading_url"],
+        api_url=config.get("api_url"),
         sharing="redis",
         redis_url=config["redis_url"],
         backoff_initial=0.05,

@@ -421,6 +421,43 @@ def test_a_leader_that_loses_redis_closes_its_socket_before_its_lock_expires(
         cut_off.close_all()  # before the proxy goes: no reconnect attempts to a closed port
 
 
+def test_a_leader_holds_trade_updates_while_redis_is_away_and_appends_them_after(
+    emulator: AlpacaEmulator, registries: Callable[..., RedisConnectionRegistry]
+) -> None:
+    url = emulator.trading_stream_url
+    with TcpProxy(6379) as proxy:
+        # A long lock: the blip below ends well before the leader would fence itself.
+        leader = registries(url=f"redis://127.0.0.1:{proxy.port}/0", lock_ttl=6.0)
+        lease = leader.acquire(CREDS, "trading", url, OPTIONS)
+        got_l = Recorder()
+        lease.hub.subscribe(got_l, trade_updates=True, raw=True).wait_confirmed(10)
+        follower = registries(candidate=False)
+        got_f = Recorder()
+        follower.acquire(CREDS, "trading", url, OPTIONS).hub.subscribe(
+            got_f, trade_updates=True, raw=True
+        ).wait_confirmed(10)
+        assert emulator.push_trade_update(KEY, _update(0)) == 1
+        got_f.wait_for(1)
+
+        proxy.cut()
+        for seq in range(1, 6):
+            assert emulator.push_trade_update(KEY, _update(seq)) == 1
+        # The leader's own consumers have them at once, from memory; Redis has none yet.
+        assert [u["seq"] for u in got_l.wait_for(6)] == list(range(6))
+        wait_for(lambda: health_of(leader, lease.hub).unpublished == 5, 5, "five held")
+        assert health_of(leader, lease.hub).redis == "down"
+        assert [u["seq"] for u in got_f.items] == [0]
+
+        proxy.restore()
+        assert [u["seq"] for u in got_f.wait_for(6)] == list(range(6))
+        wait_for(lambda: health_of(leader, lease.hub).unpublished == 0, 10, "all appended")
+        assert emulator.push_trade_update(KEY, _update(6)) == 1
+        assert [u["seq"] for u in got_f.wait_for(7)] == list(range(7))
+        assert [u["seq"] for u in got_l.wait_for(7)] == list(range(7))  # once each
+        assert emulator.counters(KEY, STREAM).connections_accepted == 1  # never fenced
+        leader.close_all()  # before the proxy goes
+
+
 def test_a_leader_whose_lock_is_taken_steps_down_at_once(
     emulator: AlpacaEmulator,
     registries: Callable[..., RedisConnectionRegistry],

@@ -110,6 +110,7 @@ def test_four_processes_share_one_connection_and_survive_a_leader_kill(
         "secret": SECRET,
         "data_url": emulator.ws_url,
         "trading_url": emulator.trading_stream_url,
+        "api_url": emulator.api_url,
         "redis_url": REDIS_URL,
         "symbols": SYMBOLS,
         "sharing": {"prefix": redis_prefix, **SHARING},

@@ -15,7 +15,9 @@ from typing import Any
 from uuid import UUID
 
 from alpaca.trading.enums import TradeEvent
-from alpaca.trading.models import Order, TradeUpdate
+from alpaca.trading.models import Order
+
+from alpaca_di.protocol.models import ReconciledTradeUpdate
 
 __all__ = [
     "FINAL_EVENTS",
@@ -65,22 +67,6 @@ STATUS_EVENT: Mapping[str, str] = {
     "suspended": "suspended",
     "calculated": "calculated",
 }
-
-
-class ReconciledTradeUpdate(TradeUpdate):
-    """A ``TradeUpdate`` rebuilt from the REST API because the stream missed it.
-
-    Behaves like any ``TradeUpdate``; check ``getattr(update, "reconciled", False)``
-    (or ``isinstance(update, ReconciledTradeUpdate)``) to tell it apart.
-
-    Example::
-
-        def on_update(update: TradeUpdate) -> None:
-            if getattr(update, "reconciled", False):
-                log.info("recovered after a disconnect", order=str(update.order.id))
-    """
-
-    reconciled: bool = True
 
 
 def reconciled_update(order: Order, event: str) -> ReconciledTradeUpdate:

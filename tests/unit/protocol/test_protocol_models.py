@@ -24,7 +24,7 @@ from protocol_samples import CHANNEL_OF, SAMPLES, TS
 from pydantic import BaseModel
 
 from alpaca_di.errors import ProtocolError
-from alpaca_di.protocol.models import parse
+from alpaca_di.protocol.models import ReconciledTradeUpdate, parse
 
 EXPECTED_TYPE: dict[str, type[Any]] = {
     "trades": Trade,
@@ -123,6 +123,19 @@ def test_trade_update_order_defaults_match_alpaca_py() -> None:
     assert isinstance(update, TradeUpdate)
     assert update.order.order_class == "simple"  # "" becomes simple, as in Order.__init__
     assert SAMPLES["trade_update"]["order"]["order_class"] == ""
+    assert not isinstance(update, ReconciledTradeUpdate)
+
+
+def test_a_trade_update_flagged_reconciled_parses_as_a_reconciled_update() -> None:
+    # What a scale-out leader publishes after reading an order back through REST.
+    raw = {**SAMPLES["trade_update"], "reconciled": True}
+    update = parse("trade_updates", "AAPL", raw)
+    assert isinstance(update, ReconciledTradeUpdate)
+    assert update.reconciled is True
+    assert update.order.order_class == "simple"
+    again = parse("trade_updates", "AAPL", update.model_dump(mode="json"))
+    assert isinstance(again, ReconciledTradeUpdate)
+    assert again == update
 
 
 @pytest.mark.parametrize(

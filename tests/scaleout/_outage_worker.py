@@ -1,0 +1,71 @@
+"""A worker process of the Redis-outage test: a TradingService and a quote consumer.
+
+Runs under ``multiprocessing`` (spawn), builds its hubs through
+:func:`alpaca_di.scaleout.registry.redis_registry`, and reports on the ``results``
+queue every trade update its ``TradingService`` subscriber receives and every
+quote. Its ``TradingService`` has no REST client of its own: what it receives
+comes through the scale-out alone (the leader's memory, the Redis stream, and
+the leader's REST reconciliation). Obeys ``health`` and ``stop`` commands.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def run_outage_worker(index: int, config: dict[str, Any], commands: Any, results: Any) -> None:
+    from alpaca_di.scaleout.options import SharingOptions
+    from alpaca_di.scaleout.registry import redis_registry
+    from alpaca_di.services.trading import TradingService
+    from alpaca_di.settings import AlpacaSettings, endpoint_for
+
+    settings = AlpacaSettings(
+        api_key=config["key"],
+        secret_key=config["secret"],
+        data_stream_url=config["data_url"],
+        trading_stream_url=config["trading_url"],
+        api_url=config["api_url"],
+        sharing="redis",
+        redis_url=config["redis_url"],
+        backoff_initial=0.05,
+        backoff_max=0.25,
+        close_timeout=0.5,
+        open_timeout=5.0,
+    )
+    registry = redis_registry(
+        settings, sharing=SharingOptions(**config["sharing"]), candidate=True, fallback_local=False
+    )
+    creds = settings.credentials()
+    options = settings.to_options()
+    stock = registry.acquire(creds, "stock", endpoint_for(settings, "stock"), options)
+    trading = registry.acquire(creds, "trading", endpoint_for(settings, "trading"), options)
+    service = TradingService(trading_stream=trading.hub, trading_client=None)
+
+    def on_quote(quote: Any) -> None:
+        results.put(("quote", index, quote.symbol, int(quote.bid_size)))
+
+    def on_update(update: Any) -> None:
+        event = str(getattr(update.event, "value", update.event))
+        reconciled = bool(getattr(update, "reconciled", False))
+        results.put(("update", index, str(update.order.id), event, reconciled))
+
+    quotes = stock.hub.subscribe(on_quote, quotes=["AAPL"])
+    updates = service.subscribe(on_update)
+    quotes.wait_confirmed(30)
+    service.listen(30)
+    results.put(("ready", index, os.getpid(), registry.identity))
+    while True:
+        command = commands.get()
+        if command == "health":
+            report = [c.model_dump(mode="json") for c in registry.health().connections]
+            results.put(("health", index, report))
+        elif command == "stop":
+            break
+    quotes.close()
+    updates.close()
+    service.close()
+    stock.release()
+    trading.release()
+    registry.close_all()
+    results.put(("stopped", index))
