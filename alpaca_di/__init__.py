@@ -33,47 +33,56 @@ or, declared in the container: ``providers.Resource(init_health_server, alpaca, 
 Test helpers live in :mod:`alpaca_di.testing` (the emulator, fakes, a pytest plugin).
 """
 
-from alpaca_di.compat.streams import (
-    SharedCryptoDataStream,
-    SharedNewsDataStream,
-    SharedOptionDataStream,
-    SharedStockDataStream,
-    SharedTradingStream,
-)
-from alpaca_di.containers import AlpacaContainer, lifespan
-from alpaca_di.credentials import Credentials
-from alpaca_di.errors import (
-    AlpacaAPIError,
-    AlpacaDIError,
-    AuthenticationError,
-    ConfigurationError,
-    ConnectionClosedError,
-    ConnectionLimitError,
-    InsufficientSubscriptionError,
-    ProtocolError,
-    ServerError,
-    SlowClientError,
-    SubscriptionOverflowError,
-    SymbolLimitError,
-)
-from alpaca_di.hub import (
-    ConnectionHealth,
-    ConnectionRegistry,
-    HealthReport,
-    Lease,
-    StreamHub,
-    Subscription,
-    SubscriptionStats,
-)
-from alpaca_di.protocol import StreamKind
-from alpaca_di.providers.health_server import HealthServer, init_health_server, serve_health
-from alpaca_di.providers.resources import StreamResource
-from alpaca_di.services.interfaces import OrderUpdates, PriceSource, PriceTracker
-from alpaca_di.services.manager import AlpacaManager
-from alpaca_di.services.pricing import PricingService
-from alpaca_di.services.trading import TradingService
-from alpaca_di.settings import AlpacaSettings
-from alpaca_di.transport import ConnectionOptions, ConnectionState
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Importing alpaca_di stays cheap: each public name is imported from its module on
+# first use (PEP 562), so ``alpaca-di --help`` and ``from alpaca_di import
+# AlpacaSettings`` do not pay for alpaca-py, pandas and the rest. The imports
+# under TYPE_CHECKING are what type checkers and IDEs read.
+
+if TYPE_CHECKING:
+    from alpaca_di.compat.streams import (
+        SharedCryptoDataStream,
+        SharedNewsDataStream,
+        SharedOptionDataStream,
+        SharedStockDataStream,
+        SharedTradingStream,
+    )
+    from alpaca_di.containers import AlpacaContainer, lifespan
+    from alpaca_di.credentials import Credentials
+    from alpaca_di.errors import (
+        AlpacaAPIError,
+        AlpacaDIError,
+        AuthenticationError,
+        ConfigurationError,
+        ConnectionClosedError,
+        ConnectionLimitError,
+        InsufficientSubscriptionError,
+        ProtocolError,
+        ServerError,
+        SlowClientError,
+        SubscriptionOverflowError,
+        SymbolLimitError,
+    )
+    from alpaca_di.hub import (
+        ConnectionHealth,
+        ConnectionRegistry,
+        HealthReport,
+        Lease,
+        StreamHub,
+        Subscription,
+        SubscriptionStats,
+    )
+    from alpaca_di.protocol import StreamKind
+    from alpaca_di.providers.health_server import HealthServer, init_health_server, serve_health
+    from alpaca_di.providers.resources import StreamResource
+    from alpaca_di.services.interfaces import OrderUpdates, PriceSource, PriceTracker
+    from alpaca_di.services.manager import AlpacaManager
+    from alpaca_di.services.pricing import PricingService
+    from alpaca_di.services.trading import TradingService
+    from alpaca_di.settings import AlpacaSettings
+    from alpaca_di.transport import ConnectionOptions, ConnectionState
 
 __all__ = [
     "AlpacaAPIError",
@@ -118,3 +127,60 @@ __all__ = [
     "lifespan",
     "serve_health",
 ]
+
+_EXPORTS: dict[str, str] = {
+    "AlpacaAPIError": "alpaca_di.errors",
+    "AlpacaContainer": "alpaca_di.containers",
+    "AlpacaDIError": "alpaca_di.errors",
+    "AlpacaManager": "alpaca_di.services.manager",
+    "AlpacaSettings": "alpaca_di.settings",
+    "AuthenticationError": "alpaca_di.errors",
+    "ConfigurationError": "alpaca_di.errors",
+    "ConnectionClosedError": "alpaca_di.errors",
+    "ConnectionHealth": "alpaca_di.hub",
+    "ConnectionLimitError": "alpaca_di.errors",
+    "ConnectionOptions": "alpaca_di.transport",
+    "ConnectionRegistry": "alpaca_di.hub",
+    "ConnectionState": "alpaca_di.transport",
+    "Credentials": "alpaca_di.credentials",
+    "HealthReport": "alpaca_di.hub",
+    "HealthServer": "alpaca_di.providers.health_server",
+    "InsufficientSubscriptionError": "alpaca_di.errors",
+    "Lease": "alpaca_di.hub",
+    "OrderUpdates": "alpaca_di.services.interfaces",
+    "PriceSource": "alpaca_di.services.interfaces",
+    "PriceTracker": "alpaca_di.services.interfaces",
+    "PricingService": "alpaca_di.services.pricing",
+    "ProtocolError": "alpaca_di.errors",
+    "ServerError": "alpaca_di.errors",
+    "SharedCryptoDataStream": "alpaca_di.compat.streams",
+    "SharedNewsDataStream": "alpaca_di.compat.streams",
+    "SharedOptionDataStream": "alpaca_di.compat.streams",
+    "SharedStockDataStream": "alpaca_di.compat.streams",
+    "SharedTradingStream": "alpaca_di.compat.streams",
+    "SlowClientError": "alpaca_di.errors",
+    "StreamHub": "alpaca_di.hub",
+    "StreamKind": "alpaca_di.protocol",
+    "StreamResource": "alpaca_di.providers.resources",
+    "Subscription": "alpaca_di.hub",
+    "SubscriptionOverflowError": "alpaca_di.errors",
+    "SubscriptionStats": "alpaca_di.hub",
+    "SymbolLimitError": "alpaca_di.errors",
+    "TradingService": "alpaca_di.services.trading",
+    "init_health_server": "alpaca_di.providers.health_server",
+    "lifespan": "alpaca_di.containers",
+    "serve_health": "alpaca_di.providers.health_server",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'alpaca_di' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # the next lookup is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -1,0 +1,40 @@
+"""``import alpaca_di`` is cheap: public names load on first use."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import alpaca_di
+
+
+def test_every_public_name_resolves_from_its_module() -> None:
+    assert sorted(alpaca_di._EXPORTS) == sorted(alpaca_di.__all__)
+    for name in alpaca_di.__all__:
+        assert getattr(alpaca_di, name).__name__ == name or name == "lifespan"
+
+
+def test_an_unknown_name_is_an_attribute_error_naming_it() -> None:
+    with pytest.raises(AttributeError, match="NoSuchThing"):
+        alpaca_di.NoSuchThing  # type: ignore[attr-defined]  # noqa: B018
+
+
+def _modules_after(code: str) -> set[str]:
+    out = subprocess.run(
+        [sys.executable, "-c", f"{code}\nimport sys\nprint(' '.join(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    return set(out.split())
+
+
+def test_importing_the_package_or_the_cli_loads_neither_alpaca_py_nor_pandas() -> None:
+    for code in ("import alpaca_di", "import alpaca_di.cli.commands"):
+        loaded = _modules_after(code)
+        assert "alpaca" not in loaded, code
+        assert "pandas" not in loaded, code
+        assert "redis" not in loaded, code
