@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["check_seconds", "is_seconds"]
+__all__ = ["check_seconds", "is_seconds", "is_word"]
 
 
 def is_seconds(value: object) -> bool:
@@ -19,6 +19,11 @@ def is_seconds(value: object) -> bool:
         and isinstance(value, (int, float))
         and 0 < value < math.inf
     )
+
+
+def is_word(value: object) -> bool:
+    """True for a non-empty string without whitespace (a key prefix, a reader id)."""
+    return isinstance(value, str) and bool(value) and not any(c.isspace() for c in value)
 
 
 def check_seconds(name: str, value: object) -> None:
