@@ -181,12 +181,8 @@ class AlpacaSettings(BaseSettings):
     redis_password: SecretStr | None = Field(
         None, description="Password of the Redis user; None: the URL's. Never printed."
     )
-    redis_tls_ca_file: str | None = Field(
-        None, description="PEM CA bundle that signs the Redis server's certificate."
-    )
-    redis_tls_cert_file: str | None = Field(
-        None, description="Client certificate (PEM) for Redis servers that require one."
-    )
+    redis_tls_ca_file: str | None = Field(None, description="PEM CA bundle of the Redis server.")
+    redis_tls_cert_file: str | None = Field(None, description="Redis client certificate (PEM).")
     redis_tls_key_file: str | None = Field(None, description="Key of redis_tls_cert_file.")
     redis_tls_verify: RedisTlsVerify = Field(
         "required", description="Check of the Redis server's certificate."
@@ -194,9 +190,7 @@ class AlpacaSettings(BaseSettings):
     redis_sentinels: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="Sentinels as host:port, comma-separated; empty: no Sentinel."
     )
-    redis_sentinel_master: str = Field(
-        "mymaster", description="Name the Sentinels monitor the primary under."
-    )
+    redis_sentinel_master: str = Field("mymaster", description="The primary's Sentinel name.")
     redis_sentinel_username: str | None = Field(None, description="ACL user of the Sentinels.")
     redis_sentinel_password: SecretStr | None = Field(
         None, description="Password of the Sentinels. Never printed."
@@ -412,31 +406,19 @@ class AlpacaSettings(BaseSettings):
     @field_validator("redis_sentinels", mode="before")
     @classmethod
     def _split_sentinels(cls, value: object) -> object:
-        if isinstance(value, str):
-            value = value.split(",")
-        if isinstance(value, (list, tuple)):
-            return tuple(str(item).strip() for item in value if str(item).strip())
-        return value
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            return value
+        found = tuple(str(item).strip() for item in items if str(item).strip())
+        return tuple(item for item in found if _host_port(item))
 
-    @field_validator("redis_sentinels", mode="after")
+    @field_validator("redis_prefix", "redis_consumer_id", "redis_sentinel_master", "redis_lock_ttl")
     @classmethod
-    def _check_sentinels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for item in value:
-            _host_port(item)
-        return value
-
-    @field_validator("redis_prefix", "redis_consumer_id", "redis_sentinel_master", mode="after")
-    @classmethod
-    def _check_word(cls, value: str | None) -> str | None:
-        if value is not None and not is_word(value):
-            raise ValueError("must be a non-empty word without spaces")
-        return value
-
-    @field_validator("redis_lock_ttl", mode="after")
-    @classmethod
-    def _check_lock_ttl(cls, value: float) -> float:
-        if not is_seconds(value):
+    def _check_sharing(cls, value: object, info: ValidationInfo) -> object:
+        if info.field_name == "redis_lock_ttl" and not is_seconds(value):
             raise ValueError("must be a positive, finite number of seconds")
+        if isinstance(value, str) and not is_word(value):
+            raise ValueError("must be a non-empty word without spaces")
         return value
 
     @field_validator("redis_tls_ca_file", "redis_tls_cert_file", "redis_tls_key_file")
@@ -463,10 +445,7 @@ class AlpacaSettings(BaseSettings):
                 f"{_env_label('redis_url')} to rediss://..."
             )
         if self.redis_tls_key_file is not None and self.redis_tls_cert_file is None:
-            raise ValueError(
-                f"{_env_label('redis_tls_key_file')} is set without "
-                f"{_env_label('redis_tls_cert_file')}"
-            )
+            raise ValueError(f"{_env_label('redis_tls_key_file')} is set without the cert file")
         if self.redis_password is not None and url.password:
             raise ValueError(
                 f"the Redis password is set twice, in {_env_label('redis_url')} and "

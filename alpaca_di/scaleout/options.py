@@ -166,7 +166,10 @@ class RedisConnection:
     def describe(self) -> str:
         """Where this points, safe to log: the masked URL, or the sentinels and master."""
         if self.sentinels:
-            hosts = ",".join(f"{host}:{port}" for host, port in self.sentinels)
+            hosts = ",".join(
+                f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                for host, port in self.sentinels
+            )
             return f"sentinel://{hosts}/{self.sentinel_master}"
         return mask_url(self.url)
 
