@@ -582,7 +582,11 @@ def test_leader_election_is_exclusive_renewable_and_fenced(redis_prefix: str) ->
             assert not await one.renew()  # not the holder: no renewal
             await asyncio.sleep(0.7)  # the TTL itself is what this checks
             assert two.expired()
-            assert await one.acquire() > second_epoch  # the lapsed lock is free
+            third_epoch = await one.acquire()
+            assert third_epoch > second_epoch  # the lapsed lock is free
+            # Taking its own lock again (after stepping down) is a new term, never the
+            # old epoch: the new term's updates are numbered from 1 again.
+            assert await one.acquire() > third_epoch
         finally:
             await client.aclose()
 
