@@ -4,7 +4,8 @@ Each test starts its own redis-server processes on spare loopback ports (never
 the shared 6379) and builds the scale-out from :class:`AlpacaSettings` alone
 (``redis_url``, ``redis_username``, ``redis_password``, ``redis_tls_*``,
 ``redis_sentinel*``), through :func:`redis_registry`: a leader candidate and a
-follower-only registry in this process, one emulated Alpaca account.
+follower-only registry in this process (the TLS test adds a spawned worker
+process), one emulated Alpaca account.
 
 * TLS + ACL: data and trade updates flow through ``rediss://`` as user
   ``alice``; the password appears in no captured log event, health JSON,
@@ -17,7 +18,10 @@ follower-only registry in this process, one emulated Alpaca account.
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import pickle
+import queue
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,6 +32,7 @@ import redis
 import structlog
 from _redis_servers import RedisServer, make_tls_files, redis_server_problem, spare_ports, wait_for
 from _scaleout_support import KEY, SECRET
+from _scaleout_worker import run_worker
 from pydantic import SecretStr
 
 from alpaca_di.emulator import AlpacaEmulator
@@ -192,6 +197,21 @@ def _assert_hidden(texts: list[str], *secrets: str) -> None:
             assert secret not in text
 
 
+def _expect(results: Any, want: tuple[Any, ...], timeout: float) -> tuple[Any, ...]:
+    """The first item on the worker's ``results`` queue that starts with ``want``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"within {timeout} s: the worker reported {want}")
+        try:
+            item = tuple(results.get(timeout=remaining))
+        except queue.Empty:
+            continue
+        if item[: len(want)] == want:
+            return item
+
+
 def _make_client(port: int, **kwargs: Any) -> Callable[[], redis.Redis]:
     def make() -> redis.Redis:
         return redis.Redis(
@@ -233,6 +253,25 @@ def test_tls_and_an_acl_user_carry_the_scale_out_and_the_password_shows_nowhere(
         redis_tls_ca_file=str(files["ca"]),
         redis_prefix=f"prod-tls-{uuid.uuid4().hex[:8]}",
     )
+    # A third member in its own process (spawned, as the worker tests do), configured
+    # through the same settings; it joins as a follower of this process's leader.
+    ctx = multiprocessing.get_context("spawn")
+    results, commands = ctx.Queue(), ctx.Queue()
+    worker_config = {
+        "key": KEY,
+        "secret": SECRET,
+        "data_url": emulator.ws_url,
+        "trading_url": emulator.trading_stream_url,
+        "redis_url": settings.redis_url,
+        "symbols": [["AAPL"]],
+        "sharing": dataclasses.asdict(_fast_sharing(settings.redis_prefix)),
+        "settings": {
+            "redis_username": "alice",
+            "redis_password": PASSWORD,
+            "redis_tls_ca_file": str(files["ca"]),
+        },
+    }
+    worker = ctx.Process(target=run_worker, args=(0, worker_config, commands, results))
     with structlog.testing.capture_logs() as logs:
         deployment = Deployment(settings)
         try:
@@ -241,15 +280,27 @@ def test_tls_and_an_acl_user_carry_the_scale_out_and_the_password_shows_nowhere(
             )
             assert {c.role for c in leader_health.connections} == {"leader"}
             assert {c.role for c in follower_health.connections} == {"follower"}
+            worker.start()
+            _expect(results, ("ready", 0), 45)
             assert emulator.counters(KEY, IEX).max_concurrent == 1
 
             emulator.publish(IEX, [quote("AAPL", bid_size=7)])
             for quotes in deployment.quotes:
                 assert quotes.wait_for(1)[-1].bid_size == 7
+            _expect(results, ("quote", 0, "AAPL", 7), 10)
             for seq in range(3):
                 assert emulator.push_trade_update(KEY, _update(seq)) == 1
             for updates in deployment.updates:
                 assert [u["seq"] for u in updates.wait_for(3)] == [0, 1, 2]
+            for seq in range(3):
+                _expect(results, ("update", 0, seq), 10)
+            commands.put("health")
+            worker_health = _expect(results, ("health", 0), 10)[2]
+            assert {c["role"] for c in worker_health} == {"follower"}
+            commands.put("stop")
+            _expect(results, ("stopped", 0), 15)
+            worker.join(10)
+            assert worker.exitcode == 0
 
             # Every connection alpaca-di holds is alice's, over TLS (plain port is off).
             client = server.client()
@@ -258,10 +309,13 @@ def test_tls_and_an_acl_user_carry_the_scale_out_and_the_password_shows_nowhere(
             finally:
                 client.close()
             assert users == {"alice"}
-            healths = deployment.health_json()
+            healths = [*deployment.health_json(), repr(worker_health)]
             reprs = [repr(registry) for registry in deployment.registries]
         finally:
             deployment.close()
+            if worker.is_alive():
+                worker.kill()
+                worker.join(5)
 
     # A wrong password is an error that quotes neither it nor the right one.
     wrong = dataclasses.replace(redis_connection(settings), password=SecretStr(WRONG_PASSWORD))
