@@ -19,6 +19,17 @@ per (credentials, endpoint), closed by the container's resource lifecycle::
     print(prices.wait_for_price("AAPL", timeout=10))
     app.shutdown_resources()
 
+Probes of a running application ask the application itself, over HTTP, instead of
+opening sockets of their own (Alpaca would refuse a second one with 406)::
+
+    from alpaca_di import serve_health
+
+    server = serve_health(app.alpaca, host="0.0.0.0", port=8080)
+    # GET http://...:8080/healthz -> 200 when healthy, GET /readyz -> 200 when ready
+    server.close()
+
+or, declared in the container: ``providers.Resource(init_health_server, alpaca, port=8080)``.
+
 Test helpers live in :mod:`alpaca_di.testing` (the emulator, fakes, a pytest plugin).
 """
 
@@ -55,6 +66,7 @@ from alpaca_di.hub import (
     SubscriptionStats,
 )
 from alpaca_di.protocol import StreamKind
+from alpaca_di.providers.health_server import HealthServer, init_health_server, serve_health
 from alpaca_di.providers.resources import StreamResource
 from alpaca_di.services.interfaces import OrderUpdates, PriceSource, PriceTracker
 from alpaca_di.services.manager import AlpacaManager
@@ -79,6 +91,7 @@ __all__ = [
     "ConnectionState",
     "Credentials",
     "HealthReport",
+    "HealthServer",
     "InsufficientSubscriptionError",
     "Lease",
     "OrderUpdates",
@@ -101,5 +114,7 @@ __all__ = [
     "SubscriptionStats",
     "SymbolLimitError",
     "TradingService",
+    "init_health_server",
     "lifespan",
+    "serve_health",
 ]

@@ -1,9 +1,9 @@
 """Small asyncio helpers shared by every layer: one copy of each.
 
-    from alpaca_di._aio import running_loop, settle
+from alpaca_di._aio import running_loop, settle
 
-    loop = running_loop()                 # the running loop, or None outside one
-    settle(loop, future, value)           # resolve a future from any thread
+loop = running_loop()                 # the running loop, or None outside one
+settle(loop, future, value)           # resolve a future from any thread
 """
 
 from __future__ import annotations

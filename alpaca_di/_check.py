@@ -1,8 +1,8 @@
 """Validation helpers shared by every layer: one rule, one home.
 
-    from alpaca_di._check import check_seconds
+from alpaca_di._check import check_seconds
 
-    check_seconds("timeout", timeout)     # ValueError naming the argument and the value
+check_seconds("timeout", timeout)     # ValueError naming the argument and the value
 """
 
 from __future__ import annotations
@@ -14,11 +14,7 @@ __all__ = ["check_seconds", "is_seconds", "is_word"]
 
 def is_seconds(value: object) -> bool:
     """True for a positive, finite number of seconds (``bool`` is not a number here)."""
-    return (
-        not isinstance(value, bool)
-        and isinstance(value, (int, float))
-        and 0 < value < math.inf
-    )
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and 0 < value < math.inf
 
 
 def is_word(value: object) -> bool:

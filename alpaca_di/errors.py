@@ -32,6 +32,7 @@ The hierarchy::
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 __all__ = [
     "AlpacaAPIError",
@@ -57,7 +58,35 @@ class AlpacaDIError(Exception):
 
 
 class ConfigurationError(AlpacaDIError, ValueError):
-    """A setting is missing or invalid; the message names the field and its env var."""
+    """A setting is missing or invalid; the message names the field and its env var.
+
+    Attributes:
+        fields: the settings fields at fault (``("feed",)``), when known.
+        env_vars: their environment variables (``("ALPACA_FEED",)``), in the same order.
+
+    Example::
+
+        try:
+            AlpacaSettings()
+        except ConfigurationError as exc:
+            print(exc.env_vars)        # ('ALPACA_FEED',) for ALPACA_FEED=sipp
+    """
+
+    def __init__(
+        self, message: str, *, fields: Iterable[str] = (), env_vars: Iterable[str] = ()
+    ) -> None:
+        super().__init__(message)
+        self.fields: tuple[str, ...] = tuple(fields)
+        self.env_vars: tuple[str, ...] = tuple(env_vars)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_configuration_error, (str(self), self.fields, self.env_vars))
+
+
+def _configuration_error(
+    message: str, fields: tuple[str, ...], env_vars: tuple[str, ...]
+) -> ConfigurationError:
+    return ConfigurationError(message, fields=fields, env_vars=env_vars)
 
 
 class ProtocolError(AlpacaDIError, ValueError):

@@ -55,6 +55,7 @@ __all__ = [
     "RedisTlsVerify",
     "UnknownSettingWarning",
     "endpoint_for",
+    "env_var_of",
     "settings_from_mapping",
     "stream_feed",
 ]
@@ -91,6 +92,8 @@ _SECRET_MIN_LENGTH = 30
 
 def _looks_like_secret(key: str) -> bool:
     return len(key) >= _SECRET_MIN_LENGTH and any(char.islower() for char in key)
+
+
 # Set by settings_from_mapping: read only the arguments, name config keys in errors.
 _MAPPING_ONLY: ContextVar[bool] = ContextVar("alpaca_di_settings_mapping_only", default=False)
 
@@ -217,12 +220,14 @@ class AlpacaSettings(BaseSettings):
         """Read the settings; see the class docstring. Raises ConfigurationError."""
         from_mapping = _MAPPING_ONLY.get()
         problems = _unknown_keys(values, config=from_mapping)
+        fields: list[str] = []
         if not problems:
             try:
                 super().__init__(**values)
             except ValidationError as exc:
                 secrets = _secret_candidates(values, from_env=not from_mapping)
                 problems = _problems(exc, secrets, config=from_mapping)
+                fields = _fields_of(exc)
             except SettingsError as exc:
                 problems = [f"could not read the settings sources: {_first_line(exc)}"]
             else:
@@ -236,7 +241,7 @@ class AlpacaSettings(BaseSettings):
         message = _format(problems)
         values.clear()
         secrets = []
-        raise ConfigurationError(message)
+        raise ConfigurationError(message, fields=fields, env_vars=map(env_var_of, fields))
 
     @classmethod
     def settings_customise_sources(
@@ -537,7 +542,9 @@ def endpoint_for(settings: AlpacaSettings, kind: StreamKind | str) -> str:
         assert setting is not None  # news takes no feed and cannot fail
         raise ConfigurationError(
             f"invalid Alpaca settings: {setting[0]}={feed!r} is not supported for the "
-            f"{kind.value} stream ({exc}); set {setting[1]}"
+            f"{kind.value} stream ({exc}); set {setting[1]}",
+            fields=(setting[0],),
+            env_vars=(setting[1],),
         ) from None
     return settings.data_stream_url + path
 
@@ -570,11 +577,11 @@ def settings_from_mapping(mapping: Mapping[str, Any] | None) -> AlpacaSettings:
     try:
         return _settings_from(mapping)
     except ConfigurationError as exc:
-        message = str(exc)
+        message, fields, env_vars = str(exc), exc.fields, exc.env_vars
     # A fresh error whose traceback starts here, with the mapping (it holds the
     # secret) dropped: tracebacks rendered with local variables show nothing secret.
     mapping = None
-    raise ConfigurationError(message) from None
+    raise ConfigurationError(message, fields=fields, env_vars=env_vars) from None
 
 
 def _settings_from(mapping: Mapping[str, Any]) -> AlpacaSettings:
@@ -657,6 +664,30 @@ def _check_environment(environ: Mapping[str, str], *, strict: bool) -> None:
                     raise ConfigurationError(message + " (ALPACA_STRICT_ENV is set)")
                 warnings.warn(message, UnknownSettingWarning, stacklevel=4)
                 break
+
+
+def env_var_of(field_name: str) -> str:
+    """The environment variable of a settings field (its first one for the credentials).
+
+    Example::
+
+        env_var_of("feed")       # 'ALPACA_FEED'
+        env_var_of("api_key")    # 'APCA_API_KEY_ID'
+    """
+    aliases = _ALIASES.get(field_name)
+    return aliases[0] if aliases else _ENV_PREFIX + field_name.upper()
+
+
+def _fields_of(exc: ValidationError) -> list[str]:
+    """The settings fields named by a validation error's locations, in order, once each."""
+    fields: dict[str, None] = {}
+    for error in exc.errors(include_url=False):
+        loc = error.get("loc", ())
+        if loc:
+            name = _LOC_TO_FIELD.get(str(loc[0]), str(loc[0]))
+            if name in _FIELDS:
+                fields[name] = None
+    return list(fields)
 
 
 def _env_label(field_name: str) -> str:

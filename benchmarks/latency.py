@@ -8,8 +8,9 @@ Parsed models carry a microsecond datetime, so figures below 1 µs are noise.
 Variants: alpaca-py (one async handler, ``run()`` in a thread); alpaca-di in a
 sync application (hub on the runtime thread) with the same async handler, and
 with a plain ``def`` handler (served by a worker thread); alpaca-di in an
-async application (hub acquired inside ``asyncio.run``, the async handler on
-the application's own loop).
+async application (hub acquired inside ``asyncio.run``: its socket on the
+runtime thread, the async handler on the application's loop, one thread hop
+per batch).
 """
 
 from __future__ import annotations
@@ -175,8 +176,9 @@ def run(ctx: Context) -> list[Row]:
                 r.di.append(di[stat])
             r = row(
                 f"latency_p99_{tag}_app_loop",
-                f"latency p99 @ {tag} msg/s, app's own loop",
-                "alpaca-di: hub acquired inside asyncio.run, async handler on that loop",
+                f"latency p99 @ {tag} msg/s, async app",
+                "alpaca-di: hub acquired inside asyncio.run (its socket on the runtime thread), "
+                "async handler on the app's loop",
             )
             r.py.append(py["p99"])
             r.di.append(di_loop["p99"])

@@ -127,16 +127,22 @@ def _configure_emulator(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=0, help="WebSocket port (0 = a free port)")
     parser.add_argument("--rest-port", type=int, default=0, help="REST port (0 = a free port)")
     parser.add_argument(
-        "--rate", type=float, default=10.0,
+        "--rate",
+        type=float,
+        default=10.0,
         help="synthetic data points per second per connection (0 = none; default 10)",
     )
     parser.add_argument("--seed", type=int, default=None, help="seed of the synthetic market")
     parser.add_argument(
-        "--connection-limit", type=int, default=1,
+        "--connection-limit",
+        type=int,
+        default=1,
         help="authenticated sessions per key and endpoint (default 1, like Alpaca)",
     )
     parser.add_argument(
-        "--slot-hold", type=float, default=0.0,
+        "--slot-hold",
+        type=float,
+        default=0.0,
         help="seconds a slot stays taken after an unclean drop (Alpaca: about 90)",
     )
 
@@ -197,7 +203,8 @@ register(
 register(
     Command(
         "health",
-        "connect the configured streams, wait until ready, print a HealthReport as JSON",
+        "ask a running app's health endpoint (--url), or connect the configured streams; "
+        "print a HealthReport as JSON",
         _health.configure,
         _health.run,
     )

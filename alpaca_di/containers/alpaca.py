@@ -65,11 +65,11 @@ def settings_from_config(config: Mapping[str, Any] | None) -> AlpacaSettings:
             return AlpacaSettings()
         return settings_from_mapping(config)
     except ConfigurationError as exc:
-        message = str(exc)
+        message, fields, env_vars = str(exc), exc.fields, exc.env_vars
     # Drop the mapping (it holds the secret) before raising: a traceback rendered
     # with local variables (structlog + rich) then shows nothing sensitive.
     config = None
-    raise ConfigurationError(message) from None
+    raise ConfigurationError(message, fields=fields, env_vars=env_vars) from None
 
 
 def _credentials_of(settings: AlpacaSettings) -> Credentials:
@@ -170,7 +170,7 @@ class AlpacaContainer(containers.DeclarativeContainer):
         app.shutdown_resources()      # closes every connection (close frames)
 
     In an async application, await the same two calls inside the running loop
-    (the hubs then run on that loop)::
+    (the sockets stay on the runtime thread; async handlers run on your loop)::
 
         async def main() -> None:
             app = App()

@@ -42,11 +42,26 @@ DAY = "day"
 """The series of daily bars (``T`` = ``d``)."""
 
 _NS = 1_000_000_000
-_UNITS = {"Min": 60, "T": 60, "Hour": 3600, "H": 3600, "Day": 0, "D": 0, "Week": 0, "W": 0,
-          "Month": 0, "M": 0}
+_UNITS = {
+    "Min": 60,
+    "T": 60,
+    "Hour": 3600,
+    "H": 3600,
+    "Day": 0,
+    "D": 0,
+    "Week": 0,
+    "W": 0,
+    "Month": 0,
+    "M": 0,
+}
 _CANONICAL = {"T": "Min", "H": "Hour", "D": "Day", "W": "Week", "M": "Month"}
-_LIMITS = {"Min": range(1, 60), "Hour": range(1, 24), "Day": range(1, 2), "Week": range(1, 2),
-           "Month": (1, 2, 3, 4, 6, 12)}
+_LIMITS = {
+    "Min": range(1, 60),
+    "Hour": range(1, 24),
+    "Day": range(1, 2),
+    "Week": range(1, 2),
+    "Month": (1, 2, 3, 4, 6, 12),
+}
 _WIRE_ONLY = ("T", "S", "seq")
 
 try:  # pragma: no branch - zoneinfo data may be missing on minimal systems
@@ -111,7 +126,7 @@ class Timeframe:
             if not char.isdigit():
                 break
             digits += char
-        unit = _CANONICAL.get(text[len(digits):], text[len(digits):])
+        unit = _CANONICAL.get(text[len(digits) :], text[len(digits) :])
         amount = int(digits) if digits else 0
         if unit not in _LIMITS or amount not in _LIMITS[unit]:
             raise ValueError(
@@ -321,8 +336,8 @@ class BarHistory:
             first = next(
                 (i for i, (symbol, ns, _) in enumerate(flat) if (symbol, ns) == key), len(flat)
             )
-        page = flat[first:first + limit]
-        rest = flat[first + limit:first + limit + 1]
+        page = flat[first : first + limit]
+        rest = flat[first + limit : first + limit + 1]
         out: dict[str, list[dict[str, Any]]] = {}
         for symbol, ns, row in page:
             stamp = rfc3339(msgpack.Timestamp.from_unix_nano(ns))

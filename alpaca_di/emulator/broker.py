@@ -32,8 +32,19 @@ from alpaca_di.emulator.market import SyntheticMarket, asset_class_of
 __all__ = ["OPEN_STATUSES", "Broker", "RestError", "iso_now"]
 
 OPEN_STATUSES = frozenset(
-    {"new", "accepted", "pending_new", "partially_filled", "held", "accepted_for_bidding",
-     "pending_cancel", "pending_replace", "calculated", "stopped", "suspended"}
+    {
+        "new",
+        "accepted",
+        "pending_new",
+        "partially_filled",
+        "held",
+        "accepted_for_bidding",
+        "pending_cancel",
+        "pending_replace",
+        "calculated",
+        "stopped",
+        "suspended",
+    }
 )
 _TYPES = ("market", "limit", "stop", "stop_limit")
 _TIFS = ("day", "gtc", "opg", "cls", "ioc", "fok")
@@ -165,9 +176,7 @@ class Broker:
             return ""
         return "ARCA" if symbol == "SPY" else "NASDAQ"
 
-    def _update(
-        self, book: _Book, order: dict[str, Any], event: str, **extra: Any
-    ) -> None:
+    def _update(self, book: _Book, order: dict[str, Any], event: str, **extra: Any) -> None:
         data: dict[str, Any] = {
             "event": event,
             "execution_id": str(uuid.uuid4()),
@@ -435,7 +444,8 @@ class Broker:
         symbols = {s for s in params.get("symbols", "").split(",") if s}
         side = params.get("side")
         orders = [
-            o for o in self._book(key_id).orders.values()
+            o
+            for o in self._book(key_id).orders.values()
             if (status == "all" or (o["status"] in OPEN_STATUSES) == (status == "open"))
             and (not symbols or o["symbol"] in symbols)
             and (side is None or o["side"] == side)

@@ -20,6 +20,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
+from websockets.protocol import SEND_EOF
 
 from alpaca_di.emulator.core import EmulatorCore
 from alpaca_di.emulator.session import LOW_WATER, TRADING_PATH, Close, Session, unauthorized
@@ -63,15 +64,38 @@ class Connections(EmulatorCore):
         """
         protocol = sess.ws.protocol
         original = protocol.send_frame
+        original_eof = protocol.send_eof
+        delay = self._close_reply_delay
+        held: list[Frame] = []  # the close reply while close_reply_delay runs
+        eof_held: list[bool] = []
+
+        def reply_to_close(frame: Frame) -> None:
+            self._settle(sess)
+            original(frame)
+            if eof_held:
+                protocol.writes.append(SEND_EOF)
+            sess.ws.send_data()
 
         def send_frame(frame: Frame) -> None:
             if frame.opcode is Opcode.PONG and sess.pongs_stopped:
                 return
             if frame.opcode is Opcode.CLOSE and protocol.close_rcvd is not None:
+                if delay > 0:
+                    held.append(frame)
+                    asyncio.get_running_loop().call_later(delay, reply_to_close, frame)
+                    return
                 self._settle(sess)
             original(frame)
 
+        def send_eof() -> None:
+            if held:  # goes out with the delayed close reply; the state says it went
+                protocol.eof_sent = True
+                eof_held.append(True)
+                return
+            original_eof()
+
         protocol.send_frame = send_frame  # type: ignore[method-assign]
+        protocol.send_eof = send_eof  # type: ignore[method-assign]
 
     async def _writer(self, sess: Session) -> None:
         ws, out, cond = sess.ws, sess.out, self._cond
@@ -138,7 +162,9 @@ class Connections(EmulatorCore):
             return
         _log.info(
             "emulator dropped a client that stopped answering pings",
-            path=sess.path, key_id=sess.key_id, timeout=timeout,
+            path=sess.path,
+            key_id=sess.key_id,
+            timeout=timeout,
         )
         with self._cond:
             sess.cell.keepalive_drops += 1

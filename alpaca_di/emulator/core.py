@@ -56,6 +56,7 @@ class EmulatorCore:
     _connection_limit: int
     _trading_limit: int
     _slot_hold: float
+    _close_reply_delay: float
     _ping_interval: float | None
     _ping_timeout: float
     _batch: int

@@ -114,8 +114,11 @@ class DataStreams(EmulatorCore):
     def _deliver(self, spec: FeedSpec, messages: list[dict[str, Any]], key_id: str | None) -> int:
         """Route messages to the sessions of ``spec`` that subscribed; returns deliveries."""
         sessions = [
-            s for s in self._sessions[spec.path]
-            if s.authenticated and not s.closing and not s.muted
+            s
+            for s in self._sessions[spec.path]
+            if s.authenticated
+            and not s.closing
+            and not s.muted
             and (key_id is None or s.key_id == key_id)
         ]
         if not sessions or not messages:
@@ -148,7 +151,7 @@ class DataStreams(EmulatorCore):
                     picked.append(i)
             delivered += len(picked)
             for start in range(0, len(picked), batch):
-                chunk = picked[start:start + batch]
+                chunk = picked[start : start + batch]
                 if sess.msgpack:
                     parts_b: list[bytes] = []
                     for i in chunk:

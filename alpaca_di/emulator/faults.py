@@ -30,8 +30,10 @@ def check_keepalive(
     """
     for name, value in (("ping_interval", ping_interval), ("ping_timeout", ping_timeout)):
         if value is not None and (
-            isinstance(value, bool) or not isinstance(value, (int, float))
-            or not math.isfinite(value) or value <= 0
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value <= 0
         ):
             raise ValueError(f"{name} must be a number of seconds > 0 or None, got {value!r}")
     timeout = ping_timeout if ping_timeout is not None else ping_interval
@@ -137,8 +139,9 @@ class Faults(EmulatorCore):
 
     @staticmethod
     def _check_times(times: int | None) -> None:
-        if times is not None and (isinstance(times, bool) or not isinstance(times, int)
-                                  or times < 1):
+        if times is not None and (
+            isinstance(times, bool) or not isinstance(times, int) or times < 1
+        ):
             raise ValueError(f"times must be an integer >= 1 or None, got {times!r}")
 
     def reset_faults(self) -> None:
@@ -220,9 +223,7 @@ class Faults(EmulatorCore):
             sess.closing = True
             sess.ws.transport.abort()
 
-    def set_keepalive(
-        self, ping_interval: float | None, ping_timeout: float | None = None
-    ) -> None:
+    def set_keepalive(self, ping_interval: float | None, ping_timeout: float | None = None) -> None:
         """Ping every connection each ``ping_interval`` s; drop those silent past ``ping_timeout``.
 
         Like Alpaca, which reaps clients that stop answering its pings: a dropped

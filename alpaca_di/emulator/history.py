@@ -100,7 +100,9 @@ class History(DataStreams):
         """
         if (
             not all(isinstance(n, int) and not isinstance(n, bool) for n in (minutes, days))
-            or minutes < 0 or days < 0 or bool(minutes) == bool(days)
+            or minutes < 0
+            or days < 0
+            or bool(minutes) == bool(days)
         ):
             raise ValueError(
                 f"advance() takes minutes=N or days=N, one positive integer; "

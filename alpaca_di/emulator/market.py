@@ -190,17 +190,34 @@ class SyntheticMarket:
         price = self.step(symbol)
         if kind == "crypto":
             return {
-                "T": "t", "S": symbol, "p": price, "s": round(self._rng.random(), 6), "t": ts,
-                "i": self._next_trade_id(), "tks": "B" if self._rng.random() < 0.5 else "S",
+                "T": "t",
+                "S": symbol,
+                "p": price,
+                "s": round(self._rng.random(), 6),
+                "t": ts,
+                "i": self._next_trade_id(),
+                "tks": "B" if self._rng.random() < 0.5 else "S",
             }
         if kind == "option":
             return {
-                "T": "t", "S": symbol, "t": ts, "p": price, "s": self._rng.randint(1, 20),
-                "x": "C", "c": "I",
+                "T": "t",
+                "S": symbol,
+                "t": ts,
+                "p": price,
+                "s": self._rng.randint(1, 20),
+                "x": "C",
+                "c": "I",
             }
         return {
-            "T": "t", "S": symbol, "i": self._next_trade_id(), "x": "V", "p": price,
-            "s": self._size(), "c": ["@"], "z": "B" if symbol == "SPY" else "C", "t": ts,
+            "T": "t",
+            "S": symbol,
+            "i": self._next_trade_id(),
+            "x": "V",
+            "p": price,
+            "s": self._size(),
+            "c": ["@"],
+            "z": "B" if symbol == "SPY" else "C",
+            "t": ts,
         }
 
     def _quote(self, symbol: str, kind: str, ts: msgpack.Timestamp) -> dict[str, Any]:
@@ -209,18 +226,39 @@ class SyntheticMarket:
         bid, ask = round(price - half, 4), round(price + half, 4)
         if kind == "crypto":
             return {
-                "T": "q", "S": symbol, "bp": bid, "bs": round(self._rng.random(), 6),
-                "ap": ask, "as": round(self._rng.random(), 6), "t": ts,
+                "T": "q",
+                "S": symbol,
+                "bp": bid,
+                "bs": round(self._rng.random(), 6),
+                "ap": ask,
+                "as": round(self._rng.random(), 6),
+                "t": ts,
             }
         if kind == "option":
             return {
-                "T": "q", "S": symbol, "t": ts, "bx": "C", "bp": bid,
-                "bs": self._rng.randint(1, 50), "ax": "C", "ap": ask,
-                "as": self._rng.randint(1, 50), "c": "A",
+                "T": "q",
+                "S": symbol,
+                "t": ts,
+                "bx": "C",
+                "bp": bid,
+                "bs": self._rng.randint(1, 50),
+                "ax": "C",
+                "ap": ask,
+                "as": self._rng.randint(1, 50),
+                "c": "A",
             }
         return {
-            "T": "q", "S": symbol, "bx": "V", "bp": bid, "bs": self._rng.randint(1, 9),
-            "ax": "V", "ap": ask, "as": self._rng.randint(1, 9), "c": ["R"], "z": "C", "t": ts,
+            "T": "q",
+            "S": symbol,
+            "bx": "V",
+            "bp": bid,
+            "bs": self._rng.randint(1, 9),
+            "ax": "V",
+            "ap": ask,
+            "as": self._rng.randint(1, 9),
+            "c": ["R"],
+            "z": "C",
+            "t": ts,
         }
 
     def _bar(self, symbol: str, kind: str, ts: msgpack.Timestamp) -> dict[str, Any]:
@@ -231,9 +269,16 @@ class SyntheticMarket:
         low = round(min(open_, close) - self._rng.uniform(0, spread), 4)
         minute = msgpack.Timestamp(ts.seconds - ts.seconds % 60, 0)
         bar: dict[str, Any] = {
-            "T": "b", "S": symbol, "o": open_, "h": high, "l": low, "c": close,
-            "v": self._rng.randint(100, 100_000), "t": minute,
-            "n": self._rng.randint(1, 500), "vw": round((open_ + high + low + close) / 4, 4),
+            "T": "b",
+            "S": symbol,
+            "o": open_,
+            "h": high,
+            "l": low,
+            "c": close,
+            "v": self._rng.randint(100, 100_000),
+            "t": minute,
+            "n": self._rng.randint(1, 500),
+            "vw": round((open_ + high + low + close) / 4, 4),
         }
         return bar
 
@@ -260,31 +305,53 @@ class SyntheticMarket:
         else:
             volume = self._rng.randint(100, 100_000) * (10 if type_code == "d" else 1)
         return {
-            "T": type_code, "S": symbol, "o": open_, "h": max(path), "l": min(path), "c": close,
-            "v": volume, "t": start, "n": self._rng.randint(1, 500),
+            "T": type_code,
+            "S": symbol,
+            "o": open_,
+            "h": max(path),
+            "l": min(path),
+            "c": close,
+            "v": volume,
+            "t": start,
+            "n": self._rng.randint(1, 500),
             "vw": round(sum(path) / len(path), 4),
         }
 
     def _status(self, symbol: str, kind: str, ts: msgpack.Timestamp) -> dict[str, Any]:
         return {
-            "T": "s", "S": symbol, "sc": "T", "sm": "Trading Resumption", "rc": "",
-            "rm": "", "t": ts, "z": "C",
+            "T": "s",
+            "S": symbol,
+            "sc": "T",
+            "sm": "Trading Resumption",
+            "rc": "",
+            "rm": "",
+            "t": ts,
+            "z": "C",
         }
 
     def _luld(self, symbol: str, kind: str, ts: msgpack.Timestamp) -> dict[str, Any]:
         price = self._prices.get(symbol, 100.0)
         return {
-            "T": "l", "S": symbol, "u": round(price * 1.05, 2), "d": round(price * 0.95, 2),
-            "i": "B", "t": ts, "z": "C",
+            "T": "l",
+            "S": symbol,
+            "u": round(price * 1.05, 2),
+            "d": round(price * 0.95, 2),
+            "i": "B",
+            "t": ts,
+            "z": "C",
         }
 
     def _orderbook(self, symbol: str, kind: str, ts: msgpack.Timestamp) -> dict[str, Any]:
         price = self.step(symbol)
         tick = max(0.01, round(price * 0.0001, 2))
-        bids = [{"p": round(price - tick * (i + 1), 4), "s": round(self._rng.random(), 6)}
-                for i in range(3)]
-        asks = [{"p": round(price + tick * (i + 1), 4), "s": round(self._rng.random(), 6)}
-                for i in range(3)]
+        bids = [
+            {"p": round(price - tick * (i + 1), 4), "s": round(self._rng.random(), 6)}
+            for i in range(3)
+        ]
+        asks = [
+            {"p": round(price + tick * (i + 1), 4), "s": round(self._rng.random(), 6)}
+            for i in range(3)
+        ]
         return {"T": "o", "S": symbol, "t": ts, "b": bids, "a": asks, "r": False}
 
     def _news(self, symbol: str, kind: str, ts: msgpack.Timestamp) -> dict[str, Any]:
@@ -293,24 +360,47 @@ class SyntheticMarket:
         self._news_id += 1
         headline = self._rng.choice(_HEADLINES).format(s=symbol)
         return {
-            "T": "n", "id": self._news_id, "headline": headline,
+            "T": "n",
+            "id": self._news_id,
+            "headline": headline,
             "summary": f"{headline}. Synthetic story from the alpaca-di emulator.",
-            "author": "alpaca-di emulator", "created_at": ts, "updated_at": ts,
-            "url": f"https://example.invalid/news/{self._news_id}", "content": "",
-            "symbols": [symbol], "source": "emulator",
+            "author": "alpaca-di emulator",
+            "created_at": ts,
+            "updated_at": ts,
+            "url": f"https://example.invalid/news/{self._news_id}",
+            "content": "",
+            "symbols": [symbol],
+            "source": "emulator",
         }
 
     def _correction(self, symbol: str, kind: str, ts: msgpack.Timestamp) -> dict[str, Any]:
         price = self._prices.get(symbol, 100.0)
         original = self._next_trade_id()
         return {
-            "T": "c", "S": symbol, "x": "V", "oi": original, "op": price, "os": 100,
-            "oc": ["@"], "ci": self._next_trade_id(), "cp": round(price * 1.0001, 2),
-            "cs": 100, "cc": ["@"], "z": "C", "t": ts,
+            "T": "c",
+            "S": symbol,
+            "x": "V",
+            "oi": original,
+            "op": price,
+            "os": 100,
+            "oc": ["@"],
+            "ci": self._next_trade_id(),
+            "cp": round(price * 1.0001, 2),
+            "cs": 100,
+            "cc": ["@"],
+            "z": "C",
+            "t": ts,
         }
 
     def _cancel(self, symbol: str, kind: str, ts: msgpack.Timestamp) -> dict[str, Any]:
         return {
-            "T": "x", "S": symbol, "i": self._next_trade_id(), "x": "V",
-            "p": self._prices.get(symbol, 100.0), "s": 100, "a": "C", "z": "C", "t": ts,
+            "T": "x",
+            "S": symbol,
+            "i": self._next_trade_id(),
+            "x": "V",
+            "p": self._prices.get(symbol, 100.0),
+            "s": 100,
+            "a": "C",
+            "z": "C",
+            "t": ts,
         }

@@ -154,8 +154,14 @@ class MarketDataApi:
             raise _invalid(f"invalid sort {sort!r}: use asc or desc")
         try:
             bars, token = self._history.query(
-                kind, symbols, timeframe, start_ns=start_ns, end_ns=end_ns, limit=limit,
-                descending=sort == "desc", page_token=query.get("page_token") or None,
+                kind,
+                symbols,
+                timeframe,
+                start_ns=start_ns,
+                end_ns=end_ns,
+                limit=limit,
+                descending=sort == "desc",
+                page_token=query.get("page_token") or None,
             )
         except ValueError as exc:
             raise _invalid(str(exc)) from None

@@ -44,8 +44,10 @@ def check_news_per_minute(value: float | None) -> float | None:
     """``value`` as a float (or ``None``); ``ValueError`` unless a finite number >= 0."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-        math.isfinite(value) and value >= 0
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (math.isfinite(value) and value >= 0)
     ):
         raise ValueError(f"news_per_minute must be a finite number >= 0 or None, got {value!r}")
     return float(value)
@@ -113,8 +115,9 @@ class News(DataStreams):
                 now = clock.now_ns()
                 if per_minute > 0 and now > last:
                     # a jump forward brings at most one minute's worth of news
-                    credit = min(credit + (now - last) / _MINUTE_NS * per_minute,
-                                 max(1.0, per_minute))
+                    credit = min(
+                        credit + (now - last) / _MINUTE_NS * per_minute, max(1.0, per_minute)
+                    )
                 last = now
                 due = int(credit)
                 credit -= due

@@ -143,7 +143,10 @@ class Observation(EmulatorCore):
         def run() -> list[ConnectionInfo]:
             found = [
                 ConnectionInfo(
-                    id=s.id, path=s.path, key_id=s.key_id, authenticated=s.authenticated,
+                    id=s.id,
+                    path=s.path,
+                    key_id=s.key_id,
+                    authenticated=s.authenticated,
                     peer=_peer(s.ws.remote_address),
                 )
                 for s in self._matching(resolved, key_id)

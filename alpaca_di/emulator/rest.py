@@ -206,7 +206,7 @@ class RestApi:
         if path == "/clock" and method == "GET":
             return 200, broker.clock()
         if path.startswith("/assets/") and method == "GET":
-            return 200, broker.asset(path[len("/assets/"):])
+            return 200, broker.asset(path[len("/assets/") :])
         if path == "/orders":
             if method == "GET":
                 return 200, broker.list_orders(key, request.query)
@@ -221,7 +221,7 @@ class RestApi:
         if path == "/orders:by_client_order_id" and method == "GET":
             return 200, broker.get_order_by_client_id(key, request.query.get("client_order_id", ""))
         if path.startswith("/orders/"):
-            order_id = path[len("/orders/"):]
+            order_id = path[len("/orders/") :]
             if method == "GET":
                 return 200, broker.get_order(key, order_id)
             if method == "DELETE":
@@ -230,7 +230,7 @@ class RestApi:
         if path == "/positions" and method == "GET":
             return 200, broker.positions(key)
         if path.startswith("/positions/") and method == "GET":
-            return 200, broker.position(key, path[len("/positions/"):])
+            return 200, broker.position(key, path[len("/positions/") :])
         raise RestError(404, f"endpoint not found: {request.method} {request.path}", 40410000)
 
 

@@ -69,6 +69,10 @@ class AlpacaEmulator(Observation, Faults, TradingStreams, News, History, Connect
         trading_connection_limit: the same for ``/stream`` (default: ``connection_limit``).
         slot_hold_seconds: after an unclean drop (no close frame from the client)
             the connection slot stays taken this long, like Alpaca's ~90 s reaping.
+        close_reply_delay: seconds the server takes to answer a client's close
+            frame (the session, and its slot, stay open meanwhile), like a busy
+            server: a client that connects again before its close completed
+            meets its own old session.
         ping_interval: ping every connection this often (seconds) and drop those
             that do not answer within ``ping_timeout``, freeing their slot at once:
             how a frozen (SIGSTOP'd) client loses its connection. ``None`` (the
@@ -112,6 +116,7 @@ class AlpacaEmulator(Observation, Faults, TradingStreams, News, History, Connect
         connection_limit: int = 1,
         trading_connection_limit: int | None = None,
         slot_hold_seconds: float = 0.0,
+        close_reply_delay: float = 0.0,
         ping_interval: float | None = None,
         ping_timeout: float | None = None,
         auth_timeout: float = 10.0,
@@ -132,6 +137,8 @@ class AlpacaEmulator(Observation, Faults, TradingStreams, News, History, Connect
             raise ValueError(f"rate must be >= 0, got {rate}")
         if not 1 <= batch_size <= 10_000:
             raise ValueError(f"batch_size must be within 1..10000, got {batch_size}")
+        if close_reply_delay < 0:
+            raise ValueError(f"close_reply_delay must be >= 0, got {close_reply_delay}")
         if auth_timeout <= 0:
             raise ValueError(f"auth_timeout must be > 0, got {auth_timeout}")
         self._host = "127.0.0.1"
@@ -143,6 +150,7 @@ class AlpacaEmulator(Observation, Faults, TradingStreams, News, History, Connect
         self._connection_limit = connection_limit
         self._trading_limit = trading_connection_limit or connection_limit
         self._slot_hold = float(slot_hold_seconds)
+        self._close_reply_delay = float(close_reply_delay)
         self._ping_interval, self._ping_timeout = check_keepalive(ping_interval, ping_timeout)
         self._auth_timeout = float(auth_timeout)
         self._trading_text = trading_text_frames
@@ -155,7 +163,11 @@ class AlpacaEmulator(Observation, Faults, TradingStreams, News, History, Connect
         self._cells = {}
         self._subs_snapshot = {}
         self._stats = {
-            "handshakes": 0, "refused_handshakes": 0, "open": 0, "rest": 0, "market_data": 0
+            "handshakes": 0,
+            "refused_handshakes": 0,
+            "open": 0,
+            "rest": 0,
+            "market_data": 0,
         }
 
         self._clock = clock if isinstance(clock, EmulatorClock) else EmulatorClock(clock)

@@ -89,8 +89,13 @@ class TradingStreams(EmulatorCore):
                 cell.subscribe_bytes += len(message)
             if not sess.authenticated:
                 self._count_rejection(sess, 401)
-                self._send(sess, {"stream": "authorization",
-                                  "data": {"status": "unauthorized", "action": "listen"}})
+                self._send(
+                    sess,
+                    {
+                        "stream": "authorization",
+                        "data": {"status": "unauthorized", "action": "listen"},
+                    },
+                )
                 self._changed()
                 return
             streams = data.get("streams")
@@ -112,9 +117,16 @@ class TradingStreams(EmulatorCore):
             return
         if sess.authenticated:
             ok = sess.key_id == key
-            self._send(sess, {"stream": "authorization",
-                              "data": {"action": "authenticate",
-                                       "status": "authorized" if ok else "unauthorized"}})
+            self._send(
+                sess,
+                {
+                    "stream": "authorization",
+                    "data": {
+                        "action": "authenticate",
+                        "status": "authorized" if ok else "unauthorized",
+                    },
+                },
+            )
             return
         cell = self._cell(key, sess.path)
         with self._cond:
@@ -133,8 +145,10 @@ class TradingStreams(EmulatorCore):
             self._changed()
             return
         self._accept(sess, key, account)
-        self._send(sess, {"stream": "authorization",
-                          "data": {"action": "authenticate", "status": "authorized"}})
+        self._send(
+            sess,
+            {"stream": "authorization", "data": {"action": "authenticate", "status": "authorized"}},
+        )
         self._changed()
 
     def _emit_trade_update(self, key_id: str | None, data: Mapping[str, Any]) -> int:

@@ -148,7 +148,12 @@ def to_timestamp(value: Any) -> Any:
             return value
         year, month, day, hour, minute, second, frac, zone = match.groups()
         base = _dt.datetime(
-            int(year), int(month), int(day), int(hour), int(minute), int(second),
+            int(year),
+            int(month),
+            int(day),
+            int(hour),
+            int(minute),
+            int(second),
             tzinfo=_dt.timezone.utc,
         )
         if zone not in ("Z", "z"):

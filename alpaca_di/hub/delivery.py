@@ -15,6 +15,7 @@ threads end with the last one. Releasing never waits for a handler that is busy
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -43,6 +44,7 @@ class HandlerPool:
 
     _shared: ClassVar[HandlerPool | None] = None
     _shared_lock: ClassVar[threading.Lock] = threading.Lock()
+    _shared_pid: ClassVar[int] = os.getpid()
 
     def __init__(self, max_workers: int = MAX_HANDLER_THREADS) -> None:
         self.max_workers = max_workers
@@ -56,7 +58,11 @@ class HandlerPool:
 
     @classmethod
     def shared(cls) -> HandlerPool:
-        """The process-wide pool."""
+        """The process-wide pool (a forked child's own: the parent's workers are not there)."""
+        if cls._shared_pid != os.getpid():
+            cls._shared_pid = os.getpid()
+            cls._shared_lock = threading.Lock()
+            cls._shared = None
         with cls._shared_lock:
             if cls._shared is None:
                 cls._shared = cls()

@@ -5,13 +5,28 @@ No field ever holds a secret: accounts appear as masked ``fingerprint`` values::
     report = container.health()
     print(report.model_dump_json(indent=2))
     assert all(c.state == "connected" for c in report.connections)
+
+Two verdicts, for the two probes of an orchestrator:
+
+* ``healthy`` (liveness): nothing has failed, is reconnecting or closed, and no
+  connection in use is still waiting for its first ``connected``.
+* ``ready`` (readiness): every connection *in use* (with a consumer, or asked to
+  open) is connected and the server has confirmed all its subscriptions.
+  Connections nobody uses (``in_use: false``, still ``idle``) never make a
+  report unready.
+
+``in_use``, ``ever_connected`` and ``ready`` are derived from the other fields
+when a producer does not give them (a test fake, an older JSON report), so every
+report obeys the same rules.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timezone
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = ["ConnectionHealth", "HealthReport", "StateTransition"]
 
@@ -46,6 +61,15 @@ class ConnectionHealth(BaseModel):
         redis: with ``sharing="redis"``: ``up`` or ``down`` (this process's Redis link).
         lag_ms: with ``sharing="redis"``: smoothed delay in ms from the leader's
             publish to this process's receipt (wall clocks; includes skew across hosts).
+        in_use: the connection has a consumer or was asked to open (it left
+            ``idle``); ``False`` for a stream the application never used.
+        ever_connected: the connection has reached ``connected`` at least once.
+        subscriptions_pending: subscription changes the server has not confirmed
+            yet ((channel, symbol) pairs awaiting an ack, plus changes in flight).
+        ready: ``connected`` with no subscription pending. A report's ``ready``
+            only looks at connections ``in_use``.
+
+    ``healthy`` is never true for a connection in use that has never connected.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -71,12 +95,57 @@ class ConnectionHealth(BaseModel):
     leader: str | None = None
     redis: str | None = None
     lag_ms: float | None = None
+    in_use: bool = False
+    ever_connected: bool = False
+    subscriptions_pending: int = 0
+    ready: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive(cls, data: Any) -> Any:
+        """Fill ``in_use``, ``ever_connected`` when absent; compute ``ready``; bound ``healthy``."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        state = _text(data.get("state"))
+        if data.get("in_use") is None:
+            data["in_use"] = bool(data.get("consumers")) or state not in ("", "idle")
+        if data.get("ever_connected") is None:
+            data["ever_connected"] = state == "connected" or _any_connected(
+                data.get("transitions") or ()
+            )
+        pending = data.get("subscriptions_pending") or 0
+        data["ready"] = state == "connected" and not pending
+        if data["in_use"] is True and data["ever_connected"] is False:
+            data["healthy"] = False
+        return data
+
+
+def _text(value: Any) -> str:
+    """A state given as an enum member or a string, as its string value."""
+    return str(getattr(value, "value", value) or "")
+
+
+def _any_connected(transitions: Iterable[Any]) -> bool:
+    for change in transitions:
+        state = change.get("state") if isinstance(change, dict) else getattr(change, "state", None)
+        if _text(state) == "connected":
+            return True
+    return False
 
 
 class HealthReport(BaseModel):
     """Every connection a container (or registry) uses, with an overall verdict.
 
-    ``healthy`` is true when no connection has failed or is reconnecting.
+    ``healthy`` (the liveness verdict) is true when every connection is healthy:
+    none has failed, is reconnecting or closed, and none in use is still waiting
+    for its first connect. ``ready`` (the readiness verdict) is true when every
+    connection in use is connected with all its subscriptions confirmed; unused
+    connections are ignored, and a report without connections is ready::
+
+        report = container.health()
+        status = 200 if report.ready else 503
+        body = report.model_dump_json()
     """
 
     model_config = ConfigDict(frozen=True)
@@ -84,6 +153,22 @@ class HealthReport(BaseModel):
     generated_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
     healthy: bool
     connections: list[ConnectionHealth]
+    ready: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive(cls, data: Any) -> Any:
+        """Compute ``ready`` from the connections (it is never taken from the input)."""
+        if not isinstance(data, dict) or not isinstance(data.get("connections"), list):
+            return data
+        data = dict(data)
+        connections = [
+            c if isinstance(c, ConnectionHealth) else ConnectionHealth.model_validate(c)
+            for c in data["connections"]
+        ]
+        data["connections"] = connections
+        data["ready"] = all(c.ready for c in connections if c.in_use)
+        return data
 
     @classmethod
     def of(cls, connections: list[ConnectionHealth]) -> HealthReport:

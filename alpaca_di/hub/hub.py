@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from typing import Any
 
 import structlog
@@ -27,12 +28,18 @@ import structlog
 from alpaca_di._aio import running_loop, wake
 from alpaca_di._check import check_seconds
 from alpaca_di.credentials import Credentials
-from alpaca_di.errors import ConnectionClosedError, ProtocolError, ServerError, describe_error
+from alpaca_di.errors import ConnectionClosedError, ServerError, describe_error
 from alpaca_di.hub.health import ConnectionHealth, StateTransition
-from alpaca_di.hub.inbox import Inbox, Item, Pair
+from alpaca_di.hub.inbox import Inbox, Pair
+from alpaca_di.hub.routing import Router
 from alpaca_di.hub.subscription import Handler, Subscription
-from alpaca_di.protocol import StreamKind, SubscriptionState, validate_channel, validate_symbol
-from alpaca_di.protocol.models import parse
+from alpaca_di.protocol import (
+    StreamKind,
+    SubscriptionState,
+    carrier_channel,
+    validate_channel,
+    validate_symbol,
+)
 from alpaca_di.transport.backoff import Backoff
 from alpaca_di.transport.connection import Connection, ConnectionFactory, Upstream
 from alpaca_di.transport.options import ConnectionOptions, OverflowPolicy, check_overflow
@@ -44,15 +51,22 @@ StateListener = Callable[[ConnectionState, ConnectionState], None]
 
 # corrections and cancel errors ride on the trades subscription (Alpaca sends them
 # to every trades subscriber), so they count against the wire's trades entry.
-_WIRE_CHANNEL = {"corrections": "trades", "cancel_errors": "trades"}
 _USE_DEFAULT: Any = object()
-_UNPARSED: Any = object()  # the model of a message no model can be built from
 _log = structlog.get_logger("alpaca_di.hub")
 
 
 def _wire(pair: Pair) -> Pair:
-    channel = _WIRE_CHANNEL.get(pair[0])
-    return (channel, pair[1]) if channel else pair
+    return (carrier_channel(pair[0]), pair[1])
+
+
+def _pending(subs: list[Inbox]) -> int:
+    """Subscription changes not confirmed by the server yet (pairs + changes in flight)."""
+    unconfirmed: set[Pair] = set()
+    in_flight = 0
+    for sub in subs:
+        unconfirmed.update(list(sub.unconfirmed))
+        in_flight += sub.pending_changes
+    return len(unconfirmed) + in_flight
 
 
 class StreamHub:
@@ -93,23 +107,21 @@ class StreamHub:
         self.fingerprint = credentials.fingerprint
         self._loop = loop
         self._state = SubscriptionState()
-        self._connection: Upstream = connection_factory(
+        self._new_connection = partial(
+            connection_factory,
             endpoint,
             kind=kind,
             credentials=credentials,
             options=options,
-            subscriptions=self._state,
             listener=self,
-            loop=loop,
             backoff=backoff,
         )
+        self._connection: Upstream = self._new_connection(subscriptions=self._state, loop=loop)
         self._feed = _HubFeed(self)
+        self._shipments: dict[asyncio.AbstractEventLoop, list[tuple[Inbox, set[Pair], bool]]] = {}
+        self._shipments_lock = threading.Lock()
         self._subs: set[Inbox] = set()
-        self._index: dict[str, dict[str, set[Inbox]]] = {}
-        self._routes: dict[Pair, tuple[tuple[Inbox, ...], bool]] = {}
-        # One tuple object per distinct set of targets: on_batch tells by identity
-        # that every message of a frame goes to the same consumers.
-        self._target_sets: dict[tuple[Inbox, ...], tuple[Inbox, ...]] = {}
+        self._router = Router()
         self._acked: set[Pair] = set()
         self._changed = threading.Condition()
         # Futures of async waiters, each with its own loop (the hub's or a caller's).
@@ -121,7 +133,6 @@ class StreamHub:
         # socket has closed, so Alpaca never sees two sessions of one key at once.
         self._start_after = start_after
         self._retired = [0, 0, 0]  # delivered, dropped, errors of closed subscriptions
-        self.unrouted = 0
         self._log = _log.bind(kind=kind.value, endpoint=endpoint, fingerprint=self.fingerprint)
 
     # -- public API --------------------------------------------------------------
@@ -140,6 +151,11 @@ class StreamHub:
     def last_error(self) -> BaseException | None:
         """The error behind the last failure or reconnect (``None`` when healthy)."""
         return self._connection.last_error
+
+    @property
+    def unrouted(self) -> int:
+        """Messages that reached no consumer (a symbol just removed, say)."""
+        return self._router.unrouted
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -239,6 +255,34 @@ class StreamHub:
         self._change(inbox, pairs, add=True)
         return sub
 
+    def forget_after_fork(self, loop: asyncio.AbstractEventLoop) -> None:
+        """In a forked child: start over, idle, on ``loop`` (the child's runtime).
+
+        The parent's socket is never written to or closed here, and nothing of the
+        parent's loop runs. Subscriptions made before the fork belong to the
+        parent: they are closed with an error that says so. The child's first
+        subscription opens the child's own socket.
+        """
+        forked = ConnectionClosedError(
+            "this process was forked: subscriptions made before the fork belong to "
+            "the parent; subscribe again in the child"
+        )
+        for inbox in list(self._subs):
+            inbox.listener = None  # its wake-ups would go to the parent's loops
+            inbox.close(forked)
+        self._subs.clear()
+        self._router.clear()
+        self._acked = set()
+        self._shipments = {}
+        self._shipments_lock = threading.Lock()
+        self._changed = threading.Condition()
+        self._async_waiters = []
+        self._close_task = None
+        self._start_after = None
+        self._loop = loop
+        self._state = SubscriptionState()
+        self._connection = self._new_connection(subscriptions=self._state, loop=loop)
+
     def attach(self, inbox: Inbox, **channels: Any) -> Subscription:
         """Route ``channels`` to an inbox the caller drains itself through its listener.
 
@@ -272,7 +316,7 @@ class StreamHub:
         hub's own loop: ``await hub.ready()`` there.
         """
         check_seconds("timeout", timeout)
-        if self._on_loop():
+        if running_loop() is not None:
             raise RuntimeError("wait_ready() would block the event loop; use await hub.ready()")
         self._call(self._start)
         self._wait(self._ready_check, timeout)
@@ -301,10 +345,7 @@ class StreamHub:
         conn = self._connection
         subs = list(self._subs)
         stats = [sub.stats() for sub in subs]
-        per_channel = {
-            channel: sum(1 for holders in list(symbols.values()) if holders)
-            for channel, symbols in list(self._index.items())
-        }
+        per_channel = self._router.symbols_per_channel()
         last = conn.last_message_monotonic
         last_at = (
             datetime.now(timezone.utc) - timedelta(seconds=self._loop.time() - last)
@@ -339,6 +380,9 @@ class StreamHub:
                 StateTransition(state=c.state.value, at=c.at, error=c.error)
                 for c in conn.history.changes[-10:]
             ],
+            in_use=bool(subs) or state is not ConnectionState.IDLE,
+            ever_connected=conn.history.ever_connected,
+            subscriptions_pending=_pending(subs),
         )
         extra = conn.health_fields()
         return health.model_copy(update=extra) if extra else health
@@ -434,7 +478,31 @@ class StreamHub:
     def _change(self, sub: Inbox, pairs: set[Pair], *, add: bool) -> None:
         with sub.lock:
             sub.pending_changes += 1  # confirmation waits for changes still in flight
-        self._call(self._apply, sub, pairs, add)
+        caller = running_loop()
+        if caller is None or caller is self._loop:
+            self._call(self._apply, sub, pairs, add)
+            return
+        # From an application's loop: this tick's changes travel to the hub's loop
+        # together, so a burst of add()/remove() in one task step is one delta.
+        with self._shipments_lock:
+            batch = self._shipments.get(caller)
+            if batch is None:
+                batch = self._shipments[caller] = []
+                caller.call_soon(self._ship, caller)
+            batch.append((sub, pairs, add))
+
+    def _ship(self, caller: asyncio.AbstractEventLoop) -> None:
+        with self._shipments_lock:
+            batch = self._shipments.pop(caller, [])
+        try:
+            self._call(self._apply_all, batch)
+        except ConnectionClosedError:
+            for sub, _pairs, _add in batch:
+                sub.close()
+
+    def _apply_all(self, batch: list[tuple[Inbox, set[Pair], bool]]) -> None:
+        for sub, pairs, add in batch:
+            self._apply(sub, pairs, add)
 
     def _detach(self, sub: Inbox) -> None:
         try:
@@ -460,7 +528,7 @@ class StreamHub:
         if add:
             changed = pairs - sub.pairs
             for pair in changed:
-                self._index.setdefault(pair[0], {}).setdefault(pair[1], set()).add(sub)
+                self._router.add(sub, pair)
                 wire = _wire(pair)
                 self._state.add(wire[0], (wire[1],))
                 if wire not in self._acked:
@@ -470,7 +538,7 @@ class StreamHub:
             changed = pairs & sub.pairs
             self._unindex(sub, changed, release=True)
         if changed:
-            self._clear_routes()
+            self._router.changed()
             self._connection.request_flush()
         self._start()
 
@@ -494,7 +562,7 @@ class StreamHub:
         if sub in self._subs:
             self._subs.discard(sub)
             self._unindex(sub, set(sub.pairs), release=True)
-            self._clear_routes()
+            self._router.changed()
             self._connection.request_flush()
             stats = sub.stats()
             self._retired[0] += stats.delivered
@@ -503,11 +571,7 @@ class StreamHub:
 
     def _unindex(self, sub: Inbox, pairs: set[Pair], *, release: bool) -> None:
         for pair in pairs:
-            holders = self._index.get(pair[0], {}).get(pair[1])
-            if holders is not None:
-                holders.discard(sub)
-                if not holders:
-                    del self._index[pair[0]][pair[1]]
+            self._router.remove(sub, pair)
             if release:
                 wire = _wire(pair)
                 self._state.remove(wire[0], (wire[1],))
@@ -524,82 +588,8 @@ class StreamHub:
     # -- the connection's listener interface (runs on the loop) ---------------------------
 
     def on_batch(self, messages: list[tuple[str, str, dict[str, Any]]]) -> None:
-        routes = self._routes
-        entries: list[tuple[tuple[Inbox, ...], Item, Any]] = []
-        shared: tuple[Inbox, ...] | None = None
-        uniform = True
-        for channel, symbol, raw in messages:
-            route = routes.get((channel, symbol))
-            if route is None:
-                route = self._route(channel, symbol, raw)
-            targets, needs_model = route
-            if not targets:
-                self.unrouted += 1
-                continue
-            raw_item: tuple[str, str, Any] = (channel, symbol, raw)
-            item = raw_item
-            if needs_model:
-                try:
-                    item = (channel, symbol, parse(channel, symbol, raw))
-                except ProtocolError as exc:
-                    # No model can be built; raw subscribers still get the message.
-                    self._connection.count_malformed(str(exc))
-                    item = _UNPARSED
-                    uniform = False
-            if shared is None:
-                shared = targets
-            elif targets is not shared:
-                uniform = False
-            entries.append((targets, raw_item, item))
-        if shared is None:
-            return
-        if uniform:
-            # The common case: every message of the frame goes to the same consumers.
-            # One list per form, shared by their queues (_push never mutates it), so
-            # the work per message no longer grows with the number of consumers.
-            models = [entry[2] for entry in entries]
-            raws = [entry[1] for entry in entries] if any(s.raw for s in shared) else models
-            for sub in shared:
-                if not sub.push(raws if sub.raw else models):
-                    self._forget(sub)  # overflowed under "error": closed
-            return
-        batches: dict[Inbox, list[Item]] = {}
-        for targets, raw_item, item in entries:
-            for sub in targets:
-                if item is _UNPARSED and not sub.raw:
-                    continue
-                batch = batches.get(sub)
-                if batch is None:
-                    batches[sub] = batch = []
-                batch.append(raw_item if sub.raw else item)
-        for sub, batch in batches.items():
-            if not sub.push(batch):
-                self._forget(sub)
-
-    def _clear_routes(self) -> None:
-        self._routes.clear()
-        self._target_sets.clear()
-
-    def _route(
-        self, channel: str, symbol: str, raw: Mapping[str, Any]
-    ) -> tuple[tuple[Inbox, ...], bool]:
-        by_symbol = self._index.get(channel)
-        if not by_symbol:
-            return (), False
-        if channel == "news":
-            wanted = [s for s in (raw.get("symbols") or ()) if isinstance(s, str)] + ["*"]
-            found: dict[Inbox, None] = {}
-            for wanted_symbol in wanted:
-                found.update(dict.fromkeys(by_symbol.get(wanted_symbol, ())))
-            targets = tuple(found)
-            return targets, any(not sub.raw for sub in targets)
-        found = dict.fromkeys(by_symbol.get(symbol, ()))
-        found.update(dict.fromkeys(by_symbol.get("*", ())))
-        targets = tuple(found)
-        targets = self._target_sets.setdefault(targets, targets)
-        route = (targets, any(not sub.raw for sub in targets))
-        self._routes[(channel, symbol)] = route
-        return route
+        for sub in self._router.dispatch(messages, self._connection.count_malformed):
+            self._forget(sub)  # overflowed under "error": closed
 
     def on_ack(self, channels: Mapping[str, tuple[str, ...]]) -> None:
         self._acked = {
@@ -628,7 +618,7 @@ class StreamHub:
             if dropped:
                 self._unindex(sub, dropped, release=False)
                 sub.rejection = error
-        self._clear_routes()
+        self._router.changed()
         self._notify()
 
     def on_state(
@@ -676,7 +666,7 @@ class StreamHub:
 
     def _wait_confirmed(self, sub: Inbox, timeout: float) -> None:
         check_seconds("timeout", timeout)
-        if self._on_loop():
+        if running_loop() is not None:
             raise RuntimeError(
                 "wait_confirmed() would block the event loop; use await sub.confirmed()"
             )

@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import gc
+import os
 import threading
 import weakref
 from dataclasses import dataclass
@@ -24,7 +26,6 @@ from typing import ClassVar
 
 import structlog
 
-from alpaca_di._aio import running_loop
 from alpaca_di._check import check_seconds
 from alpaca_di.credentials import Credentials
 from alpaca_di.hub.health import ConnectionHealth, HealthReport
@@ -97,12 +98,12 @@ class Lease:
 class ConnectionRegistry:
     """Shared hubs keyed by (credentials, endpoint), with lease counts.
 
-    Thread-safe: any number of threads racing to first use get one hub. Acquired
-    inside a running event loop, a new hub runs on that loop; otherwise on the
-    process-wide runtime thread (started on demand, stopped when its last hub
-    closes). ``connection_factory`` builds each hub's upstream: a WebSocket
-    :class:`~alpaca_di.transport.Connection` by default, a Redis-fed one in the
-    scale-out mode.
+    Thread-safe: any number of threads racing to first use get one hub. Every
+    hub runs on the process-wide runtime thread (started on demand, stopped when
+    its last hub closes), whatever loop acquires it: an application's loop may
+    idle or close while its connections must go on. ``connection_factory``
+    builds each hub's upstream: a WebSocket :class:`~alpaca_di.transport.Connection`
+    by default, a Redis-fed one in the scale-out mode.
     """
 
     _default: ClassVar[ConnectionRegistry | None] = None
@@ -161,16 +162,18 @@ class ConnectionRegistry:
             raise TypeError(f"options must be ConnectionOptions, got {type(options).__name__}")
         check_url(endpoint, allow_insecure=options.allow_insecure)
         key = (credentials, endpoint)
-        loop = running_loop()
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None and (entry.hub.closed or entry.hub.loop.is_closed()):
                 del self._entries[key]
                 entry = None
             if entry is None:
-                on_runtime = loop is None
-                hub_loop = self._runtime.acquire() if on_runtime else loop
-                assert hub_loop is not None
+                # Every socket lives on the runtime thread, whatever loop asks: a
+                # caller's loop may idle or close while the connection must go on
+                # (pytest-asyncio's loop per test, asyncio.run() per request...),
+                # and a second loop must never need a second socket.
+                on_runtime = True
+                hub_loop = self._runtime.acquire()
                 closing = self._closes.get(key)
                 try:
                     hub = self._new_hub(
@@ -216,6 +219,18 @@ class ConnectionRegistry:
             connection_factory=self._connection_factory,
             start_after=start_after,
         )
+
+    def _forget_parent(self) -> None:
+        """In a forked child: every live hub starts over, idle, on the child's runtime."""
+        self._lock = threading.RLock()  # another thread may have held it at the fork
+        self._closing = set()
+        self._closes = {}
+        for key, entry in list(self._entries.items()):
+            if entry.hub.closed:
+                del self._entries[key]
+            else:
+                entry.hub.forget_after_fork(self._runtime.acquire())
+                entry.on_runtime = True
 
     def hubs(self) -> list[StreamHub]:
         """Every live hub."""
@@ -337,6 +352,15 @@ class ConnectionRegistry:
             self._end_close(key, closed)
             if entry.on_runtime:
                 self._runtime.release()
+
+
+def _forget_after_fork() -> None:
+    for registry in list(ConnectionRegistry._all):
+        registry._forget_parent()
+    gc.collect()  # the parent's connections, now unreachable, drop the child's fd copies
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 @atexit.register

@@ -19,6 +19,7 @@ __all__ = [
     "CHANNELS",
     "CHANNEL_BY_TYPE",
     "StreamKind",
+    "carrier_channel",
     "data_path",
     "validate_channel",
     "validate_symbol",
@@ -81,13 +82,14 @@ CHANNEL_BY_TYPE: dict[str, str] = {
 
 _ALL_CHANNELS: frozenset[str] = frozenset().union(*CHANNELS.values())
 
+# The server subscribes corrections and cancel errors implicitly with trades.
+_CARRIED_BY: dict[str, str] = {"corrections": "trades", "cancel_errors": "trades"}
+
 # Python name -> wire subscribe key, where they differ.
 _WIRE_BY_CHANNEL: dict[str, str] = {
     "updated_bars": "updatedBars",
     "daily_bars": "dailyBars",
-    # The server subscribes corrections and cancel errors implicitly with trades.
-    "corrections": "trades",
-    "cancel_errors": "trades",
+    **_CARRIED_BY,
 }
 
 # Alpaca's camelCase names -> Python names (used for hints and for server acks).
@@ -134,6 +136,17 @@ def _kind(kind: StreamKind | str) -> StreamKind:
 def _short(value: str, limit: int = 40) -> str:
     text = repr(value)
     return text if len(text) <= limit else f"{text[: limit - 4]}...'"
+
+
+def carrier_channel(channel: str) -> str:
+    """The channel whose subscription carries ``channel`` (Python names).
+
+    Corrections and cancel errors ride on trades; every other channel carries itself::
+
+        carrier_channel("corrections")  # -> "trades"
+        carrier_channel("quotes")       # -> "quotes"
+    """
+    return _CARRIED_BY.get(channel, channel)
 
 
 def wire_channel(channel: str) -> str:

@@ -63,6 +63,7 @@ __all__ = [
 
 _log = structlog.get_logger(__name__)
 
+
 def stream_lease(
     registry: ConnectionRegistry,
     credentials: Credentials,

@@ -559,5 +559,3 @@ async def _close_client(client: Redis) -> None:
         await asyncio.wait_for(client.aclose(), 1.0)
     except Exception as exc:
         _log.debug("redis.client_close_failed", error=describe_error(exc))
-
-

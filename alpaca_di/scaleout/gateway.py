@@ -337,4 +337,3 @@ class Gateway:
                 except Exception as exc:
                     _log.debug("gateway.pubsub_close_failed", error=describe_error(exc))
             await asyncio.sleep(delay)
-

@@ -266,9 +266,7 @@ class GroupLeader:
                 if client is None:
                     return
                 try:
-                    await asyncio.wait_for(
-                        self._recompute(client), self.sharing.command_timeout
-                    )
+                    await asyncio.wait_for(self._recompute(client), self.sharing.command_timeout)
                 except (RedisError, OSError, asyncio.TimeoutError) as exc:
                     self._log.debug("gateway.recompute_failed", error=describe_error(exc))
                     return
@@ -423,9 +421,7 @@ class GroupLeader:
         if client is None or self.elector is None or not self.leading or self.term != term:
             return
         try:
-            held = await asyncio.wait_for(
-                self._renew(self.elector), self.sharing.command_timeout
-            )
+            held = await asyncio.wait_for(self._renew(self.elector), self.sharing.command_timeout)
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
             self._log.debug("gateway.status_failed", error=describe_error(exc))
             return

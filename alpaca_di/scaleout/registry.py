@@ -369,6 +369,7 @@ def redis_registry(
         if registry is not None:
             return registry
         from alpaca_di.errors import RedisUnavailableError
+
         try:
             check_redis(connection)
         except RedisUnavailableError as exc:

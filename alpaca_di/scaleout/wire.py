@@ -280,7 +280,7 @@ def decode_update_entry(fields: Mapping[bytes, bytes] | None) -> tuple[int, int,
 def stream_position(entry_id: str) -> tuple[int, int]:
     """A Redis stream id ``"<ms>-<seq>"`` as a comparable pair::
 
-        stream_position("1700000000000-3") < stream_position("1700000000001-0")
+    stream_position("1700000000000-3") < stream_position("1700000000001-0")
     """
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq or 0)
@@ -389,4 +389,3 @@ class LeaderStatus:
             )
         except Exception as exc:
             raise ProtocolError(f"undecodable leader status: {type(exc).__name__}") from None
-

@@ -327,9 +327,9 @@ class PricingService:
         """
         check_seconds("timeout", timeout)
         symbol, hub = self._resolve(symbol)
-        if running_loop() is hub.loop:
+        if running_loop() is not None:
             raise RuntimeError(
-                "wait_for_price() would block the stream's event loop; "
+                "wait_for_price() would block the running event loop; "
                 "use 'await pricing.wait_for_price_async(...)'"
             )
         deadline = time.monotonic() + timeout

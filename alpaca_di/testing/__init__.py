@@ -1,8 +1,10 @@
 """Test helpers shipped with alpaca-di (like ``structlog.testing``).
 
 * :class:`AlpacaEmulator` -- a loopback Alpaca (data and trading WebSockets, REST).
-* :mod:`~alpaca_di.testing.fakes` -- in-memory :class:`FakeStreamHub` and friends,
-  and :func:`fake_container` to run an ``AlpacaContainer`` on them.
+* :class:`FakeStreamHub` -- a real hub on an in-memory upstream
+  (:class:`~alpaca_di.testing.memory.MemoryUpstream`) that tests push messages
+  into, and :func:`fake_container` to run an ``AlpacaContainer`` on them.
+* :class:`FakePriceSource`, :class:`FakeOrderUpdates` -- fakes of the service protocols.
 * :class:`Recorder` -- a handler that records messages and waits for them.
 * :mod:`~alpaca_di.testing.messages` -- wire-form quote/trade/bar/news builders.
 * :func:`register_secret` / :func:`find_leaks` -- the secrets a test suite must
@@ -37,6 +39,7 @@ from alpaca_di.testing.fakes import (
     override_streams,
     reset_fake_container,
 )
+from alpaca_di.testing.memory import MemoryUpstream
 from alpaca_di.testing.recorder import Recorder
 
 __all__ = [
@@ -45,6 +48,7 @@ __all__ = [
     "FakePriceSource",
     "FakeStreamHub",
     "FakeSubscription",
+    "MemoryUpstream",
     "Recorder",
     "fake_container",
     "fake_streams",

@@ -9,11 +9,15 @@ Each builder returns a dict exactly as Alpaca sends it (``T`` first, short keys)
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
+from uuid import UUID
 
-__all__ = ["bar", "news", "quote", "trade"]
+from alpaca.trading.enums import TradeEvent
+
+__all__ = ["bar", "news", "quote", "trade", "trade_update"]
 
 
 def _now() -> datetime:
@@ -114,3 +118,73 @@ def news(
         "symbols": list(symbols),
         "source": "emulator",
     }
+
+
+def trade_update(
+    event: str | TradeEvent = "fill",
+    /,
+    *,
+    symbol: str = "AAPL",
+    order_id: str | UUID | None = None,
+    client_order_id: str | None = None,
+    side: Literal["buy", "sell"] = "buy",
+    qty: float = 1,
+    price: float = 100.0,
+    order_type: str = "market",
+    time_in_force: str = "day",
+    timestamp: datetime | None = None,
+) -> dict[str, Any]:
+    """A trading-stream ``trade_updates`` payload (``data``), as Alpaca sends it.
+
+    ``fill`` and ``partial_fill`` carry ``price``/``qty`` and a filled order;
+    other events carry an order in the matching status.
+
+    Example::
+
+        emulator.push_trade_update("PKTEST", trade_update("fill", symbol="MSFT"))
+    """
+    name = event.value if isinstance(event, TradeEvent) else str(event)
+    at = (timestamp or datetime.now(timezone.utc)).isoformat().replace("+00:00", "Z")
+    status = {
+        "fill": "filled",
+        "partial_fill": "partially_filled",
+        "new": "new",
+        "canceled": "canceled",
+        "expired": "expired",
+        "rejected": "rejected",
+        "replaced": "replaced",
+        "pending_new": "pending_new",
+        "accepted": "accepted",
+    }.get(name, name)
+    filled = name in ("fill", "partial_fill")
+    filled_qty = qty if name == "fill" else (qty / 2 if name == "partial_fill" else 0)
+    order: dict[str, Any] = {
+        "id": str(order_id or uuid.uuid4()),
+        "client_order_id": client_order_id or str(uuid.uuid4()),
+        "created_at": at,
+        "updated_at": at,
+        "submitted_at": at,
+        "filled_at": at if name == "fill" else None,
+        "asset_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"alpaca-di:{symbol}")),
+        "symbol": symbol,
+        "asset_class": "crypto" if "/" in symbol else "us_equity",
+        "qty": f"{qty:g}",
+        "filled_qty": f"{filled_qty:g}",
+        "filled_avg_price": f"{price:g}" if filled else None,
+        "order_class": "simple",
+        "order_type": order_type,
+        "type": order_type,
+        "side": side,
+        "time_in_force": time_in_force,
+        "status": status,
+        "extended_hours": False,
+    }
+    data: dict[str, Any] = {
+        "event": name,
+        "execution_id": str(uuid.uuid4()),
+        "order": order,
+        "timestamp": at,
+    }
+    if filled:
+        data.update(price=f"{price:g}", qty=f"{filled_qty:g}", position_qty=f"{filled_qty:g}")
+    return data

@@ -17,10 +17,10 @@ fixtures are available in every test suite without any import:
 
 ``alpaca_fake_container``
     An ``AlpacaContainer`` whose five stream providers are
-    :class:`~alpaca_di.testing.fakes.FakeStreamHub` objects (no socket at all);
+    :class:`~alpaca_di.testing.fake_streams.FakeStreamHub` objects (no socket at all);
     the real services run on top of them. Reach the fakes with
     ``alpaca_fake_container.stock_stream()`` or
-    :func:`~alpaca_di.testing.fakes.fake_streams`. Teardown shuts down, closes
+    :func:`~alpaca_di.testing.overrides.fake_streams`. Teardown shuts down, closes
     the fakes and removes the overrides.
 
 Example::
@@ -59,7 +59,7 @@ from alpaca_di.containers import AlpacaContainer
 from alpaca_di.emulator import AlpacaEmulator
 from alpaca_di.hub.registry import ConnectionRegistry
 from alpaca_di.testing import register_secret
-from alpaca_di.testing.fakes import fake_container, reset_fake_container
+from alpaca_di.testing.overrides import fake_container, reset_fake_container
 
 __all__ = [
     "TEST_KEY_ID",

@@ -535,5 +535,3 @@ async def _close_quietly(ws: ClientConnection, timeout: float) -> None:
         await asyncio.wait_for(ws.close(), timeout)
     except (asyncio.TimeoutError, OSError, WebSocketException):
         ws.transport.abort()
-
-

@@ -90,5 +90,3 @@ class ConnectionOptions:
                 f"queue_maxsize must be a positive int or None, got {self.queue_maxsize!r}"
             )
         check_overflow(self.overflow)
-
-

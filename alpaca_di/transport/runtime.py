@@ -14,6 +14,7 @@ stops when the last user releases it::
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from typing import ClassVar
 
@@ -36,6 +37,7 @@ class Runtime:
         self._users = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
 
     @classmethod
     def shared(cls) -> Runtime:
@@ -63,6 +65,7 @@ class Runtime:
 
     def acquire(self) -> asyncio.AbstractEventLoop:
         """Return the running loop, starting its thread if this is the first user."""
+        self._forget_parent()
         with self._lock:
             if self._loop is None:
                 self._start()
@@ -72,6 +75,7 @@ class Runtime:
 
     def release(self) -> None:
         """Drop one user; the last one stops the loop and joins its thread."""
+        self._forget_parent()
         with self._lock:
             if self._users == 0:
                 return
@@ -86,6 +90,23 @@ class Runtime:
             thread.join(timeout=5.0)
             if thread.is_alive():
                 _log.error("runtime.join_timeout", thread=thread.name)
+
+    def _forget_parent(self) -> None:
+        """In a forked child, drop the parent's loop and thread (neither runs here).
+
+        Nothing of the inherited loop is run or closed: its sockets are the
+        parent's. The child's first :meth:`acquire` starts its own thread.
+        """
+        if self._pid == os.getpid():
+            return
+        self._pid = os.getpid()
+        loop = self._loop
+        self._lock = threading.Lock()  # another thread may have held it at the fork
+        self._users = 0
+        self._loop = self._thread = None
+        if loop is not None:
+            for task in asyncio.all_tasks(loop):
+                task._log_destroy_pending = False  # type: ignore[attr-defined]
 
     def _start(self) -> None:
         loop = asyncio.new_event_loop()

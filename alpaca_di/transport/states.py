@@ -42,11 +42,20 @@ class StateChange:
 
 
 class StateHistory:
-    """The current state, when it began, and the last transitions (bounded)."""
+    """The current state, when it began, and the last transitions (bounded).
+
+    ``ever_connected`` stays true once the connection has reached ``connected``
+    (the transitions kept are bounded; this flag is not)::
+
+        history = StateHistory()
+        history.record(ConnectionState.CONNECTING)
+        assert not history.ever_connected
+    """
 
     def __init__(self, keep: int = 50) -> None:
         self._changes: deque[StateChange] = deque(maxlen=keep)
         self.state = ConnectionState.IDLE
+        self.ever_connected = False
         self.since = datetime.now(timezone.utc)
         self.since_monotonic = time.monotonic()
 
@@ -54,6 +63,8 @@ class StateHistory:
         """Enter ``state``; return the previous one."""
         previous = self.state
         self.state = state
+        if state is ConnectionState.CONNECTED:
+            self.ever_connected = True
         self.since = datetime.now(timezone.utc)
         self.since_monotonic = time.monotonic()
         self._changes.append(StateChange(state, self.since, error))

@@ -373,7 +373,9 @@ def test_init_resources_touches_no_network(container, emu):
     assert sorted(c.kind for c in report.connections) == sorted(k.value for k in StreamKind)
     assert {c.state for c in report.connections} == {"idle"}
 
-    container.stock_stream().subscribe(quotes=["AAPL"])
+    _kept2 = container.stock_stream().subscribe(
+        quotes=["AAPL"]
+    )  # kept: unreachable ones are reclaimed
     emu.wait_until(lambda: emu.stats().handshakes == 1, DEADLINE)
 
 
@@ -643,7 +645,7 @@ async def test_plugin_fixture_container_in_an_async_test(alpaca_container, alpac
     from alpaca_di.testing.pytest_plugin import TEST_KEY_ID
 
     hub = alpaca_container.stock_stream()
-    assert hub.loop is asyncio.get_running_loop()  # hubs follow the app's loop
+    assert hub.loop is not asyncio.get_running_loop()  # sockets live on the runtime thread
     await hub.ready(DEADLINE)
     await alpaca_container.shutdown_resources()  # as the plugin documents for async tests
 

@@ -45,7 +45,9 @@ def _handover_threads(
 
         def take(delay: float = delay, taken: list[Lease] = taken) -> None:
             threading.Event().wait(delay)  # jitter: where in the release the acquire lands
-            taken.append(registry.acquire(creds, StreamKind.STOCK, url, OPTIONS))
+            new = registry.acquire(creds, StreamKind.STOCK, url, OPTIONS)
+            taken.append(new)
+            new.hub.wait_ready(DEADLINE)  # connects at once, racing the release's close
 
         other = threading.Thread(target=take)
         other.start()
@@ -53,7 +55,6 @@ def _handover_threads(
         lease.release()
         other.join(DEADLINE)
         [lease] = taken
-        lease.hub.wait_ready(DEADLINE)
     lease.release()
 
 
@@ -65,7 +66,9 @@ async def _handover_tasks(
 
     async def take(delay: float) -> Lease:
         await asyncio.sleep(delay)  # jitter, not synchronisation
-        return registry.acquire(creds, StreamKind.STOCK, url, OPTIONS)
+        new = registry.acquire(creds, StreamKind.STOCK, url, OPTIONS)
+        await new.hub.ready(DEADLINE)  # connects at once, racing the release's close
+        return new
 
     lease = registry.acquire(creds, StreamKind.STOCK, url, OPTIONS)
     await lease.hub.ready(DEADLINE)
@@ -74,7 +77,6 @@ async def _handover_tasks(
         await asyncio.sleep(rng.uniform(0, 0.002))
         await lease.arelease()
         lease = await acquiring
-        await lease.hub.ready(DEADLINE)
     await lease.arelease()
 
 
@@ -94,3 +96,27 @@ def test_handovers_never_hold_two_sessions_of_one_key(
     assert counters.rejections.get(406, 0) == 0
     assert counters.max_concurrent == 1
     assert counters.connections_accepted >= HANDOVERS // 4
+
+
+@pytest.mark.parametrize("limit", [1, 10])
+def test_handovers_wait_for_a_slow_close_before_connecting_again(
+    creds: Credentials, limit: int
+) -> None:
+    """The server takes 10 ms to answer each close: a new socket must wait for it.
+
+    Without the registry's closing entries this ends in ``406`` (limit 1) or two
+    authenticated sessions at once (limit 10) in most hand-overs.
+    """
+    handovers = 200
+    with AlpacaEmulator(connection_limit=limit, close_reply_delay=0.01) as emu:
+        url = emu.data_url(IEX)
+        registry = ConnectionRegistry()
+        try:
+            _handover_threads(registry, creds, url, handovers // 2, seed=limit)
+            asyncio.run(_handover_tasks(registry, creds, url, handovers // 2, seed=limit))
+        finally:
+            registry.close_all()
+        counters = emu.counters(KEY, IEX)
+    assert counters.rejections.get(406, 0) == 0
+    assert counters.max_concurrent == 1
+    assert counters.connections_accepted >= handovers // 4

@@ -61,7 +61,7 @@ def _stream_failure(emulator: AlpacaEmulator, code: int, **options: Any) -> Base
         lease = registry.acquire(
             Credentials(KEY, SECRET), StreamKind.STOCK, emulator.data_url(IEX), opts
         )
-        lease.hub.subscribe(quotes=["AAPL"])
+        _kept1 = lease.hub.subscribe(quotes=["AAPL"])  # kept: unreachable ones are reclaimed
         try:
             lease.hub.wait_ready(WAIT)
         except Exception as exc:

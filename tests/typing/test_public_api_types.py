@@ -18,6 +18,7 @@ from alpaca_di import (
     ConnectionRegistry,
     Credentials,
     HealthReport,
+    HealthServer,
     OrderUpdates,
     PriceSource,
     PriceTracker,
@@ -29,6 +30,8 @@ from alpaca_di import (
     Subscription,
     SubscriptionStats,
     TradingService,
+    init_health_server,
+    serve_health,
 )
 from alpaca_di.providers.streams import init_stock_stream
 from alpaca_di.testing import FakeOrderUpdates, FakePriceSource, FakeStreamHub, FakeSubscription
@@ -140,3 +143,23 @@ def test_host_container_composes() -> None:
         assert isinstance(strategy, Strategy)
     finally:
         reset_fake_container(app.alpaca)
+
+
+class ServedApp(App):
+    health_server = providers.Resource(init_health_server, App.alpaca, port=0)
+
+
+def _serve_probes(app: App) -> None:
+    """Checked by mypy, never run (it would bind a port)."""
+    with serve_health(app.alpaca, host="127.0.0.1", port=0) as server:
+        assert_type(server, HealthServer)
+        assert_type(server.url, str)
+        assert_type(server.port, int)
+
+
+def test_readiness_fields_are_typed() -> None:
+    report = HealthReport.of([])
+    assert_type(report.ready, bool)
+    assert_type(report.healthy, bool)
+    assert report.ready
+    assert callable(_serve_probes)

@@ -622,3 +622,25 @@ def test_other_tools_variables_raise_no_warning(
     monkeypatch.setenv("ALPACA_STRICT_ENV", "1")
     AlpacaSettings()
     assert not [w for w in recwarn if issubclass(w.category, UnknownSettingWarning)]
+
+
+@pytest.mark.usefixtures("keys")
+def test_errors_carry_the_fields_and_variables_at_fault(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALPACA_FEED", "sipp")
+    with pytest.raises(ConfigurationError) as info:
+        AlpacaSettings()
+    assert info.value.fields == ("feed",)
+    assert info.value.env_vars == ("ALPACA_FEED",)
+    again = pickle.loads(pickle.dumps(info.value))
+    assert (str(again), again.env_vars) == (str(info.value), ("ALPACA_FEED",))
+    assert SECRET not in _all_text(info.value)
+
+
+def test_errors_from_a_mapping_carry_their_fields() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        settings_from_mapping({"api_key": KEY, "secret_key": SECRET, "paper": "maybe"})
+    assert info.value.fields == ("paper",)
+    assert info.value.env_vars == ("ALPACA_PAPER",)
+    with pytest.raises(ConfigurationError) as info:
+        AlpacaSettings()
+    assert info.value.env_vars == ("APCA_API_KEY_ID", "APCA_API_SECRET_KEY")

@@ -57,7 +57,8 @@ from alpaca_di.errors import ServerError, describe_error
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from alpaca_di.cli.demo.app import Component, DemoApp
+    from alpaca_di.cli.demo.app import DemoApp
+    from alpaca_di.cli.demo.components import Component
     from alpaca_di.cli.demo.view import PriceRow, ServerView, Snapshot
     from alpaca_di.emulator import AlpacaEmulator
     from alpaca_di.hub.health import HealthReport
@@ -75,31 +76,40 @@ _EXPECTED_KINDS = ("stock", "crypto", "news", "trading")
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the ``demo`` subcommand's arguments."""
     parser.add_argument(
-        "--duration", type=_positive, default=15.0,
+        "--duration",
+        type=_positive,
+        default=15.0,
         help="seconds to run before shutting down (default 15; Ctrl-C ends earlier)",
     )
     parser.add_argument(
-        "--json", action="store_true",
+        "--json",
+        action="store_true",
         help="print only the final HealthReport as JSON on stdout (the view goes to stderr)",
     )
     parser.add_argument(
-        "--live", action="store_true",
+        "--live",
+        action="store_true",
         help="use APCA_API_KEY_ID / APCA_API_SECRET_KEY against Alpaca's paper endpoints "
         "instead of the embedded emulator",
     )
     parser.add_argument(
-        "--place-orders", action="store_true",
+        "--place-orders",
+        action="store_true",
         help="with --live: really submit the demo's few small paper orders (default: dry run)",
     )
     parser.add_argument(
-        "--rate", type=_non_negative, default=200.0,
+        "--rate",
+        type=_non_negative,
+        default=200.0,
         help="emulator: synthetic messages per second per connection (default 200)",
     )
     parser.add_argument(
         "--seed", type=int, default=7, help="emulator: seed of the synthetic market (default 7)"
     )
     parser.add_argument(
-        "--order-pace", type=_non_negative, default=0.5,
+        "--order-pace",
+        type=_non_negative,
+        default=0.5,
         help="seconds between the executor's orders (default 0.5)",
     )
 
@@ -311,9 +321,7 @@ class _Demo:
             self.say("Ctrl-C: ending the run...")
 
     def _over(self) -> bool:
-        return (
-            self.interrupted or self.failure is not None or self.elapsed() >= self.duration
-        )
+        return self.interrupted or self.failure is not None or self.elapsed() >= self.duration
 
     def _stop_components(self) -> None:
         if self.components:
@@ -422,7 +430,7 @@ class _Demo:
         return None
 
     def _prices(self) -> list[PriceRow]:
-        from alpaca_di.cli.demo.app import CRYPTO_PAIRS, STOCK_SYMBOLS
+        from alpaca_di.cli.demo.components import CRYPTO_PAIRS, STOCK_SYMBOLS
         from alpaca_di.cli.demo.view import PriceRow
 
         app = self.app

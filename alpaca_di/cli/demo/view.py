@@ -21,7 +21,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from alpaca_di.cli.demo.app import LogEntry
+from alpaca_di.cli.demo.components import LogEntry
 from alpaca_di.hub.health import ConnectionHealth, HealthReport
 
 __all__ = [
@@ -239,9 +239,14 @@ def render(snapshot: Snapshot) -> RenderableType:
         title_align="left",
     )
     footer = Text.assemble(
-        ("orders ", "bold"), snapshot.orders, "   ",
-        ("news ", "bold"), snapshot.news, "   ",
-        ("account ", "bold"), snapshot.account,
+        ("orders ", "bold"),
+        snapshot.orders,
+        "   ",
+        ("news ", "bold"),
+        snapshot.news,
+        "   ",
+        ("account ", "bold"),
+        snapshot.account,
     )
     connections = health_table(
         snapshot.health, snapshot.server, snapshot.users, title="Connections (container.health())"

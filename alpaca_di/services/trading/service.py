@@ -606,9 +606,9 @@ class TradingService:
         self._raise_down()
 
     def _check_off_loop(self, name: str, alternative: str) -> None:
-        if running_loop() is self._hub.loop:
+        if running_loop() is not None:
             raise RuntimeError(
-                f"{name}() would block the trading stream's event loop; "
+                f"{name}() would block the running event loop; "
                 f"use 'await trading.{alternative}(...)'"
             )
 
