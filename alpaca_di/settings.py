@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import os
 import re
 import warnings
@@ -43,7 +42,7 @@ from pydantic_settings import (
     SettingsError,
 )
 
-from alpaca_di._check import is_seconds, is_word
+from alpaca_di._check import host_port, is_loopback, is_seconds, is_word, one_edit_apart
 from alpaca_di.credentials import Credentials, mask_url
 from alpaca_di.errors import ConfigurationError
 from alpaca_di.protocol import StreamKind, data_path
@@ -415,7 +414,7 @@ class AlpacaSettings(BaseSettings):
         if not isinstance(items, (list, tuple)):
             return value
         found = tuple(str(item).strip() for item in items if str(item).strip())
-        return tuple(item for item in found if _host_port(item))
+        return tuple(item for item in found if host_port(item))
 
     @field_validator("redis_prefix", "redis_consumer_id", "redis_sentinel_master", "redis_lock_ttl")
     @classmethod
@@ -463,7 +462,7 @@ class AlpacaSettings(BaseSettings):
             )
         if url.scheme == "rediss" and self.redis_tls_verify == "none" and not self.allow_insecure:
             hosts = [host for host, _ in self.redis_sentinel_addresses] or [url.hostname or ""]
-            remote = [host for host in hosts if not _is_loopback(host)]
+            remote = [host for host in hosts if not is_loopback(host)]
             if remote:
                 raise ValueError(
                     f"{_env_label('redis_tls_verify')}=none accepts any certificate from "
@@ -476,7 +475,7 @@ class AlpacaSettings(BaseSettings):
     @property
     def redis_sentinel_addresses(self) -> tuple[tuple[str, int], ...]:
         """``redis_sentinels`` as ``(host, port)`` pairs."""
-        return tuple(_host_port(item) for item in self.redis_sentinels)
+        return tuple(host_port(item) for item in self.redis_sentinels)
 
     @model_validator(mode="after")
     def _check_paper_matches_key(self) -> AlpacaSettings:
@@ -630,19 +629,6 @@ def _unknown_keys(values: Mapping[str, Any], *, config: bool) -> list[str]:
     return problems
 
 
-def _edit_distance_is_one(a: str, b: str) -> bool:
-    """True when one insertion, deletion or substitution turns ``a`` into ``b``."""
-    if a == b or abs(len(a) - len(b)) > 1:
-        return False
-    if len(a) > len(b):
-        a, b = b, a
-    for index, (x, y) in enumerate(zip(a, b, strict=False)):
-        if x != y:
-            rest = index + 1
-            return a[index if len(a) < len(b) else rest :] == b[rest:]
-    return True
-
-
 def _check_environment(environ: Mapping[str, str], *, strict: bool) -> None:
     """Report ``ALPACA_*``/``APCA_*`` variables one edit away from a setting's name.
 
@@ -656,7 +642,7 @@ def _check_environment(environ: Mapping[str, str], *, strict: bool) -> None:
         if upper in known or not upper.startswith((_ENV_PREFIX, "APCA_")):
             continue
         for valid in sorted(known):
-            if _edit_distance_is_one(upper, valid):
+            if one_edit_apart(upper, valid):
                 message = (
                     f"environment variable {name} is not an Alpaca setting: did you mean {valid}?"
                 )
@@ -701,15 +687,6 @@ def _allow_insecure(info: ValidationInfo) -> bool:
     return bool(info.data.get("allow_insecure", False))
 
 
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _check_url(value: str, schemes: tuple[str, str], *, allow_insecure: bool) -> str:
     secure, plain = schemes
     value = value.strip()
@@ -728,22 +705,13 @@ def _check_url(value: str, schemes: tuple[str, str], *, allow_insecure: bool) ->
         raise ValueError("must not carry credentials (user:password@) in it")
     if parts.query or parts.fragment:
         raise ValueError("must not have a query string or fragment")
-    if parts.scheme == plain and not allow_insecure and not _is_loopback(host):
+    if parts.scheme == plain and not allow_insecure and not is_loopback(host):
         raise ValueError(
             f"plain {plain}:// to {host!r} would send the secret key unencrypted; use "
             f"{secure}://, or set ALPACA_ALLOW_INSECURE=true (loopback hosts "
             "127.0.0.0/8, ::1 and localhost are always allowed)"
         )
     return value.rstrip("/")
-
-
-def _host_port(item: str) -> tuple[str, int]:
-    """``host:port`` (``[v6]:port`` for IPv6) as a pair; ValueError naming the item."""
-    host, sep, port = item.rpartition(":")
-    host = host.strip().removeprefix("[").removesuffix("]")
-    if not sep or not host or not port.strip().isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{item!r} is not host:port (for example 10.0.0.5:26379)")
-    return host, int(port)
 
 
 def _mask_key(key: str) -> str:
