@@ -13,13 +13,12 @@
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import os
 import re
 import warnings
 from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
-from typing import Any, Literal, NoReturn, SupportsIndex, get_args
+from typing import Annotated, Any, Literal, NoReturn, SupportsIndex, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -37,11 +36,13 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     SettingsError,
 )
 
+from alpaca_di._check import host_port, is_loopback, is_seconds, is_word, one_edit_apart
 from alpaca_di.credentials import Credentials, mask_url
 from alpaca_di.errors import ConfigurationError
 from alpaca_di.protocol import StreamKind, data_path
@@ -49,6 +50,8 @@ from alpaca_di.transport.options import ConnectionOptions, OverflowPolicy
 
 __all__ = [
     "AlpacaSettings",
+    "RedisRole",
+    "RedisTlsVerify",
     "UnknownSettingWarning",
     "endpoint_for",
     "env_var_of",
@@ -65,6 +68,8 @@ StockFeed = Literal["iex", "sip", "delayed_sip", "test", "boats", "overnight"]
 CryptoFeed = Literal["us", "us-1", "eu-1"]
 OptionFeed = Literal["indicative", "opra"]
 Sharing = Literal["local", "redis"]
+RedisRole = Literal["candidate", "follower"]
+RedisTlsVerify = Literal["required", "optional", "none"]
 
 _PAPER_TRADING_STREAM = "wss://paper-api.alpaca.markets/stream"
 _LIVE_TRADING_STREAM = "wss://api.alpaca.markets/stream"
@@ -174,6 +179,35 @@ class AlpacaSettings(BaseSettings):
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0", description="Redis URL used when sharing='redis'."
     )
+    redis_username: str | None = Field(None, description="Redis ACL user; None: the URL's.")
+    redis_password: SecretStr | None = Field(
+        None, description="Password of the Redis user; None: the URL's. Never printed."
+    )
+    redis_tls_ca_file: str | None = Field(None, description="PEM CA bundle of the Redis server.")
+    redis_tls_cert_file: str | None = Field(None, description="Redis client certificate (PEM).")
+    redis_tls_key_file: str | None = Field(None, description="Key of redis_tls_cert_file.")
+    redis_tls_verify: RedisTlsVerify = Field(
+        "required", description="Check of the Redis server's certificate."
+    )
+    redis_sentinels: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="Sentinels as host:port, comma-separated; empty: no Sentinel."
+    )
+    redis_sentinel_master: str = Field("mymaster", description="The primary's Sentinel name.")
+    redis_sentinel_username: str | None = Field(None, description="ACL user of the Sentinels.")
+    redis_sentinel_password: SecretStr | None = Field(
+        None, description="Password of the Sentinels. Never printed."
+    )
+    redis_prefix: str = Field("alpaca-di", description="First part of every Redis key.")
+    redis_role: RedisRole = Field(
+        "candidate", description="candidate: this process may lead; follower: never."
+    )
+    redis_fallback_local: bool = Field(
+        False, description="Share locally when Redis is down at start, instead of failing."
+    )
+    redis_lock_ttl: float = Field(3.0, description="Leader lock lifetime (s).")
+    redis_consumer_id: str | None = Field(
+        None, description="Stable trade-update reader id, to resume after a restart."
+    )
 
     strict_env: bool = Field(
         False,
@@ -273,7 +307,7 @@ class AlpacaSettings(BaseSettings):
         for name, value in super().__repr_args__():
             if name == "api_key" and isinstance(value, str):
                 value = _mask_key(value)
-            elif name == "redis_url" and isinstance(value, str):
+            elif name in _URL_FIELDS and isinstance(value, str):
                 value = mask_url(value)
             yield name, value
 
@@ -313,7 +347,16 @@ class AlpacaSettings(BaseSettings):
             )
         return value
 
-    @field_validator("feed", "crypto_feed", "option_feed", "overflow", "sharing", mode="before")
+    @field_validator(
+        "feed",
+        "crypto_feed",
+        "option_feed",
+        "overflow",
+        "sharing",
+        "redis_tls_verify",
+        "redis_role",
+        mode="before",
+    )
     @classmethod
     def _normalise_word(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
@@ -325,6 +368,12 @@ class AlpacaSettings(BaseSettings):
         "queue_maxsize",
         "trading_stream_url",
         "api_url",
+        "redis_username",
+        "redis_tls_ca_file",
+        "redis_tls_cert_file",
+        "redis_tls_key_file",
+        "redis_sentinel_username",
+        "redis_consumer_id",
         mode="before",
     )
     @classmethod
@@ -357,6 +406,76 @@ class AlpacaSettings(BaseSettings):
                 "use redis://, rediss:// or unix://"
             )
         return value.strip()
+
+    @field_validator("redis_sentinels", mode="before")
+    @classmethod
+    def _split_sentinels(cls, value: object) -> object:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            return value
+        found = tuple(str(item).strip() for item in items if str(item).strip())
+        return tuple(item for item in found if host_port(item))
+
+    @field_validator("redis_prefix", "redis_consumer_id", "redis_sentinel_master", "redis_lock_ttl")
+    @classmethod
+    def _check_sharing(cls, value: object, info: ValidationInfo) -> object:
+        if info.field_name == "redis_lock_ttl" and not is_seconds(value):
+            raise ValueError("must be a positive, finite number of seconds")
+        if isinstance(value, str) and not is_word(value):
+            raise ValueError("must be a non-empty word without spaces")
+        return value
+
+    @field_validator("redis_tls_ca_file", "redis_tls_cert_file", "redis_tls_key_file")
+    @classmethod
+    def _check_file(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = os.path.expanduser(value.strip())
+        if not os.path.isfile(value):
+            raise ValueError("is not a readable file")
+        return value
+
+    @model_validator(mode="after")
+    def _check_redis(self) -> AlpacaSettings:
+        url = urlsplit(self.redis_url)
+        tls_files = [
+            name
+            for name in ("redis_tls_ca_file", "redis_tls_cert_file", "redis_tls_key_file")
+            if getattr(self, name) is not None
+        ]
+        if tls_files and url.scheme != "rediss":
+            raise ValueError(
+                f"{', '.join(_env_label(name) for name in tls_files)} only apply to TLS: set "
+                f"{_env_label('redis_url')} to rediss://..."
+            )
+        if self.redis_tls_key_file is not None and self.redis_tls_cert_file is None:
+            raise ValueError(f"{_env_label('redis_tls_key_file')} is set without the cert file")
+        if self.redis_password is not None and url.password:
+            raise ValueError(
+                f"the Redis password is set twice, in {_env_label('redis_url')} and "
+                f"{_env_label('redis_password')}: keep one"
+            )
+        if self.redis_sentinels and url.scheme not in ("redis", "rediss"):
+            raise ValueError(
+                f"{_env_label('redis_sentinels')} needs {_env_label('redis_url')} to be "
+                "redis:// or rediss:// (its database, user and TLS apply to the primary)"
+            )
+        if url.scheme == "rediss" and self.redis_tls_verify == "none" and not self.allow_insecure:
+            hosts = [host for host, _ in self.redis_sentinel_addresses] or [url.hostname or ""]
+            remote = [host for host in hosts if not is_loopback(host)]
+            if remote:
+                raise ValueError(
+                    f"{_env_label('redis_tls_verify')}=none accepts any certificate from "
+                    f"{remote[0]!r}, so a man in the middle would get the Redis password: "
+                    f"give {_env_label('redis_tls_ca_file')}, or set "
+                    f"{_env_label('allow_insecure')}=true"
+                )
+        return self
+
+    @property
+    def redis_sentinel_addresses(self) -> tuple[tuple[str, int], ...]:
+        """``redis_sentinels`` as ``(host, port)`` pairs."""
+        return tuple(host_port(item) for item in self.redis_sentinels)
 
     @model_validator(mode="after")
     def _check_paper_matches_key(self) -> AlpacaSettings:
@@ -492,7 +611,8 @@ _LOC_TO_FIELD: dict[str, str] = {
     **{alias: name for name, aliases in _ALIASES.items() for alias in aliases},
 }
 # Fields whose input value may be quoted in an error message (URLs password-masked).
-_QUOTABLE = frozenset(_FIELDS) - {"api_key", "secret_key"}
+_SECRET_FIELDS = frozenset({"secret_key", "redis_password", "redis_sentinel_password"})
+_QUOTABLE = frozenset(_FIELDS) - {"api_key"} - _SECRET_FIELDS
 _URL_FIELDS = frozenset({"data_stream_url", "trading_stream_url", "api_url", "redis_url"})
 
 
@@ -509,19 +629,6 @@ def _unknown_keys(values: Mapping[str, Any], *, config: bool) -> list[str]:
     return problems
 
 
-def _edit_distance_is_one(a: str, b: str) -> bool:
-    """True when one insertion, deletion or substitution turns ``a`` into ``b``."""
-    if a == b or abs(len(a) - len(b)) > 1:
-        return False
-    if len(a) > len(b):
-        a, b = b, a
-    for index, (x, y) in enumerate(zip(a, b, strict=False)):
-        if x != y:
-            rest = index + 1
-            return a[index if len(a) < len(b) else rest :] == b[rest:]
-    return True
-
-
 def _check_environment(environ: Mapping[str, str], *, strict: bool) -> None:
     """Report ``ALPACA_*``/``APCA_*`` variables one edit away from a setting's name.
 
@@ -535,7 +642,7 @@ def _check_environment(environ: Mapping[str, str], *, strict: bool) -> None:
         if upper in known or not upper.startswith((_ENV_PREFIX, "APCA_")):
             continue
         for valid in sorted(known):
-            if _edit_distance_is_one(upper, valid):
+            if one_edit_apart(upper, valid):
                 message = (
                     f"environment variable {name} is not an Alpaca setting: did you mean {valid}?"
                 )
@@ -580,15 +687,6 @@ def _allow_insecure(info: ValidationInfo) -> bool:
     return bool(info.data.get("allow_insecure", False))
 
 
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _check_url(value: str, schemes: tuple[str, str], *, allow_insecure: bool) -> str:
     secure, plain = schemes
     value = value.strip()
@@ -607,7 +705,7 @@ def _check_url(value: str, schemes: tuple[str, str], *, allow_insecure: bool) ->
         raise ValueError("must not carry credentials (user:password@) in it")
     if parts.query or parts.fragment:
         raise ValueError("must not have a query string or fragment")
-    if parts.scheme == plain and not allow_insecure and not _is_loopback(host):
+    if parts.scheme == plain and not allow_insecure and not is_loopback(host):
         raise ValueError(
             f"plain {plain}:// to {host!r} would send the secret key unencrypted; use "
             f"{secure}://, or set ALPACA_ALLOW_INSECURE=true (loopback hosts "
@@ -625,12 +723,14 @@ def _mask_key(key: str) -> str:
 def _secret_candidates(values: Mapping[str, Any], *, from_env: bool) -> list[str]:
     """Strings that must never appear in an error message."""
     found: list[str] = []
-    names = {"secret_key", *_SECRET_ENV}
+    names = {*_SECRET_FIELDS, *_SECRET_ENV}
     for key, value in values.items():
-        if key in names:
+        if key in names and value is not None:
             found.append(value.get_secret_value() if isinstance(value, SecretStr) else str(value))
     if from_env:
-        upper = {name.upper() for name in _SECRET_ENV}
+        upper = {name.upper() for name in _SECRET_ENV} | {
+            _ENV_PREFIX + name.upper() for name in _SECRET_FIELDS
+        }
         found.extend(v for k, v in os.environ.items() if k.upper() in upper)
     stripped = (secret.strip() for secret in found)
     return [secret for secret in stripped if secret and secret != _MASK]

@@ -75,12 +75,13 @@ def run_gateway(
     from alpaca_di.errors import ConfigurationError, RedisUnavailableError
     from alpaca_di.protocol import StreamKind
     from alpaca_di.scaleout.gateway import Gateway
-    from alpaca_di.scaleout.registry import check_redis, sharing_options_from_env
+    from alpaca_di.scaleout.registry import check_redis, redis_connection, sharing_options
     from alpaca_di.settings import AlpacaSettings, endpoint_for
 
     try:
         settings = settings or AlpacaSettings()
-        sharing, _candidate, _fallback = sharing_options_from_env()
+        sharing, _candidate, _fallback = sharing_options(settings)
+        connection = redis_connection(settings)
         unknown = [kind for kind in kinds if kind not in {k.value for k in StreamKind}]
         if unknown or not kinds:
             valid = ", ".join(k.value for k in StreamKind)
@@ -90,7 +91,7 @@ def run_gateway(
         print(f"alpaca-di gateway: {exc}", file=sys.stderr)
         return 2
     try:
-        check_redis(settings.redis_url)
+        check_redis(connection)
     except RedisUnavailableError as exc:
         print(f"alpaca-di gateway: {exc}", file=sys.stderr)
         return 1
@@ -98,7 +99,7 @@ def run_gateway(
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
-    gateway = Gateway(settings.redis_url, sharing=sharing, rest_url=settings.resolved_api_url)
+    gateway = Gateway(connection, sharing=sharing, rest_url=settings.resolved_api_url)
     credentials = settings.credentials()
     try:
         lines = []

@@ -1,6 +1,7 @@
 """LeaderElector: the leader lock of one group, with a TTL and fencing.
 
-``SET NX PX`` takes the lock (and draws the term's epoch from the server clock),
+``SET PX`` takes the lock when free or already ours (and draws a new term's epoch
+from the server clock),
 a compare-and-``PEXPIRE`` script renews it only while this process still holds
 it (publishing the leader's status in the same step), and a compare-and-``DEL``
 releases it with a farewell status. The key names are the group's
@@ -21,20 +22,25 @@ __all__ = ["LeaderElector"]
 # KEYS: lock, epoch. ARGV: identity, ttl ms. Returns the new epoch, 0 when held by another.
 # Epochs come from the server clock (and exceed the last one), so they keep increasing
 # even when Redis lost the epoch key: it may expire after a week of disuse.
+# A holder taking its own lock again (it stepped down while Redis was unreachable, say
+# across a Sentinel failover, or it lost the reply) starts a new term with a new epoch
+# too: each term numbers its trade updates from 1, so a reused epoch would make every
+# reader drop the new term's first updates as duplicates of the old term's.
 _ACQUIRE = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  local last = tonumber(redis.call('GET', KEYS[2]) or '0')
-  local epoch = math.max(now, last + 1)
-  redis.call('SET', KEYS[2], string.format('%d', epoch), 'PX', 604800000)
-  return epoch
-end
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+local holder = redis.call('GET', KEYS[1])
+if holder == false then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+elseif holder == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return tonumber(redis.call('GET', KEYS[2]) or '1')
+else
+  return 0
 end
-return 0
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+local epoch = math.max(now, last + 1)
+redis.call('SET', KEYS[2], string.format('%d', epoch), 'PX', 604800000)
+return epoch
 """
 # KEYS: lock, status. ARGV: identity, ttl ms, status ('' for none), status channel.
 _RENEW = """

@@ -43,7 +43,7 @@ from alpaca_di.errors import (
     error_for_code,
 )
 from alpaca_di.protocol import StreamKind, SubscriptionState
-from alpaca_di.scaleout.client import redis_client
+from alpaca_di.scaleout.client import RedisTarget, redis_client
 from alpaca_di.scaleout.options import SharingOptions, new_identity
 from alpaca_di.scaleout.updates import UpdateReader
 from alpaca_di.scaleout.wire import (
@@ -110,7 +110,7 @@ class RedisUpstream:
         listener: ConnectionListener,
         loop: asyncio.AbstractEventLoop,
         backoff: Backoff | None = None,
-        redis_url: str,
+        redis_url: RedisTarget,
         sharing: SharingOptions | None = None,
         member: str | None = None,
         role: Callable[[], str] | None = None,

@@ -43,7 +43,7 @@ from redis.exceptions import RedisError
 from alpaca_di.credentials import Credentials
 from alpaca_di.errors import ConfigurationError, describe_error
 from alpaca_di.protocol import StreamKind
-from alpaca_di.scaleout.client import redis_client
+from alpaca_di.scaleout.client import RedisTarget, redis_client
 from alpaca_di.scaleout.leader import GroupLeader, LocalTap
 from alpaca_di.scaleout.options import SharingOptions, new_identity
 from alpaca_di.scaleout.wire import account_tag, demand_channel_pattern, tag_of_channel
@@ -85,7 +85,7 @@ class Gateway:
 
     def __init__(
         self,
-        redis_url: str,
+        redis_url: RedisTarget,
         *,
         sharing: SharingOptions | None = None,
         identity: str | None = None,

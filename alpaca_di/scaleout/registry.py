@@ -19,12 +19,12 @@ In a container::
 
     registry = providers.Callable(registry_for, settings)
 
-Nothing here imports ``redis`` until the Redis mode is used. Options not in
-:class:`~alpaca_di.settings.AlpacaSettings` come from the environment
-(:func:`sharing_options_from_env`): ``ALPACA_REDIS_PREFIX``,
-``ALPACA_REDIS_ROLE`` (``candidate`` or ``follower``),
-``ALPACA_REDIS_FALLBACK_LOCAL``, ``ALPACA_REDIS_LOCK_TTL``,
-``ALPACA_REDIS_CONSUMER_ID``.
+Nothing here imports ``redis`` until the Redis mode is used. Every option is an
+:class:`~alpaca_di.settings.AlpacaSettings` field (``ALPACA_REDIS_*``):
+:func:`redis_connection` turns the connection ones (URL, ACL user, TLS,
+Sentinel) into a :class:`~alpaca_di.scaleout.options.RedisConnection`,
+:func:`sharing_options` the sharing ones (prefix, role, fallback, lock TTL,
+reader id) into :class:`~alpaca_di.scaleout.options.SharingOptions`.
 """
 
 from __future__ import annotations
@@ -32,12 +32,11 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from alpaca_di.credentials import Credentials, mask_url
+from alpaca_di.credentials import Credentials
 from alpaca_di.errors import ConfigurationError
 from alpaca_di.hub.health import ConnectionHealth, HealthReport
 from alpaca_di.hub.hub import StreamHub
@@ -52,24 +51,23 @@ from alpaca_di.transport.runtime import Runtime
 if TYPE_CHECKING:
     import asyncio
 
+    from alpaca_di.scaleout.client import RedisTarget
     from alpaca_di.scaleout.follower import RedisUpstream
     from alpaca_di.scaleout.gateway import Gateway
-    from alpaca_di.scaleout.options import SharingOptions
+    from alpaca_di.scaleout.options import RedisConnection, SharingOptions
 
 __all__ = [
     "RedisConnectionRegistry",
     "check_redis",
+    "redis_connection",
     "redis_registry",
     "registry_for",
-    "sharing_options_from_env",
+    "sharing_options",
 ]
 
 _log = structlog.get_logger(__name__)
-_ROLES = ("candidate", "follower")
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off", ""})
 _cache_lock = threading.Lock()
-_cache: dict[tuple[int, str, str, bool], ConnectionRegistry] = {}
+_cache: dict[tuple[int, str, str | None, str, bool], ConnectionRegistry] = {}
 
 
 def _import_redis_modules() -> None:
@@ -92,7 +90,9 @@ class RedisConnectionRegistry(ConnectionRegistry):
     (credentials, endpoint) one of its hubs uses. :meth:`health` adds the
     sharing fields (``role``, ``leader``, ``redis``, ``lag_ms``).
 
-    Prefer :func:`redis_registry` (one per process, Redis checked first)::
+    ``redis_url`` is a URL or a :class:`~alpaca_di.scaleout.options.RedisConnection`
+    (ACL user, TLS, Sentinel). Prefer :func:`redis_registry` (one per process,
+    Redis checked first)::
 
         registry = RedisConnectionRegistry("redis://127.0.0.1:6379/0")
         hub = registry.acquire(creds, "stock", url).hub
@@ -101,7 +101,7 @@ class RedisConnectionRegistry(ConnectionRegistry):
 
     def __init__(
         self,
-        redis_url: str,
+        redis_url: RedisTarget,
         *,
         sharing: SharingOptions | None = None,
         candidate: bool = True,
@@ -110,13 +110,16 @@ class RedisConnectionRegistry(ConnectionRegistry):
     ) -> None:
         _import_redis_modules()
         from alpaca_di.scaleout.gateway import Gateway
-        from alpaca_di.scaleout.options import SharingOptions, new_identity
+        from alpaca_di.scaleout.options import RedisConnection, SharingOptions, new_identity
 
-        self.redis_url = redis_url
+        self.redis = (
+            redis_url if isinstance(redis_url, RedisConnection) else RedisConnection(redis_url)
+        )
+        self.redis_url = self.redis.url
         self.sharing = sharing or SharingOptions()
         self.identity = new_identity()
         self.gateway: Gateway | None = (
-            Gateway(redis_url, sharing=self.sharing, identity=self.identity, rest_url=rest_url)
+            Gateway(self.redis, sharing=self.sharing, identity=self.identity, rest_url=rest_url)
             if candidate
             else None
         )
@@ -199,7 +202,7 @@ class RedisConnectionRegistry(ConnectionRegistry):
             listener=listener,
             loop=loop,
             backoff=backoff,
-            redis_url=self.redis_url,
+            redis_url=self.redis,
             sharing=self.sharing,
             member=member,
             role=role,
@@ -240,14 +243,16 @@ class RedisConnectionRegistry(ConnectionRegistry):
 
     def __repr__(self) -> str:
         role = "candidate" if self.gateway is not None else "follower"
-        return f"<RedisConnectionRegistry {mask_url(self.redis_url)} {role} {self.identity}>"
+        return f"<RedisConnectionRegistry {self.redis.describe()} {role} {self.identity}>"
 
 
-def check_redis(redis_url: str, timeout: float = 2.0) -> None:
+def check_redis(redis_url: RedisTarget, timeout: float = 2.0) -> None:
     """Ping Redis once; raise a clear error naming ``ALPACA_REDIS_URL`` when it fails.
 
+    ``redis_url`` is a URL or a :class:`~alpaca_di.scaleout.options.RedisConnection`.
+
     Raises:
-        RedisUnavailableError: no answer (the URL's password is masked).
+        RedisUnavailableError: no answer (passwords masked or left out).
 
     Example::
 
@@ -257,72 +262,86 @@ def check_redis(redis_url: str, timeout: float = 2.0) -> None:
     import redis
 
     from alpaca_di.errors import RedisUnavailableError
+    from alpaca_di.scaleout.client import sync_redis_client
+    from alpaca_di.scaleout.options import RedisConnection
 
+    conn = redis_url if isinstance(redis_url, RedisConnection) else RedisConnection(redis_url)
+    where = "ALPACA_REDIS_SENTINELS" if conn.sentinels else "ALPACA_REDIS_URL"
     try:
-        client = redis.Redis.from_url(
-            redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
-        )
+        client = sync_redis_client(conn, timeout=timeout)
         try:
             client.ping()
         finally:
             client.close()
     except (redis.RedisError, OSError, ValueError) as exc:
+        detail = _redact(f"{type(exc).__name__}: {str(exc).rstrip('.')}", conn)
         raise RedisUnavailableError(
-            f"sharing='redis' but Redis at {mask_url(redis_url)} (ALPACA_REDIS_URL) "
-            f"is unavailable: {type(exc).__name__}: {str(exc).rstrip('.')}. Start Redis or fix "
-            "ALPACA_REDIS_URL; set ALPACA_SHARING=local to share connections within one "
+            f"sharing='redis' but Redis at {conn.describe()} ({where}) "
+            f"is unavailable: {detail}. Start Redis or fix "
+            f"{where}; set ALPACA_SHARING=local to share connections within one "
             "process only, or ALPACA_REDIS_FALLBACK_LOCAL=true to fall back automatically"
         ) from None
 
 
-def sharing_options_from_env(
-    environ: Mapping[str, str] | None = None,
-) -> tuple[SharingOptions, bool, bool]:
-    """``(SharingOptions, candidate, fallback_local)`` from ``ALPACA_REDIS_*`` variables.
+def _redact(text: str, conn: RedisConnection) -> str:
+    """``text`` with every password of ``conn`` replaced (redis-py quotes none; to be sure)."""
+    from urllib.parse import urlsplit
 
-    ``ALPACA_REDIS_PREFIX`` (default ``alpaca-di``), ``ALPACA_REDIS_ROLE``
-    (``candidate``: this process may lead, the default; ``follower``: never),
-    ``ALPACA_REDIS_FALLBACK_LOCAL`` (``true``: use local sharing when Redis is
-    down at start), ``ALPACA_REDIS_LOCK_TTL`` (seconds; the renewal interval is a
-    sixth of it) and ``ALPACA_REDIS_CONSUMER_ID`` (a stable trade-update reader id).
+    try:
+        url_password = urlsplit(conn.url).password
+    except ValueError:
+        url_password = None
+    secrets = [s.get_secret_value() for s in (conn.password, conn.sentinel_password) if s]
+    for secret in [*secrets, url_password]:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def redis_connection(settings: AlpacaSettings) -> RedisConnection:
+    """The :class:`~alpaca_di.scaleout.options.RedisConnection` the ``redis_*`` settings describe.
 
     Example::
 
-        options, candidate, fallback = sharing_options_from_env({"ALPACA_REDIS_ROLE": "follower"})
+        redis_connection(AlpacaSettings(redis_url="rediss://cache:6380/0", redis_password="pw"))
     """
-    _import_redis_modules()
+    from alpaca_di.scaleout.options import RedisConnection
+
+    return RedisConnection(
+        settings.redis_url,
+        username=settings.redis_username,
+        password=settings.redis_password,
+        tls_ca_file=settings.redis_tls_ca_file,
+        tls_cert_file=settings.redis_tls_cert_file,
+        tls_key_file=settings.redis_tls_key_file,
+        tls_verify=settings.redis_tls_verify,
+        sentinels=settings.redis_sentinel_addresses,
+        sentinel_master=settings.redis_sentinel_master,
+        sentinel_username=settings.redis_sentinel_username,
+        sentinel_password=settings.redis_sentinel_password,
+    )
+
+
+def sharing_options(settings: AlpacaSettings) -> tuple[SharingOptions, bool, bool]:
+    """``(SharingOptions, candidate, fallback_local)`` from the ``redis_*`` settings.
+
+    ``redis_prefix``, ``redis_lock_ttl`` (renewals every sixth of it) and
+    ``redis_consumer_id`` make the :class:`~alpaca_di.scaleout.options.SharingOptions`;
+    ``redis_role == "candidate"`` and ``redis_fallback_local`` the two flags.
+
+    Example::
+
+        options, candidate, fallback = sharing_options(AlpacaSettings(redis_role="follower"))
+    """
     from alpaca_di.scaleout.options import SharingOptions
 
-    source = os.environ if environ is None else environ
-    env = {key.upper(): value for key, value in source.items()}
-    values: dict[str, Any] = {}
-    prefix = env.get("ALPACA_REDIS_PREFIX", "").strip()
-    if prefix:
-        values["prefix"] = prefix
-    consumer = env.get("ALPACA_REDIS_CONSUMER_ID", "").strip()
-    if consumer:
-        values["consumer_id"] = consumer
-    ttl_text = env.get("ALPACA_REDIS_LOCK_TTL", "").strip()
-    if ttl_text:
-        try:
-            ttl = float(ttl_text)
-        except ValueError:
-            raise ConfigurationError(
-                f"ALPACA_REDIS_LOCK_TTL={ttl_text!r} is not a number of seconds"
-            ) from None
-        values["lock_ttl"] = ttl
-        values["renew_interval"] = ttl / 6
-    role = env.get("ALPACA_REDIS_ROLE", "candidate").strip().lower() or "candidate"
-    if role not in _ROLES:
-        raise ConfigurationError(
-            f"ALPACA_REDIS_ROLE={role!r} is invalid: use candidate (may lead) or follower"
-        )
-    fallback = env.get("ALPACA_REDIS_FALLBACK_LOCAL", "").strip().lower()
-    if fallback not in _TRUE | _FALSE:
-        raise ConfigurationError(
-            f"ALPACA_REDIS_FALLBACK_LOCAL={fallback!r} is invalid: use true or false"
-        )
-    return SharingOptions(**values), role == "candidate", fallback in _TRUE
+    options = SharingOptions(
+        prefix=settings.redis_prefix,
+        lock_ttl=settings.redis_lock_ttl,
+        renew_interval=settings.redis_lock_ttl / 6,
+        consumer_id=settings.redis_consumer_id,
+    )
+    return options, settings.redis_role == "candidate", settings.redis_fallback_local
 
 
 def redis_registry(
@@ -339,18 +358,21 @@ def redis_registry(
     ``ALPACA_REDIS_URL``, or, with ``fallback_local=True``
     (``ALPACA_REDIS_FALLBACK_LOCAL=true``), a warning is logged and
     :meth:`ConnectionRegistry.default` is returned. Arguments left ``None`` come
-    from :func:`sharing_options_from_env`.
+    from the settings (:func:`sharing_options`); the connection from
+    :func:`redis_connection`.
 
     Example::
 
         registry = redis_registry(AlpacaSettings(sharing="redis"))
         hub = registry.acquire(settings.credentials(), "stock", endpoint_for(settings, "stock")).hub
     """
-    env_sharing, env_candidate, env_fallback = sharing_options_from_env()
-    sharing = sharing or env_sharing
-    candidate = env_candidate if candidate is None else candidate
-    fallback_local = env_fallback if fallback_local is None else fallback_local
-    key = (os.getpid(), settings.redis_url, sharing.prefix, candidate)
+    _import_redis_modules()
+    own_sharing, own_candidate, own_fallback = sharing_options(settings)
+    sharing = sharing or own_sharing
+    candidate = own_candidate if candidate is None else candidate
+    fallback_local = own_fallback if fallback_local is None else fallback_local
+    connection = redis_connection(settings)
+    key = (os.getpid(), connection.describe(), connection.username, sharing.prefix, candidate)
     with _cache_lock:
         registry = _cache.get(key)
         if registry is not None:
@@ -358,20 +380,20 @@ def redis_registry(
         from alpaca_di.errors import RedisUnavailableError
 
         try:
-            check_redis(settings.redis_url)
+            check_redis(connection)
         except RedisUnavailableError as exc:
             if not fallback_local:
                 raise
             _log.warning(
                 "sharing.redis_fallback_local",
-                redis_url=mask_url(settings.redis_url),
+                redis_url=connection.describe(),
                 error=str(exc),
             )
             # Cached too: a process never mixes local and Redis sharing.
             registry = _cache[key] = ConnectionRegistry.default()
             return registry
         registry = _cache[key] = RedisConnectionRegistry(
-            settings.redis_url,
+            connection,
             sharing=sharing,
             candidate=candidate,
             rest_url=settings.resolved_api_url,

@@ -28,6 +28,7 @@ def run_worker(index: int, config: dict[str, Any], commands: Any, results: Any) 
         backoff_max=0.25,
         close_timeout=0.5,
         open_timeout=5.0,
+        **config.get("settings", {}),  # e.g. redis_username, redis_password, redis_tls_*
     )
     registry = redis_registry(
         settings, sharing=SharingOptions(**config["sharing"]), candidate=True, fallback_local=False

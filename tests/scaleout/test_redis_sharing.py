@@ -44,7 +44,7 @@ from alpaca_di.scaleout.registry import (
     RedisConnectionRegistry,
     redis_registry,
     registry_for,
-    sharing_options_from_env,
+    sharing_options,
 )
 from alpaca_di.scaleout.wire import LeaderStatus, SharingKeys, account_tag
 from alpaca_di.settings import AlpacaSettings
@@ -521,31 +521,34 @@ def test_followers_without_any_candidate_say_so_when_they_time_out(
 def test_registry_for_follows_the_sharing_setting(redis_prefix: str) -> None:
     local = AlpacaSettings(api_key=KEY, secret_key=SECRET)
     assert registry_for(local) is ConnectionRegistry.default()
-    shared = AlpacaSettings(api_key=KEY, secret_key=SECRET, sharing="redis", redis_url=REDIS_URL)
-    os.environ["ALPACA_REDIS_PREFIX"] = redis_prefix
+    shared = AlpacaSettings(
+        api_key=KEY,
+        secret_key=SECRET,
+        sharing="redis",
+        redis_url=REDIS_URL,
+        redis_prefix=redis_prefix,
+    )
+    first = registry_for(shared)
     try:
-        first = registry_for(shared)
         assert isinstance(first, RedisConnectionRegistry)
         assert registry_for(shared) is first  # one per process
         assert first.sharing.prefix == redis_prefix
     finally:
-        del os.environ["ALPACA_REDIS_PREFIX"]
         first.close_all()
 
 
-def test_sharing_options_from_the_environment() -> None:
-    options, candidate, fallback = sharing_options_from_env(
-        {
-            "ALPACA_REDIS_PREFIX": "app",
-            "ALPACA_REDIS_ROLE": "follower",
-            "ALPACA_REDIS_FALLBACK_LOCAL": "true",
-            "ALPACA_REDIS_LOCK_TTL": "6",
-        }
-    )
+def test_sharing_options_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALPACA_REDIS_PREFIX", "app")
+    monkeypatch.setenv("ALPACA_REDIS_ROLE", "Follower")
+    monkeypatch.setenv("ALPACA_REDIS_FALLBACK_LOCAL", "true")
+    monkeypatch.setenv("ALPACA_REDIS_LOCK_TTL", "6")
+    monkeypatch.setenv("ALPACA_REDIS_CONSUMER_ID", "web-1")
+    options, candidate, fallback = sharing_options(AlpacaSettings(api_key=KEY, secret_key=SECRET))
     assert (options.prefix, options.lock_ttl, options.renew_interval) == ("app", 6.0, 1.0)
+    assert options.consumer_id == "web-1"
     assert (candidate, fallback) == (False, True)
     with pytest.raises(ConfigurationError, match="ALPACA_REDIS_ROLE"):
-        sharing_options_from_env({"ALPACA_REDIS_ROLE": "boss"})
+        AlpacaSettings(api_key=KEY, secret_key=SECRET, redis_role="boss")
     with pytest.raises(ConfigurationError, match="renew_interval"):
         SharingOptions(lock_ttl=1.0, renew_interval=0.5)
     with pytest.raises(ConfigurationError, match="lock_ttl"):
@@ -616,7 +619,11 @@ def test_leader_election_is_exclusive_renewable_and_fenced(redis_prefix: str) ->
             assert not await one.renew()  # not the holder: no renewal
             await asyncio.sleep(0.7)  # the TTL itself is what this checks
             assert two.expired()
-            assert await one.acquire() > second_epoch  # the lapsed lock is free
+            third_epoch = await one.acquire()
+            assert third_epoch > second_epoch  # the lapsed lock is free
+            # Taking its own lock again (after stepping down) is a new term, never the
+            # old epoch: the new term's updates are numbered from 1 again.
+            assert await one.acquire() > third_epoch
         finally:
             await client.aclose()
 
