@@ -40,7 +40,7 @@ from alpaca.data.models import Quote, Trade
 
 from alpaca_di._aio import running_loop, settle
 from alpaca_di._check import check_seconds
-from alpaca_di.errors import ConnectionClosedError, ServiceClosedError
+from alpaca_di.errors import ConnectionClosedError, ServiceClosedError, describe_error
 from alpaca_di.hub.hub import StreamHub
 from alpaca_di.hub.subscription import Subscription
 from alpaca_di.protocol import StreamKind, validate_symbol
@@ -330,7 +330,8 @@ class PricingService:
 
         Raises:
             ValueError: an invalid symbol, or ``timeout`` not a positive number.
-            TimeoutError: no quote or trade within ``timeout`` s (names the symbol).
+            TimeoutError: no quote or trade within ``timeout`` s (names the symbol, the
+                stream's state and its last error, as ``wait_ready`` does).
             AuthenticationError, InsufficientSubscriptionError, ...: the stream failed.
 
         Example::
@@ -696,6 +697,10 @@ def _check_hub(name: str, hub: object, kinds: tuple[StreamKind, ...]) -> None:
 
 
 def _timeout_text(symbol: str, timeout: float, hub: StreamHub) -> str:
+    """Names the symbol and, like ``wait_ready``, the stream's state and last error."""
+    error = describe_error(getattr(hub, "last_error", None))
+    cause = f"; last error: {error}" if error else ""
     return (
-        f"no price for {symbol!r} within {timeout:g} s ({hub.kind.value} stream {hub.state.value})"
+        f"no price for {symbol!r} within {timeout:g} s "
+        f"({hub.kind.value} stream {hub.state.value}{cause})"
     )
