@@ -24,6 +24,7 @@ from alpaca_di.errors import ConfigurationError
 from alpaca_di.hub.health import ConnectionHealth, HealthReport
 from alpaca_di.providers.resources import StreamResource
 from alpaca_di.providers.streams import (
+    init_alpaca_manager,
     init_crypto_stream,
     init_news_stream,
     init_option_stream,
@@ -34,7 +35,6 @@ from alpaca_di.providers.streams import (
     init_trading_stream,
 )
 from alpaca_di.scaleout.registry import registry_for
-from alpaca_di.services.manager import AlpacaManager
 from alpaca_di.settings import AlpacaSettings, settings_from_mapping
 
 __all__ = ["AlpacaContainer", "container_health", "lifespan", "settings_from_config"]
@@ -145,7 +145,10 @@ class AlpacaContainer(containers.DeclarativeContainer):
       builds a fresh service on the fresh connections, instead of handing out a
       service bound to closed hubs.
     * ``alpaca_manager`` -- :class:`~alpaca_di.services.manager.AlpacaManager`
-      (a Factory: a stateless facade over the client and the current services).
+      (a stateless facade over the client and the services), one per container;
+      a ``StreamResource`` so that ``shutdown_resources()`` closes it with the
+      services it wraps (its calls then raise
+      :class:`~alpaca_di.errors.ServiceClosedError`).
     * ``shared_stock_stream`` ... ``shared_trading_stream`` -- Factories of the
       alpaca-py-shaped ``Shared*Stream`` adapters over the hubs.
     * ``health`` -- a :class:`~alpaca_di.hub.health.HealthReport` of *this*
@@ -228,8 +231,8 @@ class AlpacaContainer(containers.DeclarativeContainer):
     trading_service = StreamResource(
         init_trading_service, trading_stream=trading_stream, trading_client=trading_client
     )
-    alpaca_manager = providers.Factory(
-        AlpacaManager,
+    alpaca_manager = StreamResource(
+        init_alpaca_manager,
         trading_client=trading_client,
         trading_service=trading_service,
         pricing_service=pricing_service,

@@ -31,6 +31,7 @@ from alpaca.trading.models import Order, Position, TradeAccount, TradeUpdate
 from alpaca.trading.requests import OrderRequest
 
 from alpaca_di._check import check_seconds
+from alpaca_di.errors import ServiceClosedError
 from alpaca_di.services.interfaces import DEFAULT_FINAL_EVENTS, PriceSource
 from alpaca_di.services.rest import rest_call
 from alpaca_di.services.trading import TradingService
@@ -56,7 +57,8 @@ class AlpacaManager:
 
     The manager creates no connection of its own; the container injects all
     three. Thread-safe as far as ``TradingClient`` is (its ``requests``
-    session is shared).
+    session is shared). The container closes it at shutdown; from then on
+    every call raises :class:`~alpaca_di.errors.ServiceClosedError`.
 
     Example::
 
@@ -82,6 +84,7 @@ class AlpacaManager:
         self._client = trading_client
         self._trading = trading_service
         self._pricing = pricing_service
+        self._closed = False
 
     @property
     def trading_client(self) -> TradingClient:
@@ -97,6 +100,18 @@ class AlpacaManager:
     def pricing_service(self) -> PriceSource | None:
         """The injected price source, if any."""
         return self._pricing
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran (the container closes it at shutdown)."""
+        return self._closed
+
+    def close(self) -> None:
+        """Mark the manager closed: every later call raises ``ServiceClosedError``. Idempotent.
+
+        The client and services are not closed here: they belong to the container.
+        """
+        self._closed = True
 
     # -- REST ----------------------------------------------------------------------------
 
@@ -195,6 +210,7 @@ class AlpacaManager:
 
             limit = manager.marketable_limit_price("AAPL", "buy", offset_bps=5)
         """
+        self._check_open()
         pricing = self._pricing
         if pricing is None:
             raise RuntimeError(
@@ -262,15 +278,21 @@ class AlpacaManager:
     def __repr__(self) -> str:
         return (
             f"<AlpacaManager trading_service={self._trading is not None} "
-            f"pricing_service={self._pricing is not None}>"
+            f"pricing_service={self._pricing is not None} closed={self._closed}>"
         )
 
     # -- internals -----------------------------------------------------------------------
 
     def _call(self, call: Callable[[], Any]) -> Any:
+        self._check_open()
         return rest_call(self._client, call)
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ServiceClosedError("AlpacaManager", "alpaca_manager")
+
     def _require_trading(self) -> TradingService:
+        self._check_open()
         if self._trading is None:
             raise RuntimeError(
                 "submit_and_wait() needs a trading_service; build AlpacaManager with "
