@@ -38,6 +38,7 @@ from alpaca_di.errors import ConnectionClosedError, describe_error
 from alpaca_di.hub.delivery import HandlerPool
 from alpaca_di.hub.inbox import Inbox, Pair, SubscriptionStats
 from alpaca_di.protocol import StreamKind
+from alpaca_di.transport.options import OverflowPolicy
 
 __all__ = ["Feed", "Handler", "Subscription", "SubscriptionStats"]
 
@@ -167,6 +168,16 @@ class Subscription:
     def raw(self) -> bool:
         """Whether messages are the decoded dicts rather than alpaca-py models."""
         return self._inbox.raw
+
+    @property
+    def maxsize(self) -> int | None:
+        """The queue's bound (``None``: unbounded, as for trade updates)."""
+        return self._inbox.maxsize
+
+    @property
+    def overflow(self) -> OverflowPolicy:
+        """What a full queue does: ``drop_oldest``, ``drop_newest``, ``conflate`` or ``error``."""
+        return self._inbox.overflow
 
     @property
     def stats(self) -> SubscriptionStats:

@@ -172,3 +172,8 @@ def test_get_is_refused_on_handler_subscriptions(hub):
     with pytest.raises(TypeError, match="handler"):
         sub.get(timeout=0)
     sub.close()
+
+
+def test_a_subscription_reports_its_bound_and_policy(hub):
+    sub = hub.subscribe(quotes=["AAPL"], maxsize=7, overflow="drop_newest")
+    assert (sub.maxsize, sub.overflow, sub.raw) == (7, "drop_newest", False)
