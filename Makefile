@@ -7,10 +7,12 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install demo test lint typecheck docs bench bench-quick emulator clean
 
-$(STAMP): pyproject.toml
+# editable_mode=compat: a plain .pth path entry instead of setuptools' import hook,
+# so mypy and other static checkers of downstream projects see alpaca_di's types.
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
 	touch $(STAMP)
 
 install: $(STAMP)

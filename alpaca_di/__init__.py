@@ -33,8 +33,9 @@ or, declared in the container: ``providers.Resource(init_health_server, alpaca, 
 Test helpers live in :mod:`alpaca_di.testing` (the emulator, fakes, a pytest plugin).
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from alpaca_di._lazy import lazy_exports
 
 # Importing alpaca_di stays cheap: each public name is imported from its module on
 # first use (PEP 562), so ``alpaca-di --help`` and ``from alpaca_di import
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
         InsufficientSubscriptionError,
         ProtocolError,
         ServerError,
+        ServiceClosedError,
         SlowClientError,
         SubscriptionOverflowError,
         SymbolLimitError,
@@ -109,6 +111,7 @@ __all__ = [
     "PricingService",
     "ProtocolError",
     "ServerError",
+    "ServiceClosedError",
     "SharedCryptoDataStream",
     "SharedNewsDataStream",
     "SharedOptionDataStream",
@@ -153,6 +156,7 @@ _EXPORTS: dict[str, str] = {
     "PricingService": "alpaca_di.services.pricing",
     "ProtocolError": "alpaca_di.errors",
     "ServerError": "alpaca_di.errors",
+    "ServiceClosedError": "alpaca_di.errors",
     "SharedCryptoDataStream": "alpaca_di.compat.streams",
     "SharedNewsDataStream": "alpaca_di.compat.streams",
     "SharedOptionDataStream": "alpaca_di.compat.streams",
@@ -173,14 +177,4 @@ _EXPORTS: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'alpaca_di' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # the next lookup is a plain attribute
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

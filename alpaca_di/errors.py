@@ -18,6 +18,7 @@ The hierarchy::
     ├── ConfigurationError (ValueError)     a setting is missing or invalid
     ├── ProtocolError (ValueError)          a frame that does not follow the protocol
     ├── ConnectionClosedError               the hub or subscription is closed
+    │   └── ServiceClosedError              a call on a closed service or hub (resolve it again)
     ├── SubscriptionOverflowError           overflow="error" and the queue filled up
     ├── RedisUnavailableError (ConnectionError)   sharing="redis" and Redis unreachable
     ├── AlpacaAPIError                      a REST call failed
@@ -45,6 +46,7 @@ __all__ = [
     "ProtocolError",
     "RedisUnavailableError",
     "ServerError",
+    "ServiceClosedError",
     "SlowClientError",
     "SubscriptionOverflowError",
     "SymbolLimitError",
@@ -95,6 +97,33 @@ class ProtocolError(AlpacaDIError, ValueError):
 
 class ConnectionClosedError(AlpacaDIError):
     """The hub or subscription was closed and can no longer be used."""
+
+
+class ServiceClosedError(ConnectionClosedError):
+    """A call on a service or hub that was closed (its container shut down).
+
+    Every call on a closed ``PricingService``, ``TradingService``, ``AlpacaManager``
+    or ``StreamHub`` raises it; iterators over a closed subscription still end
+    quietly. The message names the service and says how to get a working one::
+
+        pricing = container.pricing_service()
+        container.shutdown_resources()
+        pricing.price("AAPL")
+        # ServiceClosedError: the PricingService is closed (its container was shut
+        # down or it was closed); resolve it again from the container
+        # (container.pricing_service())
+
+    Attributes:
+        service: what was closed (``"PricingService"``, ``"stock StreamHub"``...).
+    """
+
+    def __init__(self, service: str, provider: str | None = None) -> None:
+        self.service = service
+        again = f" (container.{provider}())" if provider else ""
+        super().__init__(
+            f"the {service} is closed (its container was shut down or it was closed); "
+            f"resolve it again from the container{again}"
+        )
 
 
 class SubscriptionOverflowError(AlpacaDIError):

@@ -24,6 +24,7 @@ from alpaca_di.errors import ConfigurationError
 from alpaca_di.hub.health import ConnectionHealth, HealthReport
 from alpaca_di.providers.resources import StreamResource
 from alpaca_di.providers.streams import (
+    init_alpaca_manager,
     init_crypto_stream,
     init_news_stream,
     init_option_stream,
@@ -34,7 +35,6 @@ from alpaca_di.providers.streams import (
     init_trading_stream,
 )
 from alpaca_di.scaleout.registry import registry_for
-from alpaca_di.services.manager import AlpacaManager
 from alpaca_di.settings import AlpacaSettings, settings_from_mapping
 
 __all__ = ["AlpacaContainer", "container_health", "lifespan", "settings_from_config"]
@@ -145,13 +145,16 @@ class AlpacaContainer(containers.DeclarativeContainer):
       builds a fresh service on the fresh connections, instead of handing out a
       service bound to closed hubs.
     * ``alpaca_manager`` -- :class:`~alpaca_di.services.manager.AlpacaManager`
-      (a Factory: a stateless facade over the client and the current services).
-      It is built with :meth:`AlpacaManager.deferred
-      <alpaca_di.services.manager.AlpacaManager.deferred>`: ``trading_client``,
-      ``trading_service`` and ``pricing_service`` are resolved only when a method
-      needs them, so overriding the one provider a component uses (for example
-      ``trading_client`` with a :class:`~alpaca_di.testing.FakeTradingClient`)
-      is enough, without settings for the others.
+      (a stateless facade over the client and the services), one per container;
+      a ``StreamResource`` so that ``shutdown_resources()`` closes it with the
+      services it wraps (its calls then raise
+      :class:`~alpaca_di.errors.ServiceClosedError`). It is built with
+      :meth:`AlpacaManager.deferred <alpaca_di.services.manager.AlpacaManager.deferred>`:
+      ``trading_client``, ``trading_service`` and ``pricing_service`` are
+      resolved only when a method needs them, so overriding the one provider a
+      component uses (for example ``trading_client`` with a
+      :class:`~alpaca_di.testing.FakeTradingClient`) is enough, without
+      settings for the others.
     * ``shared_stock_stream`` ... ``shared_trading_stream`` -- Factories of the
       alpaca-py-shaped ``Shared*Stream`` adapters over the hubs.
     * ``health`` -- a :class:`~alpaca_di.hub.health.HealthReport` of *this*
@@ -236,8 +239,8 @@ class AlpacaContainer(containers.DeclarativeContainer):
     )
     # Lazy: the manager resolves each provider when a method needs it, so a test
     # overrides only the one its component uses (no settings for the others).
-    alpaca_manager = providers.Factory(
-        AlpacaManager.deferred,
+    alpaca_manager = StreamResource(
+        init_alpaca_manager,
         trading_client=trading_client.provider,
         trading_service=trading_service.provider,
         pricing_service=pricing_service.provider,

@@ -3,7 +3,8 @@
 It serves, on ``127.0.0.1``:
 
 * every market-data WebSocket path (``/v2/iex``, ``/v2/sip``, ``/v2/delayed_sip``,
-  ``/v2/test``, ``/v1beta3/crypto/us``, ``/v1beta1/indicative``, ``/v1beta1/opra``,
+  ``/v2/test``, ``/v1beta3/crypto/us``, ``/v1beta3/crypto/us-1``,
+  ``/v1beta3/crypto/eu-1``, ``/v1beta1/indicative``, ``/v1beta1/opra``,
   ``/v1beta1/news``) with Alpaca's exact message sequence, error codes,
   MessagePack or JSON encoding and subscription semantics;
 * the trading stream ``/stream`` (JSON, binary frames by default);

@@ -50,6 +50,8 @@ _ALIASES: Mapping[str, str] = {
     "overnight": "/v2/overnight",
     "crypto": "/v1beta3/crypto/us",
     "us": "/v1beta3/crypto/us",
+    "us-1": "/v1beta3/crypto/us-1",
+    "eu-1": "/v1beta3/crypto/eu-1",
     "indicative": "/v1beta1/indicative",
     "opra": "/v1beta1/opra",
     "news": "/v1beta1/news",

@@ -86,6 +86,9 @@ FEEDS: Mapping[str, FeedSpec] = {
         _stock("/v1beta1/boats", "boats"),
         _stock("/v1beta1/overnight", "overnight"),
         FeedSpec("/v1beta3/crypto/us", "crypto", "us", _CRYPTO_CHANNELS, _CRYPTO_CHANNELS),
+        # Alpaca serves three crypto locations, as AlpacaSettings.crypto_feed allows.
+        FeedSpec("/v1beta3/crypto/us-1", "crypto", "us-1", _CRYPTO_CHANNELS, _CRYPTO_CHANNELS),
+        FeedSpec("/v1beta3/crypto/eu-1", "crypto", "eu-1", _CRYPTO_CHANNELS, _CRYPTO_CHANNELS),
         FeedSpec(
             "/v1beta1/indicative",
             "option",

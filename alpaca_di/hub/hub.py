@@ -28,7 +28,7 @@ import structlog
 from alpaca_di._aio import running_loop, wake
 from alpaca_di._check import check_seconds
 from alpaca_di.credentials import Credentials
-from alpaca_di.errors import ConnectionClosedError, ServerError, describe_error
+from alpaca_di.errors import ConnectionClosedError, ServerError, ServiceClosedError, describe_error
 from alpaca_di.hub.health import ConnectionHealth, StateTransition
 from alpaca_di.hub.inbox import Inbox, Pair
 from alpaca_di.hub.routing import Router
@@ -207,7 +207,7 @@ class StreamHub:
             sub = hub.subscribe(print, quotes=["AAPL"], trades="*", overflow="conflate")
         """
         if self._closing:
-            raise ConnectionClosedError(f"the {self.kind.value} hub is closed")
+            raise self._closed_error()
         if self._connection.state is ConnectionState.FAILED:
             raise self._connection.last_error or ConnectionClosedError("connection failed")
         if handler is not None and not callable(handler):
@@ -298,7 +298,7 @@ class StreamHub:
             sub = hub.attach(inbox, trade_updates=True)
         """
         if self._closing:
-            raise ConnectionClosedError(f"the {self.kind.value} hub is closed")
+            raise self._closed_error()
         if self._connection.state is ConnectionState.FAILED:
             raise self._connection.last_error or ConnectionClosedError("connection failed")
         pairs = self._pairs(channels)
@@ -316,6 +316,8 @@ class StreamHub:
         hub's own loop: ``await hub.ready()`` there.
         """
         check_seconds("timeout", timeout)
+        if self._closing:
+            raise self._closed_error()
         if running_loop() is not None:
             raise RuntimeError("wait_ready() would block the event loop; use await hub.ready()")
         self._call(self._start)
@@ -327,6 +329,8 @@ class StreamHub:
         Works from any loop (the hub's or another one) without tying up a thread.
         """
         check_seconds("timeout", timeout)
+        if self._closing:
+            raise self._closed_error()
         self._call(self._start)
         await self._await(self._ready_check, timeout)
 
@@ -652,7 +656,7 @@ class StreamHub:
         if state is ConnectionState.FAILED:
             raise self._connection.last_error or ConnectionClosedError("connection failed")
         if state is ConnectionState.CLOSED or self._closing:
-            raise ConnectionClosedError(f"the {self.kind.value} hub is closed")
+            raise self._closed_error()
         return False
 
     def _confirmed_check(self, sub: Inbox) -> bool:
@@ -749,6 +753,9 @@ class StreamHub:
             raise ConnectionClosedError(
                 f"the {self.kind.value} hub's event loop is closed"
             ) from None
+
+    def _closed_error(self) -> ServiceClosedError:
+        return ServiceClosedError(f"{self.kind.value} StreamHub", f"{self.kind.value}_stream")
 
 
 class _HubFeed:

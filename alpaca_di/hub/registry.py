@@ -27,6 +27,7 @@ from typing import ClassVar
 import structlog
 
 from alpaca_di._check import check_seconds
+from alpaca_di._interrupts import deferred_interrupts
 from alpaca_di.credentials import Credentials
 from alpaca_di.hub.health import ConnectionHealth, HealthReport
 from alpaca_di.hub.hub import StreamHub
@@ -162,7 +163,9 @@ class ConnectionRegistry:
             raise TypeError(f"options must be ConnectionOptions, got {type(options).__name__}")
         check_url(endpoint, allow_insecure=options.allow_insecure)
         key = (credentials, endpoint)
-        with self._lock:
+        # A Ctrl-C between taking the runtime, the entry and the lease would leave
+        # a count nobody releases: the bookkeeping completes first.
+        with deferred_interrupts(), self._lock:
             entry = self._entries.get(key)
             if entry is not None and (entry.hub.closed or entry.hub.loop.is_closed()):
                 del self._entries[key]

@@ -16,9 +16,13 @@ asyncio transport is a thin shell around it::
                 quote = parse(channel, symbol, raw)
 
 Imports only the standard library, msgpack, alpaca-py's models and
-:mod:`alpaca_di.errors`.
+:mod:`alpaca_di.errors`; the models (and with them alpaca-py and pandas) only
+when :func:`parse` is first used.
 """
 
+from typing import TYPE_CHECKING
+
+from alpaca_di._lazy import lazy_exports
 from alpaca_di.protocol.channels import (
     CHANNEL_BY_TYPE,
     CHANNELS,
@@ -39,7 +43,6 @@ from alpaca_di.protocol.events import (
     SubscriptionAck,
     Welcome,
 )
-from alpaca_di.protocol.models import parse
 from alpaca_di.protocol.subscriptions import SubscriptionState
 
 __all__ = [
@@ -64,3 +67,8 @@ __all__ = [
     "validate_symbol",
     "wire_channel",
 ]
+
+if TYPE_CHECKING:
+    from alpaca_di.protocol.models import parse
+
+__getattr__, __dir__ = lazy_exports(globals(), {"parse": "alpaca_di.protocol.models"})

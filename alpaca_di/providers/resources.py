@@ -42,6 +42,7 @@ import structlog
 from dependency_injector import providers, resources
 
 from alpaca_di._aio import running_loop
+from alpaca_di._interrupts import deferred_interrupts
 
 __all__ = ["StreamResource"]
 
@@ -181,7 +182,10 @@ class StreamResource(providers.Resource[T]):
         return self
 
     def _provide(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        with self._guard:
+        # A Ctrl-C between the initializer taking its lease and dependency-injector
+        # recording the resource would leave a lease no shutdown releases: the
+        # (network-free) initialisation completes first, then the interrupt lands.
+        with deferred_interrupts(), self._guard:
             resource = cast(Any, super())._provide(args, kwargs)
             if asyncio.isfuture(resource) or inspect.iscoroutine(resource):
                 # An async dependency made dependency-injector start an async init.

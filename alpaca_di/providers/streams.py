@@ -23,8 +23,9 @@ They are usable in any container of yours, not only in ``AlpacaContainer``::
             init_stock_stream, registry=registry, credentials=credentials, settings=settings
         )
 
-The service functions (:func:`init_pricing_service`, :func:`init_trading_service`)
-build a service over the hubs they are given and close it at shutdown, and
+The service functions (:func:`init_pricing_service`, :func:`init_trading_service`,
+:func:`init_alpaca_manager`) build a service over the hubs (or services) they are
+given and close it at shutdown, and
 :func:`init_trading_client` closes the HTTP session of alpaca-py's
 ``TradingClient``. Because they are resources that depend *directly* on the
 stream resources, dependency-injector shuts them down before the streams.
@@ -33,7 +34,7 @@ stream resources, dependency-injector shuts them down before the streams.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING
 
 import structlog
@@ -42,6 +43,8 @@ from alpaca_di.credentials import Credentials
 from alpaca_di.hub.hub import StreamHub
 from alpaca_di.hub.registry import ConnectionRegistry
 from alpaca_di.protocol import StreamKind
+from alpaca_di.services.interfaces import OrderUpdates, PriceSource
+from alpaca_di.services.manager import AlpacaManager
 from alpaca_di.services.pricing import PricingService
 from alpaca_di.services.trading import TradingService
 from alpaca_di.settings import AlpacaSettings, endpoint_for, stream_feed
@@ -50,6 +53,7 @@ if TYPE_CHECKING:
     from alpaca.trading.client import TradingClient
 
 __all__ = [
+    "init_alpaca_manager",
     "init_crypto_stream",
     "init_news_stream",
     "init_option_stream",
@@ -200,6 +204,40 @@ def init_trading_service(
         yield service
     finally:
         service.close()
+
+
+def init_alpaca_manager(
+    trading_client: Callable[[], TradingClient],
+    trading_service: Callable[[], OrderUpdates] | None = None,
+    pricing_service: Callable[[], PriceSource] | None = None,
+) -> Generator[AlpacaManager, None, None]:
+    """An :class:`~alpaca_di.services.manager.AlpacaManager`; closed at shutdown.
+
+    A resource (not a Factory) so that a manager resolved before
+    ``shutdown_resources()`` learns that its container shut down: its calls then
+    raise :class:`~alpaca_di.errors.ServiceClosedError` instead of using a closed
+    HTTP session and closed services. The arguments are zero-argument callables
+    (providers' ``.provider``), resolved when a method needs them
+    (:meth:`AlpacaManager.deferred <alpaca_di.services.manager.AlpacaManager.deferred>`),
+    so building the manager resolves none of them.
+
+    Example::
+
+        alpaca_manager = StreamResource(
+            init_alpaca_manager, trading_client=trading_client.provider,
+            trading_service=trading_service.provider,
+            pricing_service=pricing_service.provider,
+        )
+    """
+    manager = AlpacaManager.deferred(
+        trading_client=trading_client,
+        trading_service=trading_service,
+        pricing_service=pricing_service,
+    )
+    try:
+        yield manager
+    finally:
+        manager.close()
 
 
 def init_trading_client(settings: AlpacaSettings) -> Generator[TradingClient, None, None]:

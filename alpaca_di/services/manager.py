@@ -39,6 +39,7 @@ from alpaca.trading.models import Order, Position, TradeAccount, TradeUpdate
 from alpaca.trading.requests import OrderRequest
 
 from alpaca_di._check import check_seconds
+from alpaca_di.errors import ServiceClosedError
 from alpaca_di.services.interfaces import (
     DEFAULT_FINAL_EVENTS,
     ListeningOrderUpdates,
@@ -73,8 +74,9 @@ class AlpacaManager:
             (needed by :meth:`marketable_limit_price`).
 
     The manager creates no connection of its own; the container injects all
-    three, lazily (:meth:`deferred`). Thread-safe as far as ``TradingClient`` is (its ``requests``
-    session is shared).
+    three, lazily (:meth:`deferred`). Thread-safe as far as ``TradingClient`` is
+    (its ``requests`` session is shared). The container closes it at shutdown;
+    from then on every call raises :class:`~alpaca_di.errors.ServiceClosedError`.
 
     Example::
 
@@ -96,6 +98,7 @@ class AlpacaManager:
         self._client_of: Callable[[], TradingClient] = lambda: trading_client
         self._trading_of: Callable[[], OrderUpdates | None] = lambda: trading_service
         self._pricing_of: Callable[[], PriceSource | None] = lambda: pricing_service
+        self._closed = False
 
     @classmethod
     def deferred(
@@ -132,6 +135,7 @@ class AlpacaManager:
                     f"(a provider), got {type(source).__name__}"
                 )
         manager = cls.__new__(cls)
+        manager._closed = False
 
         def client() -> TradingClient:
             value = trading_client()
@@ -157,6 +161,18 @@ class AlpacaManager:
     def pricing_service(self) -> PriceSource | None:
         """The injected price source, if any."""
         return self._pricing_of()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran (the container closes it at shutdown)."""
+        return self._closed
+
+    def close(self) -> None:
+        """Mark the manager closed: every later call raises ``ServiceClosedError``. Idempotent.
+
+        The client and services are not closed here: they belong to the container.
+        """
+        self._closed = True
 
     # -- REST ----------------------------------------------------------------------------
 
@@ -261,6 +277,7 @@ class AlpacaManager:
 
             limit = manager.marketable_limit_price("AAPL", "buy", offset_bps=5)
         """
+        self._check_open()
         buy = _is_buy(side)
         if (
             isinstance(offset_bps, bool)
@@ -331,15 +348,21 @@ class AlpacaManager:
 
     def __repr__(self) -> str:
         # Resolves nothing: a repr must not build services (or need settings).
-        return "<AlpacaManager>"
+        return f"<AlpacaManager closed={self._closed}>"
 
     # -- internals -----------------------------------------------------------------------
 
     def _call(self, call: Callable[[TradingClient], Any]) -> Any:
+        self._check_open()
         client = self._client_of()
         return rest_call(client, lambda: call(client))
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ServiceClosedError("AlpacaManager", "alpaca_manager")
+
     def _require_trading(self) -> OrderUpdates:
+        self._check_open()
         trading = self._trading_of()
         if trading is None:
             raise RuntimeError(

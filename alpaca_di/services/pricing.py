@@ -40,7 +40,7 @@ from alpaca.data.models import Quote, Trade
 
 from alpaca_di._aio import running_loop, settle
 from alpaca_di._check import check_seconds
-from alpaca_di.errors import ConnectionClosedError
+from alpaca_di.errors import ConnectionClosedError, ServiceClosedError, describe_error
 from alpaca_di.hub.hub import StreamHub
 from alpaca_di.hub.subscription import Subscription
 from alpaca_di.protocol import StreamKind, validate_symbol
@@ -110,7 +110,9 @@ class PricingService:
     The service never opens connections itself: the hubs come from the
     container (``PricingService(stock_stream=..., crypto_stream=...)``). Its
     one subscription per hub runs a sync handler on alpaca-di's worker
-    threads, so it works the same in sync and async applications.
+    threads, so it works the same in sync and async applications. Once closed
+    (``shutdown_resources()`` closes it), every call raises
+    :class:`~alpaca_di.errors.ServiceClosedError`: resolve a new one from the container.
 
     Example::
 
@@ -151,7 +153,8 @@ class PricingService:
 
         Raises:
             ValueError: an invalid symbol, or a crypto pair without a crypto stream.
-            ConnectionClosedError: the service or its hub is closed.
+            ServiceClosedError: the service is closed.
+            ConnectionClosedError: its hub is closed.
 
         Example::
 
@@ -187,6 +190,7 @@ class PricingService:
         """
         resolved = self._resolve_all(symbols)
         with self._lock:
+            self._check_open()
             for symbol in resolved:
                 if self._owners.get(symbol, {}).get(owner, 0) <= 0:
                     raise ValueError(
@@ -203,6 +207,7 @@ class PricingService:
             pricing.untrack_all(owner="arb")
         """
         with self._lock:
+            self._check_open()
             held = {
                 symbol: self._hub_for(symbol)
                 for symbol, owners in self._owners.items()
@@ -223,17 +228,20 @@ class PricingService:
             async with pricing.tracking("TSLA"):
                 price = await pricing.wait_for_price_async("TSLA", timeout=5)
         """
+        self._check_open()
         self._resolve_all(symbols)
         return Tracking(self, tuple(symbols), owner)
 
     def tracked(self) -> frozenset[str]:
         """Every symbol somebody tracks right now."""
         with self._lock:
+            self._check_open()
             return frozenset(symbol for symbol, owners in self._owners.items() if owners)
 
     def owners(self, symbol: str) -> dict[Hashable, int]:
         """Who tracks ``symbol`` and how many claims each holds (a copy)."""
         with self._lock:
+            self._check_open()
             return dict(self._owners.get(symbol, {}))
 
     # -- reading ------------------------------------------------------------------------------
@@ -241,6 +249,7 @@ class PricingService:
     def latest_quote(self, symbol: str) -> Quote | None:
         """The latest alpaca-py ``Quote`` of ``symbol``, or ``None``."""
         with self._lock:
+            self._check_open()
             book = self._books.get(symbol)
             if book is None:
                 self._resolve(symbol)
@@ -250,6 +259,7 @@ class PricingService:
     def latest_trade(self, symbol: str) -> Trade | None:
         """The latest alpaca-py ``Trade`` of ``symbol``, or ``None``."""
         with self._lock:
+            self._check_open()
             book = self._books.get(symbol)
             if book is None:
                 self._resolve(symbol)
@@ -273,6 +283,7 @@ class PricingService:
         if max_age is not None:
             check_seconds("max_age", max_age)
         with self._lock:
+            self._check_open()
             book = self._books.get(symbol)
             if book is None:
                 self._resolve(symbol)
@@ -289,6 +300,7 @@ class PricingService:
         """
         now = time.monotonic()
         with self._lock:
+            self._check_open()
             result: dict[str, PriceSnapshot] = {}
             for symbol, owners in self._owners.items():
                 if not owners:
@@ -318,7 +330,8 @@ class PricingService:
 
         Raises:
             ValueError: an invalid symbol, or ``timeout`` not a positive number.
-            TimeoutError: no quote or trade within ``timeout`` s (names the symbol).
+            TimeoutError: no quote or trade within ``timeout`` s (names the symbol, the
+                stream's state and its last error, as ``wait_ready`` does).
             AuthenticationError, InsufficientSubscriptionError, ...: the stream failed.
 
         Example::
@@ -334,10 +347,10 @@ class PricingService:
             )
         deadline = time.monotonic() + timeout
         with self._lock:
+            self._check_open()
             found = self._current(symbol)
             if found is not None:
                 return found
-            self._check_open()
             temporary = self._track_temporarily(symbol)
         try:
             while True:
@@ -367,10 +380,10 @@ class PricingService:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         with self._lock:
+            self._check_open()
             found = self._current(symbol)
             if found is not None:
                 return found
-            self._check_open()
             temporary = self._track_temporarily(symbol)
             self._async_waiters.setdefault(symbol, []).append((loop, future))
             if self._down(hub):
@@ -415,6 +428,7 @@ class PricingService:
         if inspect.iscoroutinefunction(listener):
             raise TypeError("listener must be a plain function, not 'async def'")
         with self._lock:
+            self._check_open()
             self._listeners.append(listener)
 
         def remove() -> None:
@@ -455,7 +469,9 @@ class PricingService:
                 settle(loop, future, _FAILED)
 
     def __repr__(self) -> str:
-        return f"<PricingService tracking={len(self.tracked())} closed={self._closed}>"
+        with self._lock:
+            tracking = sum(1 for owners in self._owners.values() if owners)
+        return f"<PricingService tracking={tracking} closed={self._closed}>"
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -491,7 +507,7 @@ class PricingService:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise ConnectionClosedError("the PricingService is closed")
+            raise ServiceClosedError("PricingService", "pricing_service")
 
     def _wire_add(self, hub: StreamHub, symbols: list[str]) -> None:
         key = id(hub)
@@ -681,6 +697,10 @@ def _check_hub(name: str, hub: object, kinds: tuple[StreamKind, ...]) -> None:
 
 
 def _timeout_text(symbol: str, timeout: float, hub: StreamHub) -> str:
+    """Names the symbol and, like ``wait_ready``, the stream's state and last error."""
+    error = describe_error(getattr(hub, "last_error", None))
+    cause = f"; last error: {error}" if error else ""
     return (
-        f"no price for {symbol!r} within {timeout:g} s ({hub.kind.value} stream {hub.state.value})"
+        f"no price for {symbol!r} within {timeout:g} s "
+        f"({hub.kind.value} stream {hub.state.value}{cause})"
     )

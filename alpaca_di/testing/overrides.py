@@ -16,6 +16,7 @@ under test is built by the container as in production, and the real
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
@@ -49,6 +50,11 @@ _STREAM_PROVIDERS: dict[StreamKind, str] = {
     StreamKind.NEWS: "news_stream",
     StreamKind.TRADING: "trading_stream",
 }
+# What fake_container() put on a container (its config provider -> the placeholder
+# config's override and the private registry's), for reset_fake_container() to remove.
+_PLACED: weakref.WeakKeyDictionary[Any, tuple[Any, Any, ConnectionRegistry]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 @dataclass(frozen=True)
@@ -175,13 +181,20 @@ def fake_container(container: Any = None, **config: Any) -> Any:
         }
         values.update(config)
         container.config.from_dict(values)
-        container.registry.override(providers.Object(ConnectionRegistry()))
+        registry = ConnectionRegistry()
+        container.registry.override(providers.Object(registry))
+        placed = (container.config.last_overriding, container.registry.last_overriding, registry)
+        _PLACED[container.config] = placed
     override_streams(container)
     return container
 
 
 def reset_fake_container(container: AnyContainer) -> None:
     """Shut ``container`` down, close its fakes and remove their overrides. Idempotent.
+
+    What :func:`fake_container` set up goes too: its placeholder configuration
+    and its private registry's override, so the container is left as it was
+    before (overrides made by others stay).
 
     Example::
 
@@ -215,6 +228,22 @@ def reset_fake_container(container: AnyContainer) -> None:
                 break
             hub.close()
             provider.reset_last_overriding()
+    placed = _PLACED.pop(container.config, None)
+    if placed is not None:
+        config_override, registry_override, registry = placed
+        _drop_override(container.config, config_override)
+        _drop_override(container.registry, registry_override)
+        registry.close_all()
+
+
+def _drop_override(provider: providers.Provider[Any], override: Any) -> None:
+    """Remove ``override`` from ``provider``'s overrides, keeping the others in order."""
+    others = [item for item in provider.overridden if item is not override]
+    if len(others) == len(provider.overridden):
+        return
+    provider.reset_override()
+    for item in others:
+        provider.override(item)
 
 
 def _fake_of(provider: providers.Provider[Any]) -> FakeStreamHub | None:

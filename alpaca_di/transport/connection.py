@@ -379,7 +379,7 @@ class Connection:
                 proxy=None,
             )
         except InvalidStatus as exc:
-            raise _handshake_error(exc, self.url) from None
+            raise _handshake_error(exc, self.url, self.kind, self.options.feed) from None
         except InvalidURI as exc:
             raise ConfigurationError(f"invalid stream URL {self.url!r}: {exc}") from None
         self._ws = ws
@@ -526,12 +526,35 @@ class ConnectionClosedByServer(AlpacaDIError):
         super().__init__(f"server closed the connection (code {code}, reason {reason!r})")
 
 
-def _handshake_error(exc: InvalidStatus, url: str) -> Exception:
+# The settings (and environment variables) that make up a stream's URL, per kind.
+_URL_SETTINGS: dict[StreamKind, tuple[tuple[str, str], ...]] = {
+    StreamKind.STOCK: (("feed", "ALPACA_FEED"),),
+    StreamKind.CRYPTO: (("crypto_feed", "ALPACA_CRYPTO_FEED"),),
+    StreamKind.OPTION: (("option_feed", "ALPACA_OPTION_FEED"),),
+}
+
+
+def _handshake_error(
+    exc: InvalidStatus, url: str, kind: StreamKind, feed: str | None = None
+) -> Exception:
     status = exc.response.status_code
     if status in (401, 403):
         return AuthenticationError(402, f"HTTP {status} at the WebSocket handshake")
     if status == 404:
-        return ConfigurationError(f"no Alpaca stream at {url!r} (HTTP 404): check the URL and feed")
+        settings: tuple[tuple[str, str], ...]
+        if kind is StreamKind.TRADING:
+            settings = (("trading_stream_url", "ALPACA_TRADING_STREAM_URL"),)
+        else:
+            settings = (*_URL_SETTINGS.get(kind, ()), ("data_stream_url", "ALPACA_DATA_STREAM_URL"))
+        fields = tuple(field for field, _env in settings)
+        env_vars = tuple(env for _field, env in settings)
+        shown = f" with feed {feed!r}" if feed and kind in _URL_SETTINGS else ""
+        return ConfigurationError(
+            f"no Alpaca {kind.value} stream at {url!r}{shown} (HTTP 404): check "
+            + " and ".join(f"{field} ({env})" for field, env in settings),
+            fields=fields,
+            env_vars=env_vars,
+        )
     return ConnectionError(f"HTTP {status} at the WebSocket handshake of {url}")
 
 

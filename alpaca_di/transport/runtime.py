@@ -20,6 +20,8 @@ from typing import ClassVar
 
 import structlog
 
+from alpaca_di._interrupts import deferred_interrupts
+
 __all__ = ["Runtime"]
 
 _log = structlog.get_logger("alpaca_di.runtime")
@@ -66,7 +68,7 @@ class Runtime:
     def acquire(self) -> asyncio.AbstractEventLoop:
         """Return the running loop, starting its thread if this is the first user."""
         self._forget_parent()
-        with self._lock:
+        with deferred_interrupts(), self._lock:
             if self._loop is None:
                 self._start()
             self._users += 1
@@ -76,16 +78,17 @@ class Runtime:
     def release(self) -> None:
         """Drop one user; the last one stops the loop and joins its thread."""
         self._forget_parent()
-        with self._lock:
-            if self._users == 0:
-                return
-            self._users -= 1
-            if self._users:
-                return
-            loop, thread = self._loop, self._thread
-            self._loop = self._thread = None
-        assert loop is not None and thread is not None
-        loop.call_soon_threadsafe(loop.stop)
+        with deferred_interrupts():  # the count and the stop go together, or not at all
+            with self._lock:
+                if self._users == 0:
+                    return
+                self._users -= 1
+                if self._users:
+                    return
+                loop, thread = self._loop, self._thread
+                self._loop = self._thread = None
+            assert loop is not None and thread is not None
+            loop.call_soon_threadsafe(loop.stop)
         if threading.current_thread() is not thread:
             thread.join(timeout=5.0)
             if thread.is_alive():

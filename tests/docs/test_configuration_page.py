@@ -75,3 +75,14 @@ def test_row_shows_the_default(name: str) -> None:
 def test_rows_have_a_meaning() -> None:
     empty = sorted(name for name, row in _rows().items() if len(row) < 3 or not row[2])
     assert not empty, f"rows without a meaning: {empty}"
+
+
+def test_crypto_feed_row_lists_every_location_the_settings_accept() -> None:
+    from typing import get_args
+
+    from alpaca_di.settings import CryptoFeed
+
+    cells = " ".join(_rows()["crypto_feed"])
+    for location in get_args(CryptoFeed):
+        assert f"`{location}`" in cells, f"the crypto_feed row does not list {location!r}"
+    assert "supports `us` only" not in cells

@@ -245,6 +245,44 @@ def test_a_feed_without_a_stream_path_is_a_configuration_error_naming_its_env_va
     assert endpoint_for(settings, "trading") == "wss://paper-api.alpaca.markets/stream"
 
 
+@pytest.mark.parametrize("location", ["us", "us-1", "eu-1"])
+def test_every_crypto_location_alpaca_serves_streams_from_the_emulator(emu, registry, location):
+    container = AlpacaContainer()
+    container.config.from_dict({**config_for(emu), "crypto_feed": location})
+    container.registry.override(registry)
+    path = f"/v1beta3/crypto/{location}"
+    try:
+        hub = container.crypto_stream()
+        assert hub.endpoint == emu.data_url(path)
+        recorder = Recorder()
+        with hub.subscribe(recorder, quotes=["BTC/USD"]) as sub:
+            sub.wait_confirmed(DEADLINE)
+            emu.publish(path, [quote("BTC/USD", bid=10.0, ask=10.2)], key_id=KEY)
+            [received] = recorder.wait_for(1, DEADLINE)
+        assert received.symbol == "BTC/USD"
+    finally:
+        container.shutdown_resources()
+
+
+def test_a_404_at_the_crypto_handshake_names_the_crypto_feed_setting(emu, registry):
+    container = AlpacaContainer()
+    container.config.from_dict({**config_for(emu), "crypto_feed": "eu-1"})
+    container.registry.override(registry)
+    emu.refuse_handshake(404, times=1, path="/v1beta3/crypto/eu-1")
+    try:
+        hub = container.crypto_stream()
+        hub.subscribe(quotes=["BTC/USD"])
+        with pytest.raises(ConfigurationError, match="ALPACA_CRYPTO_FEED") as excinfo:
+            hub.wait_ready(DEADLINE)
+        error = excinfo.value
+        assert "'eu-1'" in str(error)
+        assert "HTTP 404" in str(error)
+        assert error.env_vars == ("ALPACA_CRYPTO_FEED", "ALPACA_DATA_STREAM_URL")
+        assert hub.state is ConnectionState.FAILED  # a wrong setting is not retried
+    finally:
+        container.shutdown_resources()
+
+
 # -- sharing -----------------------------------------------------------------------------------
 
 

@@ -256,6 +256,27 @@ def test_wait_for_price_times_out_naming_the_symbol(pricing: PricingService) -> 
     assert pricing.tracked() == frozenset()
 
 
+def test_wait_for_price_timeout_names_the_streams_state_and_last_error(
+    emulator: AlpacaEmulator, acquire: Acquire
+) -> None:
+    emulator.refuse_handshake(429, times=10_000, path=IEX)
+    hub = acquire(StreamKind.STOCK, IEX)
+    service = PricingService(stock_stream=hub)
+    try:
+        service.track("AMZN")
+        emulator.wait_until(
+            lambda: hub.last_error is not None, 10.0, message="the 429 never reached the hub"
+        )
+        with pytest.raises(TimeoutError) as caught:
+            service.wait_for_price("AMZN", timeout=0.2)
+    finally:
+        service.close()
+    text = str(caught.value)
+    assert "no price for 'AMZN' within 0.2 s (stock stream " in text
+    assert any(f"stream {state}" in text for state in ("connecting", "reconnecting"))
+    assert "last error: ConnectionError: HTTP 429 at the WebSocket handshake" in text
+
+
 def test_crypto_without_a_crypto_stream_is_refused(acquire: Acquire) -> None:
     service = PricingService(stock_stream=acquire(StreamKind.STOCK, IEX))
     with pytest.raises(ValueError, match="'ETH/USD' is a crypto pair but this PricingService"):

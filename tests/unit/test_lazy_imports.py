@@ -33,8 +33,24 @@ def _modules_after(code: str) -> set[str]:
 
 
 def test_importing_the_package_or_the_cli_loads_neither_alpaca_py_nor_pandas() -> None:
-    for code in ("import alpaca_di", "import alpaca_di.cli.commands"):
+    for code in (
+        "import alpaca_di",
+        "import alpaca_di.cli.commands",
+        "from alpaca_di import AlpacaSettings; AlpacaSettings",
+        "from alpaca_di.protocol import StreamKind",
+        "from alpaca_di.transport import ConnectionOptions",
+    ):
         loaded = _modules_after(code)
         assert "alpaca" not in loaded, code
         assert "pandas" not in loaded, code
         assert "redis" not in loaded, code
+    assert "websockets" not in _modules_after("from alpaca_di import AlpacaSettings")
+
+
+def test_lazy_package_names_still_resolve() -> None:
+    from alpaca_di.protocol import parse
+    from alpaca_di.transport import Connection, check_url
+
+    assert callable(parse)
+    assert Connection.__name__ == "Connection"
+    assert callable(check_url)

@@ -69,7 +69,13 @@ STATUS_EVENT: Mapping[str, str] = {
 }
 
 
-def reconciled_update(order: Order, event: str) -> ReconciledTradeUpdate:
+def reconciled_update(order: Order, event: str | TradeEvent) -> ReconciledTradeUpdate:
+    """A :class:`ReconciledTradeUpdate` for ``order`` reaching ``event``, from its REST state.
+
+    ``update.event`` is the event's name as a ``str`` (``"fill"``), as in streamed
+    updates, whether ``event`` is given as a str or a ``TradeEvent``.
+    """
+    event = event_name(event)
     timestamps = {
         "fill": order.filled_at,
         "partial_fill": order.filled_at,
@@ -82,16 +88,10 @@ def reconciled_update(order: Order, event: str) -> ReconciledTradeUpdate:
     filled = event in ("fill", "partial_fill")
     price = float(order.filled_avg_price) if filled and order.filled_avg_price else None
     qty = float(order.filled_qty) if filled and order.filled_qty else None
-    return ReconciledTradeUpdate(
-        event=as_trade_event(event), order=order, timestamp=stamp, price=price, qty=qty
-    )
-
-
-def as_trade_event(event: str) -> TradeEvent | str:
-    try:
-        return TradeEvent(event)
-    except ValueError:
-        return event
+    # ``event`` stays the str the stream's updates carry: alpaca-py's TradeUpdate
+    # (``Union[TradeEvent, str]``) keeps every wire value a plain str, so a
+    # reconciled update prints, logs and compares exactly like a streamed one.
+    return ReconciledTradeUpdate(event=event, order=order, timestamp=stamp, price=price, qty=qty)
 
 
 def as_order(item: Any) -> Order:

@@ -48,7 +48,7 @@ from alpaca.trading.models import Order, TradeUpdate
 
 from alpaca_di._aio import running_loop, settle
 from alpaca_di._check import check_seconds
-from alpaca_di.errors import AlpacaAPIError, ConnectionClosedError
+from alpaca_di.errors import AlpacaAPIError, ConnectionClosedError, ServiceClosedError
 from alpaca_di.hub.delivery import InlineDrain
 from alpaca_di.hub.hub import StreamHub
 from alpaca_di.hub.inbox import Inbox
@@ -130,7 +130,9 @@ class TradingService:
             REST for orders submitted since (clock skew, in-flight submits).
 
     Thread-safe. Waiters block only their own thread; nothing runs on the
-    stream's loop but O(1) bookkeeping.
+    stream's loop but O(1) bookkeeping. Once closed (``shutdown_resources()``
+    closes it), every call raises :class:`~alpaca_di.errors.ServiceClosedError`;
+    iterators over its subscriptions end quietly.
 
     Example::
 
@@ -223,6 +225,7 @@ class TradingService:
         """
         if handler is not None and not callable(handler):
             raise TypeError(f"handler must be callable or None, got {type(handler).__name__}")
+        self._check_open()
         self._listen()
         loop = running_loop()
         inbox = Inbox(maxsize=None, overflow="drop_oldest", raw=False, never_drop=True)
@@ -232,7 +235,7 @@ class TradingService:
         with self._lock:
             if self._closed:
                 inbox.close()
-                raise ConnectionClosedError("the TradingService is closed")
+                raise _closed_error()
             self._subs.add(inbox)
         return sub
 
@@ -247,12 +250,14 @@ class TradingService:
             trading.listen(timeout=10)      # orders submitted from now on are seen
         """
         check_seconds("timeout", timeout)
+        self._check_open()
         self._check_off_loop("listen", "listen_async")
         self._listen().wait_confirmed(timeout)
 
     async def listen_async(self, timeout: float = 10.0) -> None:
         """Async :meth:`listen`."""
         check_seconds("timeout", timeout)
+        self._check_open()
         await self._listen().confirmed(timeout)
 
     def last_update(self, order_id: str | UUID) -> TradeUpdate | None:
@@ -266,6 +271,7 @@ class TradingService:
         """
         key = order_key(order_id)
         with self._lock:
+            self._check_open()
             record = self._orders.get(key)
             return record.last if record is not None else None
 
@@ -308,6 +314,7 @@ class TradingService:
         key = order_key(order_id)
         wanted = event_names(events)
         check_seconds("timeout", timeout)
+        self._check_open()
         self._check_off_loop("wait_for_order", "wait_for_order_async")
         deadline = time.monotonic() + timeout
         with self._lock:
@@ -367,6 +374,7 @@ class TradingService:
         key = order_key(order_id)
         wanted = event_names(events)
         check_seconds("timeout", timeout)
+        self._check_open()
         deadline = time.monotonic() + timeout
         with self._lock:
             found = self._match(key, wanted)
@@ -477,7 +485,7 @@ class TradingService:
     def _listen(self) -> Subscription:
         with self._lock:
             if self._closed:
-                raise ConnectionClosedError("the TradingService is closed")
+                raise _closed_error()
             sub = self._sub
             if sub is None or sub.closed:
                 if self._remove_listener is None:
@@ -594,7 +602,7 @@ class TradingService:
 
     def _raise_down(self) -> None:
         if self._closed:
-            raise ConnectionClosedError("the TradingService is closed")
+            raise _closed_error()
         state = self._hub.state
         if state is ConnectionState.FAILED:
             self._hub.wait_ready(timeout=0.01)  # raises the named error of the failure
@@ -604,6 +612,10 @@ class TradingService:
         if not self._closed and self._hub.state is ConnectionState.FAILED:
             await self._hub.ready(timeout=0.01)  # raises the named error of the failure
         self._raise_down()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise _closed_error()
 
     def _check_off_loop(self, name: str, alternative: str) -> None:
         if running_loop() is not None:
@@ -768,6 +780,10 @@ class TradingService:
             _log.warning("trading.reconcile_unconfirmed", error=str(exc))
         finally:
             probe.close()
+
+
+def _closed_error() -> ServiceClosedError:
+    return ServiceClosedError("TradingService", "trading_service")
 
 
 def _spawn(target: Callable[..., None], *args: Any) -> None:

@@ -197,7 +197,7 @@ def test_deferred_resolves_nothing_until_used() -> None:
         raise AssertionError("resolved")
 
     manager = AlpacaManager.deferred(trading_client=boom)
-    assert repr(manager) == "<AlpacaManager>"
+    assert repr(manager) == "<AlpacaManager closed=False>"
     assert manager.pricing_service is None
     with pytest.raises(RuntimeError, match="needs a pricing_service"):
         manager.marketable_limit_price("AAPL", "buy")

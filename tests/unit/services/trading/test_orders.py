@@ -6,10 +6,13 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from alpaca.trading.models import Order
+from alpaca.trading.enums import TradeEvent
+from alpaca.trading.models import Order, TradeUpdate
 
+from alpaca_di.protocol.models import parse
 from alpaca_di.services.trading import FINAL_EVENTS, TRADE_EVENTS, ReconciledTradeUpdate
 from alpaca_di.services.trading.orders import event_names, order_key, reconciled_update
+from alpaca_di.testing.fakes import trade_update_message
 
 T0 = datetime(2024, 1, 2, 15, 30, tzinfo=timezone.utc)
 
@@ -64,3 +67,19 @@ def test_a_reconciled_fill_carries_the_cumulative_quantity_and_average_price() -
     canceled = reconciled_update(order("canceled"), "canceled")
     assert (canceled.qty, canceled.price) == (None, None)
     assert canceled.timestamp == T0
+
+
+@pytest.mark.parametrize("name", sorted(TRADE_EVENTS))
+def test_streamed_and_reconciled_updates_carry_the_same_event_type(name: str) -> None:
+    streamed = parse("trade_updates", "AAPL", trade_update_message(name))
+    assert isinstance(streamed, TradeUpdate)
+    reconciled = reconciled_update(streamed.order, name)
+    # The str alpaca-py's own TradingStream delivers, on both paths: it prints and
+    # logs as the event's name (f"{TradeEvent.FILL}" would be "TradeEvent.FILL").
+    assert type(streamed.event) is str
+    assert type(reconciled.event) is str
+    assert streamed.event == reconciled.event == name
+    assert f"{reconciled.event}" == name
+    if name in {event.value for event in TradeEvent}:
+        assert reconciled_update(streamed.order, TradeEvent(name)).event == name
+        assert type(reconciled_update(streamed.order, TradeEvent(name)).event) is str
