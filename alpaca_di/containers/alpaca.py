@@ -148,7 +148,13 @@ class AlpacaContainer(containers.DeclarativeContainer):
       (a stateless facade over the client and the services), one per container;
       a ``StreamResource`` so that ``shutdown_resources()`` closes it with the
       services it wraps (its calls then raise
-      :class:`~alpaca_di.errors.ServiceClosedError`).
+      :class:`~alpaca_di.errors.ServiceClosedError`). It is built with
+      :meth:`AlpacaManager.deferred <alpaca_di.services.manager.AlpacaManager.deferred>`:
+      ``trading_client``, ``trading_service`` and ``pricing_service`` are
+      resolved only when a method needs them, so overriding the one provider a
+      component uses (for example ``trading_client`` with a
+      :class:`~alpaca_di.testing.FakeTradingClient`) is enough, without
+      settings for the others.
     * ``shared_stock_stream`` ... ``shared_trading_stream`` -- Factories of the
       alpaca-py-shaped ``Shared*Stream`` adapters over the hubs.
     * ``health`` -- a :class:`~alpaca_di.hub.health.HealthReport` of *this*
@@ -231,11 +237,13 @@ class AlpacaContainer(containers.DeclarativeContainer):
     trading_service = StreamResource(
         init_trading_service, trading_stream=trading_stream, trading_client=trading_client
     )
+    # Lazy: the manager resolves each provider when a method needs it, so a test
+    # overrides only the one its component uses (no settings for the others).
     alpaca_manager = StreamResource(
         init_alpaca_manager,
-        trading_client=trading_client,
-        trading_service=trading_service,
-        pricing_service=pricing_service,
+        trading_client=trading_client.provider,
+        trading_service=trading_service.provider,
+        pricing_service=pricing_service.provider,
     )
 
     shared_stock_stream = providers.Factory(SharedStockDataStream, stock_stream)

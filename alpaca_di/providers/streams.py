@@ -34,7 +34,7 @@ stream resources, dependency-injector shuts them down before the streams.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING
 
 import structlog
@@ -43,7 +43,7 @@ from alpaca_di.credentials import Credentials
 from alpaca_di.hub.hub import StreamHub
 from alpaca_di.hub.registry import ConnectionRegistry
 from alpaca_di.protocol import StreamKind
-from alpaca_di.services.interfaces import PriceSource
+from alpaca_di.services.interfaces import OrderUpdates, PriceSource
 from alpaca_di.services.manager import AlpacaManager
 from alpaca_di.services.pricing import PricingService
 from alpaca_di.services.trading import TradingService
@@ -207,25 +207,29 @@ def init_trading_service(
 
 
 def init_alpaca_manager(
-    trading_client: TradingClient,
-    trading_service: TradingService | None = None,
-    pricing_service: PriceSource | None = None,
+    trading_client: Callable[[], TradingClient],
+    trading_service: Callable[[], OrderUpdates] | None = None,
+    pricing_service: Callable[[], PriceSource] | None = None,
 ) -> Generator[AlpacaManager, None, None]:
     """An :class:`~alpaca_di.services.manager.AlpacaManager`; closed at shutdown.
 
     A resource (not a Factory) so that a manager resolved before
     ``shutdown_resources()`` learns that its container shut down: its calls then
     raise :class:`~alpaca_di.errors.ServiceClosedError` instead of using a closed
-    HTTP session and closed services.
+    HTTP session and closed services. The arguments are zero-argument callables
+    (providers' ``.provider``), resolved when a method needs them
+    (:meth:`AlpacaManager.deferred <alpaca_di.services.manager.AlpacaManager.deferred>`),
+    so building the manager resolves none of them.
 
     Example::
 
         alpaca_manager = StreamResource(
-            init_alpaca_manager, trading_client=trading_client,
-            trading_service=trading_service, pricing_service=pricing_service,
+            init_alpaca_manager, trading_client=trading_client.provider,
+            trading_service=trading_service.provider,
+            pricing_service=pricing_service.provider,
         )
     """
-    manager = AlpacaManager(
+    manager = AlpacaManager.deferred(
         trading_client=trading_client,
         trading_service=trading_service,
         pricing_service=pricing_service,

@@ -18,6 +18,11 @@ any fake with the same methods, which mypy checks::
 
 The protocols are ``runtime_checkable``: ``isinstance(obj, PriceSource)`` checks
 that the methods exist (not their signatures).
+
+:class:`~alpaca_di.services.manager.AlpacaManager` needs no more than these:
+an :class:`OrderUpdates` for ``submit_and_wait`` (a :class:`ListeningOrderUpdates`
+is told to listen before the order goes out) and a :class:`PriceSource` for
+``marketable_limit_price``.
 """
 
 from __future__ import annotations
@@ -29,7 +34,13 @@ from uuid import UUID
 from alpaca.trading.enums import TradeEvent
 from alpaca.trading.models import TradeUpdate
 
-__all__ = ["DEFAULT_FINAL_EVENTS", "OrderUpdates", "PriceSource", "PriceTracker"]
+__all__ = [
+    "DEFAULT_FINAL_EVENTS",
+    "ListeningOrderUpdates",
+    "OrderUpdates",
+    "PriceSource",
+    "PriceTracker",
+]
 
 DEFAULT_FINAL_EVENTS: tuple[str, ...] = ("fill", "canceled", "rejected", "expired")
 """The events :meth:`OrderUpdates.wait_for_order` waits for unless told otherwise."""
@@ -108,4 +119,55 @@ class OrderUpdates(Protocol):
         timeout: float = 30.0,
     ) -> TradeUpdate:
         """Async :meth:`wait_for_order`: never blocks the running loop."""
+        ...
+
+
+@runtime_checkable
+class ListeningOrderUpdates(OrderUpdates, Protocol):
+    """:class:`OrderUpdates` that can start listening *before* an order is submitted.
+
+    :meth:`AlpacaManager.submit_and_wait <alpaca_di.services.manager.AlpacaManager.submit_and_wait>`
+    calls :meth:`listen` first when its ``trading_service`` has it, then waits
+    with ``catch_up=False`` (nothing can have been missed). Plain
+    :class:`OrderUpdates` are waited on as they are: they must remember updates
+    that arrive before the wait (``FakeOrderUpdates`` does).
+    :class:`~alpaca_di.services.trading.TradingService` and
+    :class:`~alpaca_di.testing.FakeOrderUpdates` satisfy it.
+
+    Example::
+
+        def submit(orders: ListeningOrderUpdates, client: TradingClient, request) -> TradeUpdate:
+            orders.listen(timeout=10)
+            order = client.submit_order(request)
+            return orders.wait_for_order(order.id, timeout=30, catch_up=False)
+    """
+
+    def listen(self, timeout: float = 10.0) -> None:
+        """Block until updates of orders submitted from now on will be seen."""
+        ...
+
+    async def listen_async(self, timeout: float = 10.0) -> None:
+        """Async :meth:`listen`."""
+        ...
+
+    def wait_for_order(
+        self,
+        order_id: str | UUID,
+        events: Iterable[str | TradeEvent] = DEFAULT_FINAL_EVENTS,
+        timeout: float = 30.0,
+        *,
+        catch_up: bool = True,
+    ) -> TradeUpdate:
+        """:meth:`OrderUpdates.wait_for_order`; ``catch_up=False`` skips any REST look-up."""
+        ...
+
+    async def wait_for_order_async(
+        self,
+        order_id: str | UUID,
+        events: Iterable[str | TradeEvent] = DEFAULT_FINAL_EVENTS,
+        timeout: float = 30.0,
+        *,
+        catch_up: bool = True,
+    ) -> TradeUpdate:
+        """Async :meth:`wait_for_order`."""
         ...

@@ -1,15 +1,23 @@
 """AlpacaManager: the REST facade, with live prices and order updates injected.
 
 It wraps alpaca-py's ``TradingClient`` (account, positions, orders) and uses
-the injected :class:`~alpaca_di.services.trading.TradingService` and
-:class:`~alpaca_di.services.pricing.PricingService` for the things REST alone
-cannot do well: waiting for a fill, and pricing a marketable limit order::
+an injected :class:`~alpaca_di.services.interfaces.OrderUpdates` (the
+:class:`~alpaca_di.services.trading.TradingService`, or a fake) and
+:class:`~alpaca_di.services.interfaces.PriceSource` (the
+:class:`~alpaca_di.services.pricing.PricingService`, or a fake) for the things
+REST alone cannot do well: waiting for a fill, and pricing a marketable limit
+order::
 
     manager = AlpacaManager(trading_client=client, trading_service=trading,
                             pricing_service=pricing)
     fill = manager.submit_and_wait(MarketOrderRequest(symbol="AAPL", qty=1, side="buy",
                                                       time_in_force="day"))
     limit = manager.marketable_limit_price("AAPL", "buy", offset_bps=10)
+
+The container builds it with :meth:`AlpacaManager.deferred`: each dependency is
+resolved when a method first needs it, so a component that only prices orders
+is tested by overriding ``pricing_service`` alone, one that only submits by
+overriding ``trading_client`` alone, and nothing else needs settings.
 
 REST errors from alpaca-py surface as :class:`~alpaca_di.errors.AlpacaAPIError`
 with the API's own message and the HTTP status (never the secret key). Every
@@ -32,9 +40,13 @@ from alpaca.trading.requests import OrderRequest
 
 from alpaca_di._check import check_seconds
 from alpaca_di.errors import ServiceClosedError
-from alpaca_di.services.interfaces import DEFAULT_FINAL_EVENTS, PriceSource
+from alpaca_di.services.interfaces import (
+    DEFAULT_FINAL_EVENTS,
+    ListeningOrderUpdates,
+    OrderUpdates,
+    PriceSource,
+)
 from alpaca_di.services.rest import rest_call
-from alpaca_di.services.trading import TradingService
 from alpaca_di.services.trading.orders import event_names, order_key
 
 if TYPE_CHECKING:
@@ -50,15 +62,21 @@ class AlpacaManager:
     """Account, positions and orders through one ``TradingClient``.
 
     Args:
-        trading_client: alpaca-py ``TradingClient`` (``url_override`` for the emulator).
-        trading_service: the :class:`TradingService` (needed by :meth:`submit_and_wait`).
+        trading_client: alpaca-py ``TradingClient`` (``url_override`` for the emulator),
+            or anything with its methods (:class:`~alpaca_di.testing.FakeTradingClient`).
+        trading_service: an :class:`~alpaca_di.services.interfaces.OrderUpdates`
+            (needed by :meth:`submit_and_wait`): the
+            :class:`~alpaca_di.services.trading.TradingService` or a
+            :class:`~alpaca_di.testing.FakeOrderUpdates`. When it is a
+            :class:`~alpaca_di.services.interfaces.ListeningOrderUpdates` it is
+            told to listen before the order is submitted.
         pricing_service: a :class:`~alpaca_di.services.interfaces.PriceSource`
             (needed by :meth:`marketable_limit_price`).
 
     The manager creates no connection of its own; the container injects all
-    three. Thread-safe as far as ``TradingClient`` is (its ``requests``
-    session is shared). The container closes it at shutdown; from then on
-    every call raises :class:`~alpaca_di.errors.ServiceClosedError`.
+    three, lazily (:meth:`deferred`). Thread-safe as far as ``TradingClient`` is
+    (its ``requests`` session is shared). The container closes it at shutdown;
+    from then on every call raises :class:`~alpaca_di.errors.ServiceClosedError`.
 
     Example::
 
@@ -73,33 +91,76 @@ class AlpacaManager:
     def __init__(
         self,
         trading_client: TradingClient,
-        trading_service: TradingService | None = None,
+        trading_service: OrderUpdates | None = None,
         pricing_service: PriceSource | None = None,
     ) -> None:
-        if trading_client is None or not hasattr(trading_client, "submit_order"):
-            raise TypeError(
-                "trading_client must be an alpaca-py TradingClient, "
-                f"got {type(trading_client).__name__}"
-            )
-        self._client = trading_client
-        self._trading = trading_service
-        self._pricing = pricing_service
+        _check_client(trading_client)
+        self._client_of: Callable[[], TradingClient] = lambda: trading_client
+        self._trading_of: Callable[[], OrderUpdates | None] = lambda: trading_service
+        self._pricing_of: Callable[[], PriceSource | None] = lambda: pricing_service
         self._closed = False
+
+    @classmethod
+    def deferred(
+        cls,
+        trading_client: Callable[[], TradingClient],
+        trading_service: Callable[[], OrderUpdates] | None = None,
+        pricing_service: Callable[[], PriceSource] | None = None,
+    ) -> AlpacaManager:
+        """A manager that resolves each dependency when a method first needs it.
+
+        Each argument is a zero-argument callable (a provider's ``.provider``),
+        called at every use, so the manager always sees the provider's current
+        value (an override, or the fresh service after a shutdown) and building
+        it resolves nothing: ``account()`` never builds the pricing service,
+        ``marketable_limit_price()`` never builds the client.
+
+        Example::
+
+            alpaca_manager = providers.Factory(
+                AlpacaManager.deferred,
+                trading_client=trading_client.provider,
+                trading_service=trading_service.provider,
+                pricing_service=pricing_service.provider,
+            )
+        """
+        for name, source in (
+            ("trading_client", trading_client),
+            ("trading_service", trading_service),
+            ("pricing_service", pricing_service),
+        ):
+            if source is not None and not callable(source):
+                raise TypeError(
+                    f"AlpacaManager.deferred: {name} must be a zero-argument callable "
+                    f"(a provider), got {type(source).__name__}"
+                )
+        manager = cls.__new__(cls)
+        manager._closed = False
+
+        def client() -> TradingClient:
+            value = trading_client()
+            _check_client(value)
+            return value
+
+        manager._client_of = client
+        manager._trading_of = trading_service if trading_service is not None else _none
+        manager._pricing_of = pricing_service if pricing_service is not None else _none
+        return manager
 
     @property
     def trading_client(self) -> TradingClient:
-        """The injected alpaca-py ``TradingClient``."""
-        return self._client
+        """The injected alpaca-py ``TradingClient`` (resolved now when deferred)."""
+        return self._client_of()
 
     @property
-    def trading_service(self) -> TradingService | None:
-        """The injected :class:`TradingService`, if any."""
-        return self._trading
+    def trading_service(self) -> OrderUpdates | None:
+        """The injected order updates (a :class:`TradingService`), if any."""
+        return self._trading_of()
 
     @property
     def pricing_service(self) -> PriceSource | None:
         """The injected price source, if any."""
-        return self._pricing
+        return self._pricing_of()
 
     @property
     def closed(self) -> bool:
@@ -122,11 +183,11 @@ class AlpacaManager:
 
             print(manager.account().buying_power)
         """
-        return cast(TradeAccount, self._call(self._client.get_account))
+        return cast(TradeAccount, self._call(lambda client: client.get_account()))
 
     def positions(self) -> list[Position]:
         """``GET /v2/positions``: every open position."""
-        return cast(list[Position], self._call(self._client.get_all_positions))
+        return cast(list[Position], self._call(lambda client: client.get_all_positions()))
 
     def submit_order(self, request: OrderRequest) -> Order:
         """``POST /v2/orders``. ``request`` is an alpaca-py ``OrderRequest`` subclass.
@@ -141,17 +202,17 @@ class AlpacaManager:
                 symbol="AAPL", qty=1, side=OrderSide.BUY, time_in_force=TimeInForce.DAY))
         """
         _check_request(request)
-        return cast(Order, self._call(lambda: self._client.submit_order(order_data=request)))
+        return cast(Order, self._call(lambda client: client.submit_order(order_data=request)))
 
     def cancel_order(self, order_id: str | UUID) -> None:
         """``DELETE /v2/orders/{id}``; the ``canceled`` update follows on the stream."""
         key = order_key(order_id)
-        self._call(lambda: self._client.cancel_order_by_id(key))
+        self._call(lambda client: client.cancel_order_by_id(key))
 
     def get_order(self, order_id: str | UUID) -> Order:
         """``GET /v2/orders/{id}``."""
         key = order_key(order_id)
-        return cast(Order, self._call(lambda: self._client.get_order_by_id(key)))
+        return cast(Order, self._call(lambda client: client.get_order_by_id(key)))
 
     def submit_and_wait(
         self,
@@ -161,9 +222,11 @@ class AlpacaManager:
     ) -> TradeUpdate:
         """Submit an order and block until it reaches one of ``events``; return that update.
 
-        The trading stream is open and listening *before* the order goes out,
-        and the service remembers every update, so a fill faster than the REST
-        reply is never missed; a fill during a disconnect is reconciled.
+        The trading stream is open and listening *before* the order goes out
+        (when the service is a
+        :class:`~alpaca_di.services.interfaces.ListeningOrderUpdates`), and the
+        service remembers every update, so a fill faster than the REST reply is
+        never missed; a fill during a disconnect is reconciled.
 
         Raises:
             TimeoutError: the order reached none of ``events`` within ``timeout`` s
@@ -181,10 +244,14 @@ class AlpacaManager:
         wanted = event_names(events)  # validated before anything is submitted
         _check_request(request)
         deadline = time.monotonic() + timeout
-        service.listen(timeout)
+        if isinstance(service, ListeningOrderUpdates):
+            service.listen(timeout)
+            order = self.submit_order(request)
+            remaining = max(deadline - time.monotonic(), 0.001)
+            return service.wait_for_order(order.id, wanted, remaining, catch_up=False)
         order = self.submit_order(request)
         remaining = max(deadline - time.monotonic(), 0.001)
-        return service.wait_for_order(order.id, wanted, remaining, catch_up=False)
+        return service.wait_for_order(order.id, wanted, remaining)
 
     def marketable_limit_price(
         self,
@@ -211,12 +278,6 @@ class AlpacaManager:
             limit = manager.marketable_limit_price("AAPL", "buy", offset_bps=5)
         """
         self._check_open()
-        pricing = self._pricing
-        if pricing is None:
-            raise RuntimeError(
-                "marketable_limit_price() needs a pricing_service; build AlpacaManager "
-                "with pricing_service=..."
-            )
         buy = _is_buy(side)
         if (
             isinstance(offset_bps, bool)
@@ -226,6 +287,12 @@ class AlpacaManager:
             or offset_bps >= 10_000
         ):
             raise ValueError(f"offset_bps must be within [0, 10000), got {offset_bps!r}")
+        pricing = self._pricing_of()
+        if pricing is None:
+            raise RuntimeError(
+                "marketable_limit_price() needs a pricing_service; build AlpacaManager "
+                "with pricing_service=..."
+            )
         mid = pricing.price(symbol, max_age=max_age)
         if mid is None:
             mid = pricing.wait_for_price(symbol, timeout=timeout)
@@ -270,35 +337,50 @@ class AlpacaManager:
         wanted = event_names(events)  # validated before anything is submitted
         _check_request(request)
         deadline = time.monotonic() + timeout
-        await service.listen_async(timeout)
+        if isinstance(service, ListeningOrderUpdates):
+            await service.listen_async(timeout)
+            order = await self.submit_order_async(request)
+            remaining = max(deadline - time.monotonic(), 0.001)
+            return await service.wait_for_order_async(order.id, wanted, remaining, catch_up=False)
         order = await self.submit_order_async(request)
         remaining = max(deadline - time.monotonic(), 0.001)
-        return await service.wait_for_order_async(order.id, wanted, remaining, catch_up=False)
+        return await service.wait_for_order_async(order.id, wanted, remaining)
 
     def __repr__(self) -> str:
-        return (
-            f"<AlpacaManager trading_service={self._trading is not None} "
-            f"pricing_service={self._pricing is not None} closed={self._closed}>"
-        )
+        # Resolves nothing: a repr must not build services (or need settings).
+        return f"<AlpacaManager closed={self._closed}>"
 
     # -- internals -----------------------------------------------------------------------
 
-    def _call(self, call: Callable[[], Any]) -> Any:
+    def _call(self, call: Callable[[TradingClient], Any]) -> Any:
         self._check_open()
-        return rest_call(self._client, call)
+        client = self._client_of()
+        return rest_call(client, lambda: call(client))
 
     def _check_open(self) -> None:
         if self._closed:
             raise ServiceClosedError("AlpacaManager", "alpaca_manager")
 
-    def _require_trading(self) -> TradingService:
+    def _require_trading(self) -> OrderUpdates:
         self._check_open()
-        if self._trading is None:
+        trading = self._trading_of()
+        if trading is None:
             raise RuntimeError(
                 "submit_and_wait() needs a trading_service; build AlpacaManager with "
                 "trading_service=..."
             )
-        return self._trading
+        return trading
+
+
+def _none() -> None:
+    return None
+
+
+def _check_client(client: object) -> None:
+    if client is None or not hasattr(client, "submit_order"):
+        raise TypeError(
+            f"trading_client must be an alpaca-py TradingClient, got {type(client).__name__}"
+        )
 
 
 def _check_request(request: object) -> None:

@@ -5,6 +5,8 @@
   (:class:`~alpaca_di.testing.memory.MemoryUpstream`) that tests push messages
   into, and :func:`fake_container` to run an ``AlpacaContainer`` on them.
 * :class:`FakePriceSource`, :class:`FakeOrderUpdates` -- fakes of the service protocols.
+* :class:`FakeTradingClient` -- alpaca-py's ``TradingClient`` in memory; its orders
+  push ``new`` / ``fill`` (or ``rejected``, partial fills) into a ``FakeOrderUpdates``.
 * :class:`Recorder` -- a handler that records messages and waits for them.
 * :mod:`~alpaca_di.testing.messages` -- wire-form quote/trade/bar/news builders.
 * :func:`register_secret` / :func:`find_leaks` -- the secrets a test suite must
@@ -41,6 +43,7 @@ from alpaca_di.testing.fakes import (
 )
 from alpaca_di.testing.memory import MemoryUpstream
 from alpaca_di.testing.recorder import Recorder
+from alpaca_di.testing.trading_client import FakeTradingClient
 
 __all__ = [
     "AlpacaEmulator",
@@ -48,6 +51,7 @@ __all__ = [
     "FakePriceSource",
     "FakeStreamHub",
     "FakeSubscription",
+    "FakeTradingClient",
     "MemoryUpstream",
     "Recorder",
     "fake_container",

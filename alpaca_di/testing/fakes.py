@@ -144,7 +144,12 @@ class FakeOrderUpdates:
     """A :class:`~alpaca_di.services.interfaces.OrderUpdates` fed with :meth:`push`.
 
     Updates pushed before a ``wait_for_order`` call still resolve it, as with
-    the real service.
+    the real service. It is also a
+    :class:`~alpaca_di.services.interfaces.ListeningOrderUpdates`: :meth:`listen`
+    only counts its calls (:attr:`listens`), so ``AlpacaManager.submit_and_wait``
+    runs on it as on the real service. Override ``trading_service`` with it, and
+    let a :class:`~alpaca_di.testing.FakeTradingClient` push the updates of the
+    orders it is given.
 
     Example::
 
@@ -158,6 +163,30 @@ class FakeOrderUpdates:
         self._signal = Signal()
         self._cond = self._signal.cond
         self._updates: dict[str, list[TradeUpdate]] = {}
+        self._all: list[TradeUpdate] = []
+        self._listens = 0
+
+    @property
+    def listens(self) -> int:
+        """How many times :meth:`listen` / :meth:`listen_async` were called."""
+        with self._cond:
+            return self._listens
+
+    def listen(self, timeout: float = 10.0) -> None:
+        """Nothing to open: always listening. Counted in :attr:`listens`."""
+        with self._cond:
+            self._listens += 1
+
+    async def listen_async(self, timeout: float = 10.0) -> None:
+        """Async :meth:`listen`."""
+        self.listen(timeout)
+
+    def updates(self, order_id: str | UUID | None = None) -> list[TradeUpdate]:
+        """Every update pushed so far (of ``order_id`` only, when given), oldest first."""
+        with self._cond:
+            if order_id is not None:
+                return list(self._updates.get(str(order_id), []))
+            return list(self._all)
 
     def push(self, event: str | TradeEvent = "fill", /, **fields: Any) -> TradeUpdate:
         """Record a trade update built by :func:`~alpaca_di.testing.messages.trade_update`.
@@ -174,6 +203,7 @@ class FakeOrderUpdates:
         """Record an alpaca-py ``TradeUpdate`` you built yourself."""
         with self._cond:
             self._updates.setdefault(str(update.order.id), []).append(update)
+            self._all.append(update)
             self._signal.notify()
 
     def wait_for_order(
@@ -181,8 +211,13 @@ class FakeOrderUpdates:
         order_id: str | UUID,
         events: Iterable[str | TradeEvent] = DEFAULT_FINAL_EVENTS,
         timeout: float = 30.0,
+        *,
+        catch_up: bool = True,
     ) -> TradeUpdate:
-        """The latest pushed update of ``order_id`` with one of ``events``."""
+        """The latest pushed update of ``order_id`` with one of ``events``.
+
+        ``catch_up`` is accepted for the real service's signature and ignored.
+        """
         match, describe = self._matcher(order_id, events)
         with self._cond:
             if not self._cond.wait_for(lambda: match() is not None, timeout):
@@ -196,6 +231,8 @@ class FakeOrderUpdates:
         order_id: str | UUID,
         events: Iterable[str | TradeEvent] = DEFAULT_FINAL_EVENTS,
         timeout: float = 30.0,
+        *,
+        catch_up: bool = True,
     ) -> TradeUpdate:
         """Async :meth:`wait_for_order`: never blocks the running loop."""
         match, describe = self._matcher(order_id, events)

@@ -34,7 +34,10 @@ FAKES_TEST = EXAMPLES / "test_with_fakes.py"
 DEADLINE = 90.0  # seconds a whole subprocess may take (it normally takes a few)
 
 register_secret(
-    "example-secret-for-the-emulator", "paper-example-secret", "live-example-secret"
+    "example-secret-for-the-emulator",
+    "paper-example-secret",
+    "live-example-secret",
+    "example-secret-for-the-order-app",
 )
 
 
@@ -102,6 +105,11 @@ def test_migrating_from_singletons() -> None:
     assert re.search(r"^executor: fill 2 AAPL at \d", out, re.M)
     assert "legacy StockDataStream code got 10 quotes through the shared socket" in out
     assert out.count("1 socket accepted, 1 closed with a close frame, 0 open") == 2
+
+
+def test_order_app() -> None:
+    out = run_example("order_app.py")
+    assert re.search(r"bought \d+ AAPL at [\d.]+ \(fill\)", out), out
 
 
 def test_with_fakes_passes_under_pytest() -> None:

@@ -102,3 +102,124 @@ def test_other_exceptions_pass_through() -> None:
     manager = AlpacaManager(trading_client=FakeClient(KeyError("x")))  # type: ignore[arg-type]
     with pytest.raises(KeyError):
         manager.account()
+
+
+# -- dependencies: protocols, resolved lazily -------------------------------------------------
+
+
+class _OrderClient:
+    """Stands in for TradingClient: accepts orders, and pushes their fill to ``updates``."""
+
+    def __init__(self, updates: Any) -> None:
+        self.updates = updates
+        self.submitted: list[Any] = []
+
+    def submit_order(self, order_data: Any) -> Any:
+        self.submitted.append(order_data)
+        update = self.updates.push("fill", symbol=order_data.symbol)
+        return update.order
+
+
+def _market() -> Any:
+    from alpaca.trading.requests import MarketOrderRequest
+
+    return MarketOrderRequest(symbol="AAPL", qty=1, side="buy", time_in_force="day")
+
+
+def test_submit_and_wait_on_fake_order_updates() -> None:
+    from alpaca_di.testing import FakeOrderUpdates
+
+    updates = FakeOrderUpdates()
+    manager = AlpacaManager(trading_client=_OrderClient(updates), trading_service=updates)  # type: ignore[arg-type]
+    update = manager.submit_and_wait(_market(), timeout=5)
+    assert update.event == "fill"
+    assert updates.listens == 1  # listened before the order went out
+
+
+async def test_submit_and_wait_async_on_fake_order_updates() -> None:
+    from alpaca_di.testing import FakeOrderUpdates
+
+    updates = FakeOrderUpdates()
+    manager = AlpacaManager(trading_client=_OrderClient(updates), trading_service=updates)  # type: ignore[arg-type]
+    update = await manager.submit_and_wait_async(_market(), timeout=5)
+    assert update.event == "fill"
+    assert updates.listens == 1
+
+
+class _PlainOrderUpdates:
+    """Only the OrderUpdates protocol: no listen(), no catch_up."""
+
+    def __init__(self) -> None:
+        from alpaca_di.testing import FakeOrderUpdates
+
+        self._inner = FakeOrderUpdates()
+        self.push = self._inner.push
+
+    def wait_for_order(self, order_id: Any, events: Any = ("fill",), timeout: float = 30.0) -> Any:
+        return self._inner.wait_for_order(order_id, events, timeout)
+
+    async def wait_for_order_async(
+        self, order_id: Any, events: Any = ("fill",), timeout: float = 30.0
+    ) -> Any:
+        return await self._inner.wait_for_order_async(order_id, events, timeout)
+
+
+def test_submit_and_wait_on_a_plain_order_updates() -> None:
+    updates = _PlainOrderUpdates()
+    manager = AlpacaManager(trading_client=_OrderClient(updates), trading_service=updates)  # type: ignore[arg-type]
+    assert manager.submit_and_wait(_market(), timeout=5).event == "fill"
+
+
+def test_the_user_report_override_trading_service_and_client_only() -> None:
+    """Reported: ConfigurationError (pricing built from settings), then no ``listen``."""
+    from dependency_injector import providers
+
+    from alpaca_di import AlpacaContainer
+    from alpaca_di.testing import FakeOrderUpdates
+
+    container = AlpacaContainer()  # no settings anywhere
+    updates = FakeOrderUpdates()
+    container.trading_service.override(providers.Object(updates))
+    container.trading_client.override(providers.Object(_OrderClient(updates)))
+    try:
+        manager = container.alpaca_manager()
+        assert manager.submit_and_wait(_market(), timeout=5).event == "fill"
+        assert manager.trading_service is updates
+    finally:
+        container.reset_override()
+
+
+def test_deferred_resolves_nothing_until_used() -> None:
+    calls: list[str] = []
+
+    def boom() -> Any:
+        calls.append("client")
+        raise AssertionError("resolved")
+
+    manager = AlpacaManager.deferred(trading_client=boom)
+    assert repr(manager) == "<AlpacaManager closed=False>"
+    assert manager.pricing_service is None
+    with pytest.raises(RuntimeError, match="needs a pricing_service"):
+        manager.marketable_limit_price("AAPL", "buy")
+    assert calls == []
+    with pytest.raises(AssertionError, match="resolved"):
+        manager.account()
+    with pytest.raises(TypeError, match="zero-argument callable"):
+        AlpacaManager.deferred(trading_client=object())  # type: ignore[arg-type]
+    bad = AlpacaManager.deferred(trading_client=lambda: None)  # type: ignore[arg-type,return-value]
+    with pytest.raises(TypeError, match="TradingClient"):
+        bad.account()
+
+
+def test_override_pricing_service_alone_prices_without_settings() -> None:
+    from dependency_injector import providers
+
+    from alpaca_di import AlpacaContainer
+    from alpaca_di.testing import FakePriceSource
+
+    container = AlpacaContainer()
+    container.pricing_service.override(providers.Object(FakePriceSource({"AAPL": 100.0})))
+    try:
+        assert container.alpaca_manager().marketable_limit_price("AAPL", "buy") == 100.1
+    finally:
+        container.reset_override()
