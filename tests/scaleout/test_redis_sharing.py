@@ -446,7 +446,8 @@ def test_a_leader_holds_trade_updates_while_redis_is_away_and_appends_them_after
         # The leader's own consumers have them at once, from memory; Redis has none yet.
         assert [u["seq"] for u in got_l.wait_for(6)] == list(range(6))
         wait_for(lambda: health_of(leader, lease.hub).unpublished == 5, 15, "five held")
-        assert health_of(leader, lease.hub).redis == "down"
+        # The process notices a cut link at its next read or ping: wait for it to say so.
+        wait_for(lambda: health_of(leader, lease.hub).redis == "down", 15, "redis down")
         assert [u["seq"] for u in got_f.items] == [0]
 
         proxy.restore()
