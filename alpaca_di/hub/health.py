@@ -64,6 +64,10 @@ class ConnectionHealth(BaseModel):
         unpublished: with ``sharing="redis"``, on the leader: messages it read from
             its socket that Redis has not taken yet (trade updates are held until
             Redis acknowledges them); ``0`` elsewhere.
+        limit_rejections: with ``sharing="redis"``: the ``406 connection limit
+            exceeded`` replies the current leader's socket got since it took over
+            (a previous leader's socket still holding the slot; the leader retries
+            until it frees); ``None`` while no leader is known or locally.
         in_use: the connection has a consumer or was asked to open (it left
             ``idle``); ``False`` for a stream the application never used.
         ever_connected: the connection has reached ``connected`` at least once.
@@ -99,6 +103,7 @@ class ConnectionHealth(BaseModel):
     redis: str | None = None
     lag_ms: float | None = None
     unpublished: int | None = None
+    limit_rejections: int | None = None
     in_use: bool = False
     ever_connected: bool = False
     subscriptions_pending: int = 0

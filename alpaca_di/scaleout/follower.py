@@ -37,6 +37,7 @@ from alpaca_di.credentials import Credentials
 from alpaca_di.credentials import mask_url as mask_redis_url  # its former name, still exported
 from alpaca_di.errors import (
     ConnectionClosedError,
+    ConnectionLimitError,
     ProtocolError,
     SymbolLimitError,
     describe_error,
@@ -47,6 +48,7 @@ from alpaca_di.scaleout.client import RedisTarget, redis_client
 from alpaca_di.scaleout.options import SharingOptions, new_identity
 from alpaca_di.scaleout.updates import UpdateReader
 from alpaca_di.scaleout.wire import (
+    SLOT_HELD,
     LeaderStatus,
     Pair,
     SharingKeys,
@@ -54,6 +56,7 @@ from alpaca_di.scaleout.wire import (
     decode_batch,
     encode_demand,
     error_from_record,
+    is_permanent,
 )
 from alpaca_di.transport.backoff import Backoff, ExponentialBackoff
 from alpaca_di.transport.connection import ConnectionListener
@@ -72,7 +75,7 @@ _NO_LEADER = ConnectionClosedError(
 
 
 class _LeaderFailed(Exception):
-    """The leader reported a fatal upstream error: this upstream fails too."""
+    """The leader reported an upstream error retrying cannot heal: this upstream fails too."""
 
 
 def _bytes(value: bytes | str) -> bytes:
@@ -254,7 +257,8 @@ class RedisUpstream:
         ``down``, or ``None`` before the hub first connects), ``lag_ms`` (smoothed
         delay from the leader's publish to this process's receipt; wall clocks, so it
         includes clock skew across hosts) and ``unpublished`` (what this process's
-        leader read that Redis has not taken yet)::
+        leader read that Redis has not taken yet) and ``limit_rejections`` (the 406
+        replies the leader's socket got this term)::
 
             health = hub.health().model_copy(update=upstream.health_fields())
         """
@@ -265,6 +269,7 @@ class RedisUpstream:
             "redis": "up" if self._redis_up else ("down" if self.started else None),
             "lag_ms": round(self._lag_ms, 3) if self._lag_ms is not None else None,
             "unpublished": self._held() if self._held is not None else 0,
+            "limit_rejections": status.limit_rejections if status is not None else None,
         }
 
     # -- state -----------------------------------------------------------------------------
@@ -291,9 +296,15 @@ class RedisUpstream:
         if self._closing or self.state.is_final:
             return
         status = self._status
-        if status is not None and status.state == ConnectionState.FAILED.value:
-            self._fatal = error_from_record(status.error, feed=self.options.feed)
-            return
+        leader_error = self._leader_error(status)
+        if leader_error is not None and status is not None:
+            if status.state == ConnectionState.FAILED.value and is_permanent(leader_error):
+                self._fatal = leader_error
+                return
+            # Anything else the leader reports (a 406 while an old socket holds the
+            # slot, a drop, even a FAILED that retrying may heal) is transient here:
+            # mirrored as reconnecting, with the leader's error as ours.
+            self.last_error = leader_error
         if self._redis_up and status is not None and status.state == "connected":
             if self.state is not ConnectionState.CONNECTED:
                 self._ever_connected = True
@@ -311,6 +322,23 @@ class RedisUpstream:
         self._set_state(
             ConnectionState.RECONNECTING if self._ever_connected else ConnectionState.CONNECTING
         )
+
+    def _leader_error(self, status: LeaderStatus | None) -> BaseException | None:
+        """The error the leader's status reports, rebuilt; ``None`` while it is connected."""
+        if status is None or status.state == "connected":
+            return None
+        if status.error is None:
+            if status.state == ConnectionState.FAILED.value:
+                return ConnectionClosedError("the shared upstream failed")
+            return None
+        error = error_from_record(status.error, feed=self.options.feed)
+        if isinstance(error, ConnectionLimitError):
+            error = ConnectionLimitError(
+                error.code,
+                error.server_message,
+                f"{SLOT_HELD} (leader {status.leader}: {status.limit_rejections} times this term)",
+            )
+        return error
 
     def _apply_status(self, status: LeaderStatus | None) -> None:
         if status is None:

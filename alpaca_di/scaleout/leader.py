@@ -24,6 +24,7 @@ updates.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -33,7 +34,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from alpaca_di.credentials import Credentials
-from alpaca_di.errors import ServerError, describe_error
+from alpaca_di.errors import ConnectionLimitError, ServerError, describe_error
 from alpaca_di.protocol import StreamKind, SubscriptionState
 from alpaca_di.scaleout.election import LeaderElector
 from alpaca_di.scaleout.options import SharingOptions
@@ -45,6 +46,7 @@ from alpaca_di.scaleout.recovery import (
     rest_client,
 )
 from alpaca_di.scaleout.wire import (
+    SLOT_HELD,
     LeaderStatus,
     Pair,
     SharingKeys,
@@ -125,6 +127,7 @@ class GroupLeader:
         self.seen: dict[str, int] = {}
         self.state = ConnectionState.IDLE
         self.error: BaseException | None = None
+        self.limit_rejections = 0
         self.members = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._fence: asyncio.Task[None] | None = None
@@ -211,6 +214,7 @@ class GroupLeader:
         self.epoch = epoch
         self.state = ConnectionState.IDLE
         self.error = None
+        self.limit_rejections = 0
         self.ack = {}
         self.seen = {}
         self.rejected = {}
@@ -377,7 +381,12 @@ class GroupLeader:
                 self.endpoint,
                 kind=self.kind,
                 credentials=self.credentials,
-                options=self.options,
+                # A 406 here means a previous leader's socket still holds the slot (a
+                # frozen or partitioned process that has not noticed it was deposed):
+                # it frees when that process is fenced or the server reaps it, so the
+                # leader retries for as long as the group wants the stream; only what
+                # cannot heal (402, 409) ends in FAILED.
+                options=dataclasses.replace(self.options, connection_limit_grace=None),
                 subscriptions=self.subscriptions,
                 listener=_Tap(self, self.generation),
                 loop=asyncio.get_running_loop(),
@@ -406,9 +415,20 @@ class GroupLeader:
     # -- the upstream's events (on the gateway loop) ---------------------------------------
 
     def upstream_state(self, state: ConnectionState, error: BaseException | None) -> None:
-        """The upstream socket changed state."""
+        """The upstream socket changed state; its last error travels with the status."""
         self.state = state
-        if state is ConnectionState.FAILED:
+        if state is ConnectionState.CONNECTED:
+            self.error = None
+        elif error is not None:
+            if state is ConnectionState.RECONNECTING and isinstance(error, ConnectionLimitError):
+                self.limit_rejections += 1
+                if self.limit_rejections == 1 or self.limit_rejections % 50 == 0:
+                    self._log.warning(
+                        "gateway.slot_held",
+                        rejections=self.limit_rejections,
+                        epoch=self.epoch,
+                        reason=SLOT_HELD,
+                    )
             self.error = error
         if state is not ConnectionState.CONNECTED:
             self.ack = {}
@@ -504,8 +524,9 @@ class GroupLeader:
             state=self.state.value,
             ack=dict(self.ack),
             rejected=tuple((c, s, code, text) for (c, s), (code, text) in self.rejected.items()),
-            error=error_record(self.error) if self.state is ConnectionState.FAILED else None,
+            error=error_record(self.error) if self.state is not ConnectionState.CONNECTED else None,
             seen=dict(self.seen),
+            limit_rejections=self.limit_rejections,
         )
 
     async def _renew(self, elector: LeaderElector) -> bool:

@@ -42,8 +42,10 @@ import msgpack
 
 from alpaca_di.credentials import Credentials
 from alpaca_di.errors import (
+    AuthenticationError,
     ConfigurationError,
     ConnectionClosedError,
+    InsufficientSubscriptionError,
     ProtocolError,
     ServerError,
     error_for_code,
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
     from redis.typing import EncodableT, FieldT
 
 __all__ = [
+    "SLOT_HELD",
     "LeaderStatus",
     "Pair",
     "SharingKeys",
@@ -67,6 +70,7 @@ __all__ = [
     "encode_update",
     "error_from_record",
     "error_record",
+    "is_permanent",
     "stream_position",
     "tag_of_channel",
     "update_entry",
@@ -286,6 +290,27 @@ def stream_position(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+SLOT_HELD = (
+    "a previous leader's socket may still hold the slot (a frozen or partitioned "
+    "process); the leader retries until it frees"
+)
+"""Why a leader's socket gets ``406 connection limit exceeded`` after a takeover."""
+
+
+def is_permanent(error: BaseException) -> bool:
+    """True for an upstream error that retrying cannot heal (bad keys 402, no plan 409 ...).
+
+    A follower fails with its leader only for these; any other leader state
+    (a 406 while an old socket holds the slot, a drop) is mirrored as transient::
+
+        is_permanent(AuthenticationError(402, "auth failed"))           # True
+        is_permanent(ConnectionLimitError(406, "connection limit exceeded"))  # False
+    """
+    return isinstance(
+        error, (AuthenticationError, InsufficientSubscriptionError, ConfigurationError)
+    )
+
+
 def error_record(error: BaseException | None) -> tuple[str, int | None, str] | None:
     """``(type name, Alpaca code or None, message)`` of an upstream error, for followers.
 
@@ -331,11 +356,13 @@ class LeaderStatus:
             leader stepped down.
         ack: the server's confirmed subscription state (channel -> symbols).
         rejected: ``(channel, symbol, code, message)`` the server refused (405).
-        error: the upstream's fatal error (:func:`error_record`) when ``state`` is
-            ``failed``.
+        error: the upstream's last error (:func:`error_record`) while ``state`` is
+            not ``connected``: fatal when ``failed``, else what it is retrying.
         seen: member id -> the version of its demand the leader has applied; a
             member trusts ``ack`` for its own pairs only once its latest version
             is seen.
+        limit_rejections: the 406 replies the leader's socket got this term (a
+            previous leader's socket holding the slot).
 
     Example::
 
@@ -350,6 +377,7 @@ class LeaderStatus:
     rejected: tuple[tuple[str, str, int, str], ...] = ()
     error: tuple[str, int | None, str] | None = None
     seen: Mapping[str, int] = field(default_factory=dict)
+    limit_rejections: int = 0
 
     def encode(self) -> bytes:
         """msgpack bytes of this status."""
@@ -365,6 +393,7 @@ class LeaderStatus:
                     "rejected": [list(item) for item in self.rejected],
                     "error": list(self.error) if self.error else None,
                     "seen": dict(self.seen),
+                    "limited": self.limit_rejections,
                 }
             ),
         )
@@ -386,6 +415,7 @@ class LeaderStatus:
                 ),
                 error=(str(error[0]), error[1], str(error[2])) if error else None,
                 seen={str(m): int(v) for m, v in (record.get("seen") or {}).items()},
+                limit_rejections=int(record.get("limited") or 0),
             )
         except Exception as exc:
             raise ProtocolError(f"undecodable leader status: {type(exc).__name__}") from None

@@ -209,6 +209,8 @@ class Connection:
         self.malformed = 0
         self.last_message_monotonic: float | None = None
         self.last_error: BaseException | None = None
+        # 406 replies (connection limit exceeded) over the connection's life.
+        self.limit_rejections = 0
         self._credentials = credentials
         self._listener = listener
         self._loop = loop
@@ -338,12 +340,9 @@ class Connection:
                 self._set_state(ConnectionState.FAILED, exc)
                 return
             except ConnectionLimitError as exc:
-                now = time.monotonic()
-                self._limit_since = self._limit_since or now
-                if now - self._limit_since >= self.options.connection_limit_grace:
+                if self._limited(exc):
                     self._set_state(ConnectionState.FAILED, exc)
                     return
-                self.last_error = exc
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # every transport failure reconnects
@@ -356,6 +355,23 @@ class Connection:
                 )
             finally:
                 self._disconnected()
+
+    def _limited(self, error: ConnectionLimitError) -> bool:
+        """Count a 406; True when it is final (its grace window is over)."""
+        now = time.monotonic()
+        self._limit_since = self._limit_since or now
+        self.limit_rejections += 1
+        self.last_error = error
+        grace = self.options.connection_limit_grace
+        final = grace is not None and now - self._limit_since >= grace
+        if not final and (self.limit_rejections <= 10 or self.limit_rejections % 100 == 0):
+            self._log.warning(
+                "connection.limit_retry",
+                rejections=self.limit_rejections,
+                seconds=round(now - self._limit_since, 3),
+                grace=grace,
+            )
+        return final
 
     async def _session(self) -> None:
         self._cause = None

@@ -34,7 +34,10 @@ class ConnectionOptions:
         backoff_max: longest reconnect delay in seconds.
         connection_limit_grace: how long ``406 connection limit exceeded`` is retried
             before :class:`~alpaca_di.errors.ConnectionLimitError` is raised (Alpaca
-            reaps a dead socket after about 90 s).
+            reaps a dead socket after about 90 s). ``None``: a 406 is never final,
+            it is retried with backoff for as long as the connection is wanted (the
+            scale-out leader's socket: a previous leader's socket holds the slot
+            until that process is fenced or the server reaps it).
         ping_interval: seconds between keepalive pings; ``None`` disables them.
         ping_timeout: seconds to wait for a pong before the socket counts as dead.
         data_timeout: opt-in: recycle a connected socket that has subscriptions but
@@ -50,7 +53,7 @@ class ConnectionOptions:
 
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
-    connection_limit_grace: float = 90.0
+    connection_limit_grace: float | None = 90.0
     ping_interval: float | None = 10.0
     ping_timeout: float | None = 20.0
     data_timeout: float | None = None
@@ -74,9 +77,11 @@ class ConnectionOptions:
                 f"({self.backoff_initial})"
             )
         grace = self.connection_limit_grace
-        if isinstance(grace, bool) or not isinstance(grace, (int, float)) or grace < 0:
+        if grace is not None and (
+            isinstance(grace, bool) or not isinstance(grace, (int, float)) or grace < 0
+        ):
             raise ValueError(
-                f"connection_limit_grace must be >= 0, got {self.connection_limit_grace!r}"
+                f"connection_limit_grace must be >= 0 or None, got {self.connection_limit_grace!r}"
             )
         for name in ("ping_interval", "ping_timeout", "data_timeout"):
             value = getattr(self, name)

@@ -1,0 +1,392 @@
+"""A frozen, a dropped and a stopped leader: the deployment heals by itself.
+
+Three worker processes (``_freeze_worker.run_freeze_worker``, spawn) share one
+emulator account that allows one socket per key and path
+(``connection_limit=1``), through a redis-server this module starts on a spare
+port (never the shared one on 6379). Real signals:
+
+* SIGSTOP the leader past the lock TTL, with a short 406 grace: the new
+  leader's socket gets 406s while the frozen socket still holds the slot. No
+  worker ever ends ``failed``; the 406s are counted in health
+  (``limit_rejections``, ``last_error``); after SIGCONT the old leader fences
+  itself, the slot frees and quotes reach every worker again.
+* SIGSTOP the leader, then the emulator's keepalive pings drop the frozen
+  socket: the deployment recovers while the old leader stays frozen.
+* SIGTERM the leader: it releases the lock right after its close frame (a
+  ``gone`` farewell status, not an expiry), and a follower takes over.
+
+Every wait is a condition with a deadline; the freeze lasts until a condition
+(enough 406s counted) holds. Timings are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import redis
+from _freeze_worker import run_freeze_worker
+from _scaleout_support import KEY, SECRET
+
+from alpaca_di.emulator import AlpacaEmulator
+from alpaca_di.scaleout.wire import LeaderStatus
+from alpaca_di.testing.messages import quote
+
+pytestmark = [
+    pytest.mark.redis,
+    pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not on PATH"),
+]
+
+IEX = "/v2/iex"
+WORKERS = 3
+SHARING = {
+    "lock_ttl": 1.5,
+    "renew_interval": 0.25,
+    "heartbeat_interval": 0.25,
+    "heartbeat_ttl": 1.0,
+    "command_timeout": 1.0,
+}
+GRACE = 0.2  # a short 406 grace window: the scale-out leader must not honour it
+_NEVER = threading.Event()
+
+
+class RedisServer:
+    """A throw-away ``redis-server`` on a spare port."""
+
+    def __init__(self) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        assert self.port != 6379
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        client = self.client()
+        try:
+            while True:
+                try:
+                    if client.ping():
+                        return
+                except (redis.RedisError, OSError):
+                    if time.monotonic() > deadline or self.proc.poll() is not None:
+                        raise
+                _NEVER.wait(0.05)  # polling period of the start-up check, bounded above
+        finally:
+            client.close()
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url, socket_connect_timeout=1, socket_timeout=1)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+
+class Results:
+    """What the workers report, gathered by a thread; deadline-bound waits."""
+
+    def __init__(self, source: Any) -> None:
+        self._source = source
+        self.cond = threading.Condition()
+        self.ready: dict[int, tuple[int, str]] = {}
+        self.quotes: dict[int, set[int]] = defaultdict(set)
+        self.health: dict[int, dict[str, Any]] = {}
+        self.stopped: set[int] = set()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        while not self._done.is_set():
+            try:
+                item = self._source.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            with self.cond:
+                kind, index = item[0], item[1]
+                if kind == "ready":
+                    self.ready[index] = (item[2], item[3])
+                elif kind == "quote":
+                    self.quotes[index].add(item[3])
+                elif kind == "health":
+                    self.health[index] = next(r for r in item[2] if r["kind"] == "stock")
+                elif kind == "stopped":
+                    self.stopped.add(index)
+                self.cond.notify_all()
+
+    def require(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+        with self.cond:
+            if not self.cond.wait_for(predicate, timeout):
+                raise TimeoutError(f"within {timeout} s: {what}")
+
+    def close(self) -> None:
+        self._done.set()
+        self._thread.join(2)
+
+
+@dataclass
+class Deployment:
+    emulator: AlpacaEmulator
+    server: RedisServer
+    procs: list[Any]
+    commands: list[Any]
+    results: Results
+    prefix: str
+    leader: int = -1
+    mark: int = 1000
+    seen_states: dict[int, set[str]] = field(default_factory=lambda: defaultdict(set))
+
+    def health(self, indexes: list[int], timeout: float = 10) -> dict[int, dict[str, Any]]:
+        with self.results.cond:
+            for i in indexes:
+                self.results.health.pop(i, None)
+        for i in indexes:
+            self.commands[i].put("health")
+        self.results.require(
+            lambda: all(i in self.results.health for i in indexes), timeout, f"health of {indexes}"
+        )
+        rows = {i: self.results.health[i] for i in indexes}
+        for i, row in rows.items():
+            self.seen_states[i].add(row["state"])
+            self.seen_states[i].update(t["state"] for t in row["transitions"])
+        return rows
+
+    def quotes_reach(self, indexes: list[int], timeout: float, what: str) -> None:
+        """Publish a fresh quote per attempt until every worker in ``indexes`` got one."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.mark += 1
+            mark = self.mark
+            self.emulator.publish(IEX, [quote("AAPL", bid_size=mark)])
+            with self.results.cond:
+                got = self.results.cond.wait_for(
+                    lambda m=mark: all(m in self.results.quotes[i] for i in indexes), 0.5
+                )
+            if got:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"within {timeout} s: {what}")
+
+    def find_leader(self) -> int:
+        rows = self.health(list(range(WORKERS)))
+        leaders = [i for i, row in rows.items() if row["role"] == "leader"]
+        assert len(leaders) == 1, rows
+        self.leader = leaders[0]
+        return self.leader
+
+    def followers(self) -> list[int]:
+        return [i for i in range(WORKERS) if i != self.leader]
+
+    def rejections_406(self) -> int:
+        return self.emulator.counters(KEY, IEX).rejections.get(406, 0)
+
+
+@pytest.fixture
+def deployment(request: pytest.FixtureRequest) -> Iterator[Deployment]:
+    started = time.monotonic()
+    emulator = AlpacaEmulator(connection_limit=1)
+    emulator.start()
+    server = RedisServer()
+    ctx = multiprocessing.get_context("spawn")
+    results_queue = ctx.Queue()
+    commands = [ctx.Queue() for _ in range(WORKERS)]
+    prefix = f"faults-{request.node.name[-20:]}"
+    config = {
+        "key": KEY,
+        "secret": SECRET,
+        "data_url": emulator.ws_url,
+        "redis_url": server.url,
+        "sharing": {"prefix": prefix, **SHARING},
+        "settings": {"connection_limit_grace": GRACE},
+    }
+    procs = [
+        ctx.Process(
+            target=run_freeze_worker, args=(i, config, commands[i], results_queue), daemon=True
+        )
+        for i in range(WORKERS)
+    ]
+    results = Results(results_queue)
+    deploy = Deployment(emulator, server, procs, commands, results, prefix)
+    try:
+        for proc in procs:
+            proc.start()
+        results.require(lambda: len(results.ready) == WORKERS, 45, "all workers ready")
+        deploy.quotes_reach(list(range(WORKERS)), 15, "quotes reach every worker at start")
+        deploy.find_leader()
+        yield deploy
+    finally:
+        try:
+            for proc in procs:  # a stopped process first resumes, then goes
+                if proc.pid is not None and proc.is_alive():
+                    try:
+                        os.kill(proc.pid, signal.SIGCONT)
+                    except ProcessLookupError:
+                        pass
+            for i, proc in enumerate(procs):
+                if proc.is_alive():
+                    commands[i].put("stop")
+            for proc in procs:
+                proc.join(10)
+                if proc.is_alive():
+                    proc.kill()
+                    proc.join(5)
+            results.close()
+            emulator.stop()
+        finally:
+            server.kill()  # whatever failed above: never leave a redis-server behind
+        print(f"(test took {time.monotonic() - started:.1f} s)")
+
+
+def _stopped(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
+def _freeze_until_406s(deploy: Deployment, count: int) -> tuple[dict[int, dict[str, Any]], int]:
+    """SIGSTOP the leader; return the followers' health once each counts ``count`` 406s."""
+    pid = deploy.procs[deploy.leader].pid
+    assert pid is not None
+    before = deploy.rejections_406()
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + 30
+    while True:  # the freeze lasts until the new leader has counted enough 406s
+        rows = deploy.health(deploy.followers())
+        for i, row in rows.items():
+            assert row["state"] != "failed", (i, row)
+        if all((row["limit_rejections"] or 0) >= count for row in rows.values()):
+            assert _stopped(pid)
+            return rows, deploy.rejections_406() - before
+        assert time.monotonic() < deadline, f"406s not counted in health: {rows}"
+        with deploy.results.cond:
+            deploy.results.cond.wait(0.1)  # the polling period, bounded by the deadline
+
+
+def test_a_frozen_leader_past_the_lock_ttl_heals_after_sigcont(deployment: Deployment) -> None:
+    deploy = deployment
+    old = deploy.leader
+    rows, emulated = _freeze_until_406s(deploy, 11)
+    for i, row in rows.items():
+        assert row["state"] in ("connecting", "reconnecting"), (i, row)
+        error = row["last_error"] or ""
+        assert "ConnectionLimitError" in error, (i, error)
+        assert "(406)" in error, (i, error)
+        assert "previous leader's socket may still hold the slot" in error, (i, error)
+    assert emulated >= 11
+    during = {i: row["limit_rejections"] for i, row in rows.items()}
+    new_leader = next(i for i, row in rows.items() if row["role"] == "leader")
+
+    os.kill(deploy.procs[old].pid, signal.SIGCONT)  # type: ignore[arg-type]
+    deploy.quotes_reach(list(range(WORKERS)), 30, "quotes reach every worker after SIGCONT")
+    after = deploy.health(list(range(WORKERS)))
+    for i, row in after.items():
+        assert row["state"] == "connected", (i, row)
+    for i in range(WORKERS):
+        assert "failed" not in deploy.seen_states[i], (i, deploy.seen_states[i])
+    assert deploy.emulator.counters(KEY, IEX).max_concurrent == 1
+    leaders_after = [i for i, r in after.items() if r["role"] == "leader"]
+    print(
+        f"\nfrozen leader: worker {old} stopped until the followers counted >= 11 406s; "
+        f"406s sent by the emulator {emulated}; limit_rejections in follower health {during} "
+        f"(leader worker {new_leader}); states seen {dict(deploy.seen_states)}; after SIGCONT "
+        f"every worker connected, leader now {leaders_after}"
+    )
+
+
+def test_b_the_server_drops_a_frozen_leader_and_the_deployment_recovers(
+    deployment: Deployment,
+) -> None:
+    deploy = deployment
+    old = deploy.leader
+    pid = deploy.procs[old].pid
+    assert pid is not None
+    rows, emulated = _freeze_until_406s(deploy, 3)
+    drops_before = deploy.emulator.counters(KEY, IEX).keepalive_drops
+    deploy.emulator.set_keepalive(0.2, ping_timeout=0.5)  # the frozen client never pongs
+    deploy.quotes_reach(deploy.followers(), 30, "quotes reach the live workers")
+    counters = deploy.emulator.counters(KEY, IEX)
+    assert counters.keepalive_drops > drops_before
+    assert _stopped(pid), "the old leader is still frozen"
+    after = deploy.health(deploy.followers())
+    for i, row in after.items():
+        assert row["state"] == "connected", (i, row)
+        assert "failed" not in deploy.seen_states[i]
+    assert counters.max_concurrent == 1
+    print(
+        f"\nfrozen leader dropped by keepalive: worker {old} stays stopped; 406s before the "
+        f"drop {emulated} (health {[r['limit_rejections'] for r in rows.values()]}); "
+        f"keepalive drops {counters.keepalive_drops - drops_before}; quotes flow to "
+        f"{deploy.followers()}"
+    )
+
+
+def test_c_sigterm_hands_over_with_a_release_not_a_ttl(deployment: Deployment) -> None:
+    deploy = deployment
+    old = deploy.leader
+    old_identity = deploy.results.ready[old][1]
+    client = deploy.server.client()
+    (lock_key,) = list(client.scan_iter(match=f"{deploy.prefix}:*:leader"))
+    channel = lock_key.decode().removesuffix(":leader") + ":ch:status"
+    pubsub = client.pubsub()
+    pubsub.subscribe(channel)
+    statuses: list[LeaderStatus] = []
+    try:
+        while pubsub.get_message(timeout=0.5) is None:  # the subscribe confirmation
+            pass
+        assert client.get(lock_key) is not None
+        closes_before = deploy.emulator.counters(KEY, IEX).close_frames_received
+        os.kill(deploy.procs[old].pid, signal.SIGTERM)  # type: ignore[arg-type]
+
+        deadline = time.monotonic() + 20
+        while not any(s.leader != old_identity and s.state == "connected" for s in statuses):
+            assert time.monotonic() < deadline, [(s.leader, s.state) for s in statuses]
+            message = pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+            if message and message["type"] == "message":
+                statuses.append(LeaderStatus.decode(message["data"]))
+        deploy.results.require(lambda: old in deploy.results.stopped, 10, "the old leader stops")
+        deploy.procs[old].join(10)
+        assert deploy.procs[old].exitcode == 0
+
+        # The old leader's farewell ("gone": it released the lock) came before any
+        # status of the new leader, whose term is newer.
+        gone = next(
+            n for n, s in enumerate(statuses) if s.leader == old_identity and s.state == "gone"
+        )
+        first_new = next(n for n, s in enumerate(statuses) if s.leader != old_identity)
+        assert gone < first_new
+        assert statuses[first_new].epoch > statuses[gone].epoch
+        assert deploy.emulator.counters(KEY, IEX).close_frames_received > closes_before
+        deploy.leader = -1
+        live = [i for i in range(WORKERS) if i != old]
+        deploy.quotes_reach(live, 15, "quotes resume at the followers")
+        rows = deploy.health(live)
+        leaders = [i for i, row in rows.items() if row["role"] == "leader"]
+        assert len(leaders) == 1
+        for i, row in rows.items():
+            assert row["state"] == "connected"
+            assert "failed" not in deploy.seen_states[i]
+        print(
+            f"\nSIGTERM handover: statuses {[(s.leader[-6:], s.epoch, s.state) for s in statuses]};"
+            f" new leader worker {leaders[0]}; 406s "
+            f"{deploy.emulator.counters(KEY, IEX).rejections.get(406, 0)}"
+        )
+    finally:
+        pubsub.close()
+        client.close()
