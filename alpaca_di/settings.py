@@ -160,7 +160,9 @@ class AlpacaSettings(BaseSettings):
     backoff_initial: PositiveFloat = Field(0.5, description="First reconnect delay (s).")
     backoff_max: PositiveFloat = Field(30.0, description="Longest reconnect delay (s).")
     connection_limit_grace: NonNegativeFloat = Field(
-        90.0, description="How long 406 connection limit exceeded is retried (s)."
+        90.0,
+        description="How long 406 connection limit exceeded is retried (s), local sharing; "
+        "a sharing=redis leader retries for as long as the stream is wanted.",
     )
     ping_interval: PositiveFloat | None = Field(
         10.0, description="Keepalive ping period (s); None disables pings."

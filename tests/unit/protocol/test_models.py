@@ -100,7 +100,11 @@ def test_news_timestamps_and_missing_symbols() -> None:
     assert isinstance(news, News)
     assert news.symbols == []
     assert news.created_at == TS.to_datetime()
-    assert news == alpaca_py("news", raw)
+    try:
+        expected = alpaca_py("news", raw)
+    except ValueError:  # alpaca-py before 0.44 requires the field; we default it
+        expected = alpaca_py("news", {**raw, "symbols": []})
+    assert news == expected
 
 
 def test_datetime_and_rfc3339_timestamps_are_accepted() -> None:
