@@ -35,7 +35,7 @@ import asyncio
 import inspect
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, TypeVar, cast, overload
 
 import structlog
@@ -185,7 +185,9 @@ class StreamResource(providers.Resource[T]):
         # A Ctrl-C between the initializer taking its lease and dependency-injector
         # recording the resource would leave a lease no shutdown releases: the
         # (network-free) initialisation completes first, then the interrupt lands.
-        with deferred_interrupts(), self._guard:
+        # Once initialised, a resolution only returns the resource: nothing to hold.
+        interrupts = nullcontext() if self.initialized else deferred_interrupts()
+        with interrupts, self._guard:
             resource = cast(Any, super())._provide(args, kwargs)
             if asyncio.isfuture(resource) or inspect.iscoroutine(resource):
                 # An async dependency made dependency-injector start an async init.

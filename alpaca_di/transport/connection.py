@@ -13,7 +13,6 @@ whole set once after every (re)connect.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -24,6 +23,7 @@ import structlog
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, WebSocketException
 
+from alpaca_di._check import is_loopback
 from alpaca_di.credentials import Credentials
 from alpaca_di.errors import (
     AlpacaDIError,
@@ -154,21 +154,12 @@ def check_url(url: str, *, allow_insecure: bool) -> None:
         )
     if parts.username or parts.password:
         raise ConfigurationError("stream URL must not carry credentials in it")
-    if parts.scheme == "ws" and not allow_insecure and not _is_loopback(parts.hostname):
+    if parts.scheme == "ws" and not allow_insecure and not is_loopback(parts.hostname):
         raise ConfigurationError(
             f"refusing plain ws:// to non-loopback host {parts.hostname!r}: the secret key "
             "would travel unencrypted. Use wss://, or set allow_insecure=True "
             "(ALPACA_ALLOW_INSECURE=true) if you really mean it"
         )
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class Connection:

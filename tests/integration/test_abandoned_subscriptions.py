@@ -12,8 +12,9 @@ import asyncio
 import gc
 import threading
 import weakref
-from collections.abc import Callable
 from typing import Any
+
+from _integration_support import wait_until
 
 from alpaca_di import Lease
 from alpaca_di.emulator import AlpacaEmulator
@@ -24,16 +25,6 @@ IEX = "/v2/iex"
 DEADLINE = 20.0
 ABANDONED = 1_000
 SYMBOLS = [f"AB{n:02d}" for n in range(100)]
-
-
-def _wait_until(condition: Callable[[], bool], what: str) -> None:
-    """Re-check ``condition`` until it holds; fail after DEADLINE (a hang fails)."""
-    tick = threading.Event()
-    for _ in range(int(DEADLINE / 0.01)):
-        if condition():
-            return
-        tick.wait(0.01)
-    raise AssertionError(f"not reached within {DEADLINE} s: {what}")
 
 
 def _on_wire(emulator: AlpacaEmulator) -> frozenset[str]:
@@ -56,8 +47,8 @@ def test_abandoned_sync_iterators_leave_the_wire_and_free_their_queues(
     del subs, sub
     gc.collect()
     assert not _any_alive(refs)
-    _wait_until(lambda: hub.health().consumers == 1, "only the keeper left")
-    _wait_until(lambda: _on_wire(emulator) == {"KEEP"}, "abandoned symbols unsubscribed")
+    wait_until(lambda: hub.health().consumers == 1, DEADLINE, "only the keeper left")
+    wait_until(lambda: _on_wire(emulator) == {"KEEP"}, DEADLINE, "abandoned symbols unsubscribed")
     emulator.publish(IEX, [quote("KEEP", bid=1.0)], key_id=KEY)
     assert keeper.get(timeout=DEADLINE).bid_price == 1.0
     keeper.close()
@@ -124,6 +115,6 @@ def test_discarded_handler_subscriptions_keep_receiving(
     gc.collect()
     emulator.publish(IEX, [quote("HOLD", bid=2.0)], key_id=KEY)
     assert done.wait(DEADLINE), f"{calls[0]} of {ABANDONED} handlers ran"
-    _wait_until(lambda: calls[1] == 1, "the async handler ran")
+    wait_until(lambda: calls[1] == 1, DEADLINE, "the async handler ran")
     assert hub.health().consumers == ABANDONED + 1
     assert "HOLD" in _on_wire(emulator)

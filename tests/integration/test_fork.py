@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from _integration_support import wait_until
 
 from alpaca_di import AlpacaContainer
 from alpaca_di.emulator import AlpacaEmulator
@@ -74,15 +74,6 @@ def _child(container: AlpacaContainer, inherited: Any, report: Any) -> None:
     report.close()
 
 
-def _wait_until(condition: Any, what: str) -> None:
-    tick = threading.Event()
-    for _ in range(int(DEADLINE / 0.01)):
-        if condition():
-            return
-        tick.wait(0.01)
-    raise AssertionError(f"not reached within {DEADLINE} s: {what}")
-
-
 def _run_parent_side(container: AlpacaContainer, emu: AlpacaEmulator, start: Any) -> str:
     parent_sub = container.stock_stream().subscribe(quotes=["PARENT"])
     parent_sub.wait_confirmed(DEADLINE)
@@ -90,7 +81,9 @@ def _run_parent_side(container: AlpacaContainer, emu: AlpacaEmulator, start: Any
     receive, send = multiprocessing.Pipe(duplex=False)
     finished = start(container, parent_sub, send)
     send.close()
-    _wait_until(lambda: "CHILD" in emu.subscriptions(KEY, IEX)["quotes"], "child subscribed")
+    wait_until(
+        lambda: "CHILD" in emu.subscriptions(KEY, IEX)["quotes"], DEADLINE, "child subscribed"
+    )
     assert emu.counters(KEY, IEX).open == 2  # the child's own socket
     emu.publish(IEX, [quote("CHILD", bid=7.0), quote("PARENT", bid=8.0)], key_id=KEY)
     assert parent_sub.get(timeout=DEADLINE).bid_price == 8.0  # the parent keeps receiving
@@ -118,13 +111,20 @@ def test_a_plain_os_fork_child_opens_its_own_socket(
                 os._exit(code)
 
         def finished() -> bool:
-            for _ in range(int(DEADLINE / 0.01)):
+            exited: list[int] = []
+
+            def reaped() -> bool:
                 done, status = os.waitpid(pid, os.WNOHANG)
                 if done:
-                    return os.waitstatus_to_exitcode(status) == 0
-                threading.Event().wait(0.01)
-            os.kill(pid, 9)
-            return False
+                    exited.append(os.waitstatus_to_exitcode(status))
+                return bool(done)
+
+            try:
+                wait_until(reaped, DEADLINE, "the child exited")
+            except AssertionError:
+                os.kill(pid, 9)
+                return False
+            return exited == [0]
 
         return finished
 

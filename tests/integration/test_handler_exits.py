@@ -8,11 +8,11 @@ so no worker thread or event loop that other consumers share dies.
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from _integration_support import wait_until
 
 from alpaca_di import ConnectionRegistry, StreamHub
 from alpaca_di.credentials import Credentials
@@ -48,16 +48,6 @@ def _hub(registry: ConnectionRegistry, emu: AlpacaEmulator) -> StreamHub:
     ).hub
 
 
-def _wait_until(condition: Any) -> None:
-    """Re-check ``condition`` until it holds; fail after DEADLINE (a hang fails, never waits)."""
-    done = threading.Event()
-    for _ in range(int(DEADLINE / 0.01)):
-        if condition():
-            return
-        done.wait(0.01)
-    raise AssertionError("condition not reached within the deadline")
-
-
 def _raiser(exc: type[BaseException]) -> Any:
     def handler(message: Any) -> None:
         raise exc()
@@ -78,7 +68,7 @@ def test_sync_handlers_raising_exits_close_only_themselves(
         sub.wait_confirmed(DEADLINE)
     emu.publish(IEX, [quote("AAPL", bid=float(n)) for n in range(1, 6)], key_id=KEY)
     assert len(good.wait_for(5, DEADLINE)) == 5
-    _wait_until(lambda: all(sub.closed for sub in bad) and hub.health().consumers == 1)
+    wait_until(lambda: all(sub.closed for sub in bad) and hub.health().consumers == 1, DEADLINE)
     health = hub.health()
     assert health.handler_errors == len(bad)
     assert health.consumers == 1

@@ -12,6 +12,8 @@ import os
 import signal
 from typing import Any
 
+from _scaleout_support import worker_registry
+
 
 class _Terminated(Exception):
     """SIGTERM arrived: leave the command loop and shut down normally."""
@@ -22,26 +24,10 @@ def _on_sigterm(_signum: int, _frame: Any) -> None:
 
 
 def run_freeze_worker(index: int, config: dict[str, Any], commands: Any, results: Any) -> None:
-    from alpaca_di.scaleout.options import SharingOptions
-    from alpaca_di.scaleout.registry import redis_registry
-    from alpaca_di.settings import AlpacaSettings, endpoint_for
+    from alpaca_di.settings import endpoint_for
 
     signal.signal(signal.SIGTERM, _on_sigterm)
-    settings = AlpacaSettings(
-        api_key=config["key"],
-        secret_key=config["secret"],
-        data_stream_url=config["data_url"],
-        sharing="redis",
-        redis_url=config["redis_url"],
-        backoff_initial=0.05,
-        backoff_max=0.25,
-        close_timeout=0.5,
-        open_timeout=5.0,
-        **config.get("settings", {}),  # connection_limit_grace ...
-    )
-    registry = redis_registry(
-        settings, sharing=SharingOptions(**config["sharing"]), candidate=True, fallback_local=False
-    )
+    settings, registry = worker_registry(config)
     creds = settings.credentials()
     stock = registry.acquire(creds, "stock", endpoint_for(settings, "stock"), settings.to_options())
 

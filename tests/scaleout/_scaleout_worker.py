@@ -10,29 +10,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from _scaleout_support import worker_registry
+
 
 def run_worker(index: int, config: dict[str, Any], commands: Any, results: Any) -> None:
-    from alpaca_di.scaleout.options import SharingOptions
-    from alpaca_di.scaleout.registry import redis_registry
-    from alpaca_di.settings import AlpacaSettings, endpoint_for
+    from alpaca_di.settings import endpoint_for
 
-    settings = AlpacaSettings(
-        api_key=config["key"],
-        secret_key=config["secret"],
-        data_stream_url=config["data_url"],
-        trading_stream_url=config["trading_url"],
-        api_url=config.get("api_url"),
-        sharing="redis",
-        redis_url=config["redis_url"],
-        backoff_initial=0.05,
-        backoff_max=0.25,
-        close_timeout=0.5,
-        open_timeout=5.0,
-        **config.get("settings", {}),  # e.g. redis_username, redis_password, redis_tls_*
-    )
-    registry = redis_registry(
-        settings, sharing=SharingOptions(**config["sharing"]), candidate=True, fallback_local=False
-    )
+    settings, registry = worker_registry(config)
     creds = settings.credentials()
     options = settings.to_options()
     stock = registry.acquire(creds, "stock", endpoint_for(settings, "stock"), options)

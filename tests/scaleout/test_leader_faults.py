@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import queue
 import shutil
 import signal
 import socket
@@ -31,14 +30,14 @@ import subprocess
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 import redis
 from _freeze_worker import run_freeze_worker
-from _scaleout_support import KEY, SECRET
+from _scaleout_support import KEY, SECRET, WorkerReports
 
 from alpaca_di.emulator import AlpacaEmulator
 from alpaca_di.scaleout.wire import LeaderStatus
@@ -100,46 +99,19 @@ class RedisServer:
             self.proc.wait(10)
 
 
-class Results:
-    """What the workers report, gathered by a thread; deadline-bound waits."""
+class Results(WorkerReports):
+    """What the workers report: quotes (by mark) and the stock stream's health."""
 
     def __init__(self, source: Any) -> None:
-        self._source = source
-        self.cond = threading.Condition()
-        self.ready: dict[int, tuple[int, str]] = {}
         self.quotes: dict[int, set[int]] = defaultdict(set)
         self.health: dict[int, dict[str, Any]] = {}
-        self.stopped: set[int] = set()
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._pump, daemon=True)
-        self._thread.start()
+        super().__init__(source)
 
-    def _pump(self) -> None:
-        while not self._done.is_set():
-            try:
-                item = self._source.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            with self.cond:
-                kind, index = item[0], item[1]
-                if kind == "ready":
-                    self.ready[index] = (item[2], item[3])
-                elif kind == "quote":
-                    self.quotes[index].add(item[3])
-                elif kind == "health":
-                    self.health[index] = next(r for r in item[2] if r["kind"] == "stock")
-                elif kind == "stopped":
-                    self.stopped.add(index)
-                self.cond.notify_all()
-
-    def require(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
-        with self.cond:
-            if not self.cond.wait_for(predicate, timeout):
-                raise TimeoutError(f"within {timeout} s: {what}")
-
-    def close(self) -> None:
-        self._done.set()
-        self._thread.join(2)
+    def record(self, kind: str, index: int, item: tuple[Any, ...]) -> None:
+        if kind == "quote":
+            self.quotes[index].add(item[3])
+        elif kind == "health":
+            self.health[index] = next(r for r in item[2] if r["kind"] == "stock")
 
 
 @dataclass

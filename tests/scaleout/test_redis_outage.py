@@ -14,7 +14,6 @@ receive the ``fill`` of every order exactly once, and quotes must flow again.
 from __future__ import annotations
 
 import multiprocessing
-import queue
 import shutil
 import signal
 import socket
@@ -22,13 +21,13 @@ import subprocess
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
 from _outage_worker import run_outage_worker
-from _scaleout_support import KEY, SECRET
+from _scaleout_support import KEY, SECRET, WorkerReports
 from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import OrderSide, TimeInForce
 from alpaca.trading.requests import MarketOrderRequest
@@ -67,8 +66,17 @@ class RedisServer:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no"],
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -92,54 +100,27 @@ class RedisServer:
             self.proc.wait(10)
 
 
-class Results:
-    """What the workers report, gathered by a thread; deadline-bound waits."""
+class Results(WorkerReports):
+    """What the workers report: trade updates, quotes, health."""
 
     def __init__(self, source: Any) -> None:
-        self._source = source
-        self.cond = threading.Condition()
-        self.ready: dict[int, tuple[int, str]] = {}
         self.updates: dict[int, list[tuple[str, str, bool]]] = defaultdict(list)
         self.received: dict[int, list[tuple[float, str]]] = defaultdict(list)
         self.quotes: dict[int, list[int]] = defaultdict(list)
         self.health: dict[int, list[dict[str, Any]]] = {}
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._pump, daemon=True)
-        self._thread.start()
+        super().__init__(source)
 
-    def _pump(self) -> None:
-        while not self._done.is_set():
-            try:
-                item = self._source.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            with self.cond:
-                kind, index = item[0], item[1]
-                if kind == "ready":
-                    self.ready[index] = (item[2], item[3])
-                elif kind == "update":
-                    self.updates[index].append((item[2], item[3], item[4]))
-                    self.received[index].append((time.monotonic(), item[3]))
-                elif kind == "quote":
-                    self.quotes[index].append(item[3])
-                elif kind == "health":
-                    self.health[index] = item[2]
-                self.cond.notify_all()
-
-    def wait(self, predicate: Callable[[], bool], timeout: float, what: str) -> bool:
-        with self.cond:
-            return self.cond.wait_for(predicate, timeout)
-
-    def require(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
-        if not self.wait(predicate, timeout, what):
-            raise TimeoutError(f"within {timeout} s: {what}")
+    def record(self, kind: str, index: int, item: tuple[Any, ...]) -> None:
+        if kind == "update":
+            self.updates[index].append((item[2], item[3], item[4]))
+            self.received[index].append((time.monotonic(), item[3]))
+        elif kind == "quote":
+            self.quotes[index].append(item[3])
+        elif kind == "health":
+            self.health[index] = item[2]
 
     def fills(self, index: int) -> set[str]:
         return {order for order, event, _r in self.updates[index] if event == "fill"}
-
-    def close(self) -> None:
-        self._done.set()
-        self._thread.join(2)
 
 
 class OrderFlow:
@@ -236,7 +217,7 @@ def test_no_final_order_state_is_lost_when_redis_restarts_empty(
             results.health.clear()
             for i in range(WORKERS):
                 commands[i].put("health")
-            results.wait(lambda: len(results.health) == WORKERS, 2, "health during the outage")
+            results.wait(lambda: len(results.health) == WORKERS, 2)
             for i, rows in list(results.health.items()):
                 row = next(r for r in rows if r["kind"] == "trading")
                 if row["redis"] == "down" and not row["healthy"]:
@@ -269,7 +250,6 @@ def test_no_final_order_state_is_lost_when_redis_restarts_empty(
         complete = results.wait(
             lambda: all(expected <= results.fills(i) for i in range(WORKERS)),
             30,
-            "every fill in every worker",
         )
         with results.cond:
             missing = {i: len(expected - results.fills(i)) for i in range(WORKERS)}
@@ -300,7 +280,6 @@ def test_no_final_order_state_is_lost_when_redis_restarts_empty(
             results.wait(
                 lambda m=mark: all(m in results.quotes[i] for i in range(WORKERS)),
                 0.5,
-                "quote",
             )
         for path in (IEX, "/stream"):
             assert emulator.counters(KEY, path).max_concurrent == 1, path

@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import queue
 import signal
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
-from _scaleout_support import KEY, REDIS_URL, SECRET
+from _scaleout_support import KEY, REDIS_URL, SECRET, WorkerReports
 from _scaleout_worker import run_worker
 
 from alpaca_di.credentials import Credentials
@@ -42,49 +41,22 @@ SHARING = {
 }
 
 
-class Results:
-    """Everything the workers report, gathered by a thread, with deadline-bound waits."""
+class Results(WorkerReports):
+    """Everything the workers report: quotes, trade updates, health."""
 
     def __init__(self, source: Any) -> None:
-        self._source = source
-        self._cond = threading.Condition()
-        self.ready: dict[int, tuple[int, str]] = {}
         self.quotes: dict[int, list[tuple[str, int]]] = defaultdict(list)
         self.updates: dict[int, list[int]] = defaultdict(list)
         self.health: dict[int, list[dict[str, Any]]] = {}
-        self.stopped: set[int] = set()
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._pump, daemon=True)
-        self._thread.start()
+        super().__init__(source)
 
-    def _pump(self) -> None:
-        while not self._done.is_set():
-            try:
-                item = self._source.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            with self._cond:
-                kind, index = item[0], item[1]
-                if kind == "ready":
-                    self.ready[index] = (item[2], item[3])
-                elif kind == "quote":
-                    self.quotes[index].append((item[2], item[3]))
-                elif kind == "update":
-                    self.updates[index].append(item[2])
-                elif kind == "health":
-                    self.health[index] = item[2]
-                elif kind == "stopped":
-                    self.stopped.add(index)
-                self._cond.notify_all()
-
-    def wait(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
-        with self._cond:
-            if not self._cond.wait_for(predicate, timeout):
-                raise TimeoutError(f"within {timeout} s: {what}")
-
-    def close(self) -> None:
-        self._done.set()
-        self._thread.join(2)
+    def record(self, kind: str, index: int, item: tuple[Any, ...]) -> None:
+        if kind == "quote":
+            self.quotes[index].append((item[2], item[3]))
+        elif kind == "update":
+            self.updates[index].append(item[2])
+        elif kind == "health":
+            self.health[index] = item[2]
 
 
 @pytest.fixture
@@ -127,10 +99,10 @@ def test_four_processes_share_one_connection_and_survive_a_leader_kill(
     try:
         # Worker 0 first: alone, it wins both locks, so the kill below hits both groups.
         procs[0].start()
-        results.wait(lambda: 0 in results.ready, 45, "worker 0 ready")
+        results.require(lambda: 0 in results.ready, 45, "worker 0 ready")
         for proc in procs[1:]:
             proc.start()
-        results.wait(lambda: len(results.ready) == 4, 45, "all four workers ready")
+        results.require(lambda: len(results.ready) == 4, 45, "all four workers ready")
         identities = {index: identity for index, (_pid, identity) in results.ready.items()}
         assert _leader(client, stock_keys) == identities[0]
         assert _leader(client, trading_keys) == identities[0]
@@ -150,7 +122,7 @@ def test_four_processes_share_one_connection_and_survive_a_leader_kill(
 
         # Every worker's consumers receive their symbols, and only those.
         emulator.publish(IEX, [quote(symbol, bid_size=1) for symbol in sorted(union)])
-        results.wait(
+        results.require(
             lambda: all({(s, 1) for s in SYMBOLS[i]} <= set(results.quotes[i]) for i in range(4)),
             10,
             "every worker received its quotes",
@@ -159,7 +131,9 @@ def test_four_processes_share_one_connection_and_survive_a_leader_kill(
         # Trade updates before the kill: each worker, exactly once.
         for seq in range(5):
             assert emulator.push_trade_update(KEY, _update(seq)) == 1
-        results.wait(lambda: all(len(results.updates[i]) >= 5 for i in range(4)), 10, "updates 0-4")
+        results.require(
+            lambda: all(len(results.updates[i]) >= 5 for i in range(4)), 10, "updates 0-4"
+        )
 
         # SIGKILL the leader of both groups.
         killed_at = time.monotonic()
@@ -187,7 +161,7 @@ def test_four_processes_share_one_connection_and_survive_a_leader_kill(
         pusher.start()
         try:
             deadline = 15.0
-            results.wait(
+            results.require(
                 lambda: _leader(client, stock_keys) not in (None, identities[0]),
                 deadline,
                 "a new stock leader",
@@ -219,7 +193,9 @@ def test_four_processes_share_one_connection_and_survive_a_leader_kill(
 
         # A sentinel last: once a worker has it, it has everything sent before it.
         assert emulator.push_trade_update(KEY, _update(999_999)) == 1
-        results.wait(lambda: all(999_999 in results.updates[i] for i in survivors), 10, "sentinel")
+        results.require(
+            lambda: all(999_999 in results.updates[i] for i in survivors), 10, "sentinel"
+        )
         delivered = [seq for seq, sent in pushed if sent]
         unsent = [seq for seq, sent in pushed if not sent]
         expected = list(range(5)) + delivered + [999_999]
@@ -232,7 +208,7 @@ def test_four_processes_share_one_connection_and_survive_a_leader_kill(
 
         # Data flows to the survivors through the new leader.
         emulator.publish(IEX, [quote(symbol, bid_size=2) for symbol in sorted(union)])
-        results.wait(
+        results.require(
             lambda: all({(s, 2) for s in SYMBOLS[i]} <= set(results.quotes[i]) for i in survivors),
             10,
             "survivors receive quotes from the new leader",
@@ -254,7 +230,7 @@ def test_four_processes_share_one_connection_and_survive_a_leader_kill(
             results.health.clear()
             for i in survivors:
                 commands[i].put("health")
-            results.wait(lambda: all(i in results.health for i in survivors), 10, "health")
+            results.require(lambda: all(i in results.health for i in survivors), 10, "health")
             for kind, keys in (("stock", stock_keys), ("trading", trading_keys)):
                 rows = [next(c for c in results.health[i] if c["kind"] == kind) for i in survivors]
                 if (
