@@ -157,6 +157,7 @@ class AlpacaSettings(BaseSettings):
         description="Full URL of the trading stream; None: paper or live default.",
     )
     api_url: str | None = Field(None, description="REST base URL; None: paper or live default.")
+    data_url: str | None = Field(None, description="Market-data REST base URL; None: Alpaca's.")
     backoff_initial: PositiveFloat = Field(0.5, description="First reconnect delay (s).")
     backoff_max: PositiveFloat = Field(30.0, description="Longest reconnect delay (s).")
     connection_limit_grace: NonNegativeFloat = Field(
@@ -284,6 +285,11 @@ class AlpacaSettings(BaseSettings):
             return self.api_url
         return _PAPER_API if self.paper else _LIVE_API
 
+    @property
+    def resolved_data_url(self) -> str:
+        """``data_url``, or Alpaca's ``https://data.alpaca.markets`` when it is ``None``."""
+        return self.data_url or "https://data.alpaca.markets"
+
     def credentials(self) -> Credentials:
         """The key pair as :class:`Credentials` (the sharing key of connections)."""
         return Credentials(self.api_key, self.secret_key)
@@ -368,8 +374,7 @@ class AlpacaSettings(BaseSettings):
         "ping_timeout",
         "data_timeout",
         "queue_maxsize",
-        "trading_stream_url",
-        "api_url",
+        *("trading_stream_url", "api_url", "data_url"),
         "redis_username",
         "redis_tls_ca_file",
         "redis_tls_cert_file",
@@ -391,7 +396,7 @@ class AlpacaSettings(BaseSettings):
             return None
         return _check_url(value, ("wss", "ws"), allow_insecure=_allow_insecure(info))
 
-    @field_validator("api_url", mode="after")
+    @field_validator("api_url", "data_url", mode="after")
     @classmethod
     def _check_api_url(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
@@ -615,7 +620,7 @@ _LOC_TO_FIELD: dict[str, str] = {
 # Fields whose input value may be quoted in an error message (URLs password-masked).
 _SECRET_FIELDS = frozenset({"secret_key", "redis_password", "redis_sentinel_password"})
 _QUOTABLE = frozenset(_FIELDS) - {"api_key"} - _SECRET_FIELDS
-_URL_FIELDS = frozenset({"data_stream_url", "trading_stream_url", "api_url", "redis_url"})
+_URL_FIELDS = frozenset(name for name in _FIELDS if name.endswith("_url"))
 
 
 def _unknown_keys(values: Mapping[str, Any], *, config: bool) -> list[str]:

@@ -25,10 +25,14 @@ from alpaca_di.hub.health import ConnectionHealth, HealthReport
 from alpaca_di.providers.resources import StreamResource
 from alpaca_di.providers.streams import (
     init_alpaca_manager,
+    init_crypto_history_client,
     init_crypto_stream,
+    init_news_client,
     init_news_stream,
+    init_option_history_client,
     init_option_stream,
     init_pricing_service,
+    init_stock_history_client,
     init_stock_stream,
     init_trading_client,
     init_trading_service,
@@ -134,6 +138,14 @@ class AlpacaContainer(containers.DeclarativeContainer):
     * ``trading_client`` -- alpaca-py's ``TradingClient`` (``url_override`` =
       ``settings.resolved_api_url``); a resource so that its HTTP session is
       closed at shutdown. Building it does no network I/O.
+    * ``stock_history_client``, ``crypto_history_client``, ``option_history_client``,
+      ``news_client`` -- alpaca-py's ``StockHistoricalDataClient``,
+      ``CryptoHistoricalDataClient``, ``OptionHistoricalDataClient`` and
+      ``NewsClient`` with the same key pair, on ``settings.resolved_data_url``
+      (``ALPACA_DATA_URL``; the emulator's ``api_url`` in tests). Resources, so
+      their HTTP sessions close at shutdown; building one does no network I/O.
+      The stream hubs use the first three for bar backfill; override one with a
+      :class:`~alpaca_di.testing.FakeHistoricalDataClient` in a test.
     * ``pricing_service``, ``trading_service`` -- one
       :class:`~alpaca_di.services.pricing.PricingService` and one
       :class:`~alpaca_di.services.trading.TradingService` per container, like
@@ -231,6 +243,10 @@ class AlpacaContainer(containers.DeclarativeContainer):
     )
 
     trading_client = StreamResource(init_trading_client, settings=settings)
+    stock_history_client = StreamResource(init_stock_history_client, settings=settings)
+    crypto_history_client = StreamResource(init_crypto_history_client, settings=settings)
+    option_history_client = StreamResource(init_option_history_client, settings=settings)
+    news_client = StreamResource(init_news_client, settings=settings)
     pricing_service = StreamResource(
         init_pricing_service, stock_stream=stock_stream, crypto_stream=crypto_stream
     )

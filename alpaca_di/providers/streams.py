@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import structlog
 
@@ -50,14 +50,24 @@ from alpaca_di.services.trading import TradingService
 from alpaca_di.settings import AlpacaSettings, endpoint_for, stream_feed
 
 if TYPE_CHECKING:
+    from alpaca.data.historical import (
+        CryptoHistoricalDataClient,
+        NewsClient,
+        OptionHistoricalDataClient,
+        StockHistoricalDataClient,
+    )
     from alpaca.trading.client import TradingClient
 
 __all__ = [
     "init_alpaca_manager",
+    "init_crypto_history_client",
     "init_crypto_stream",
+    "init_news_client",
     "init_news_stream",
+    "init_option_history_client",
     "init_option_stream",
     "init_pricing_service",
+    "init_stock_history_client",
     "init_stock_stream",
     "init_trading_client",
     "init_trading_service",
@@ -262,6 +272,85 @@ def init_trading_client(settings: AlpacaSettings) -> Generator[TradingClient, No
     try:
         yield client
     finally:
-        session = getattr(client, "_session", None)
-        if session is not None:
-            session.close()
+        _close_session(client)
+
+
+_Client = TypeVar("_Client")
+
+
+def _data_client(
+    factory: Callable[..., _Client], settings: AlpacaSettings
+) -> Generator[_Client, None, None]:
+    """A market-data REST client on ``resolved_data_url``, its session closed at the end."""
+    client = factory(
+        settings.api_key,
+        settings.secret_key.get_secret_value(),
+        url_override=settings.resolved_data_url,
+    )
+    try:
+        yield client
+    finally:
+        _close_session(client)
+
+
+def _close_session(client: object) -> None:
+    """Close the ``requests`` session every alpaca-py REST client keeps."""
+    session = getattr(client, "_session", None)
+    if session is not None:
+        session.close()
+
+
+def init_stock_history_client(
+    settings: AlpacaSettings,
+) -> Generator[StockHistoricalDataClient, None, None]:
+    """alpaca-py's ``StockHistoricalDataClient`` on ``resolved_data_url``; closed at shutdown.
+
+    Building it does no network I/O; the secret is passed straight through.
+
+    Example::
+
+        stock_history_client = StreamResource(init_stock_history_client, settings)
+    """
+    from alpaca.data.historical import StockHistoricalDataClient
+
+    yield from _data_client(StockHistoricalDataClient, settings)
+
+
+def init_crypto_history_client(
+    settings: AlpacaSettings,
+) -> Generator[CryptoHistoricalDataClient, None, None]:
+    """alpaca-py's ``CryptoHistoricalDataClient`` (same key and data URL); closed at shutdown.
+
+    Example::
+
+        crypto_history_client = StreamResource(init_crypto_history_client, settings)
+    """
+    from alpaca.data.historical import CryptoHistoricalDataClient
+
+    yield from _data_client(CryptoHistoricalDataClient, settings)
+
+
+def init_option_history_client(
+    settings: AlpacaSettings,
+) -> Generator[OptionHistoricalDataClient, None, None]:
+    """alpaca-py's ``OptionHistoricalDataClient`` (same key and data URL); closed at shutdown.
+
+    Example::
+
+        option_history_client = StreamResource(init_option_history_client, settings)
+    """
+    from alpaca.data.historical import OptionHistoricalDataClient
+
+    yield from _data_client(OptionHistoricalDataClient, settings)
+
+
+def init_news_client(settings: AlpacaSettings) -> Generator[NewsClient, None, None]:
+    """alpaca-py's ``NewsClient`` (same key and data URL); closed at shutdown.
+
+    Example::
+
+        news_client = StreamResource(init_news_client, settings)
+    """
+    from alpaca.data.historical import NewsClient
+
+    yield from _data_client(NewsClient, settings)

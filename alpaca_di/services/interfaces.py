@@ -16,6 +16,11 @@ any fake with the same methods, which mypy checks::
         def fair_value(self) -> float:
             return self.prices.wait_for_price("AAPL", timeout=5.0)
 
+Bar backfill (:doc:`gaps-and-backfill`) needs no more of alpaca-py's historical
+clients than :class:`StockBarsClient`, :class:`CryptoBarsClient` and
+:class:`OptionBarsClient`: ``StockHistoricalDataClient`` & co. satisfy them, and
+so do the in-memory :class:`~alpaca_di.testing.FakeHistoricalDataClient`.
+
 The protocols are ``runtime_checkable``: ``isinstance(obj, PriceSource)`` checks
 that the methods exist (not their signatures).
 
@@ -28,18 +33,26 @@ is told to listen before the order goes out) and a :class:`PriceSource` for
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from uuid import UUID
 
 from alpaca.trading.enums import TradeEvent
 from alpaca.trading.models import TradeUpdate
 
+if TYPE_CHECKING:
+    from alpaca.data.enums import CryptoFeed
+    from alpaca.data.models import BarSet
+    from alpaca.data.requests import CryptoBarsRequest, OptionBarsRequest, StockBarsRequest
+
 __all__ = [
     "DEFAULT_FINAL_EVENTS",
+    "CryptoBarsClient",
     "ListeningOrderUpdates",
+    "OptionBarsClient",
     "OrderUpdates",
     "PriceSource",
     "PriceTracker",
+    "StockBarsClient",
 ]
 
 DEFAULT_FINAL_EVENTS: tuple[str, ...] = ("fill", "canceled", "rejected", "expired")
@@ -170,4 +183,52 @@ class ListeningOrderUpdates(OrderUpdates, Protocol):
         catch_up: bool = True,
     ) -> TradeUpdate:
         """Async :meth:`wait_for_order`."""
+        ...
+
+
+@runtime_checkable
+class StockBarsClient(Protocol):
+    """What bar backfill needs of alpaca-py's ``StockHistoricalDataClient``.
+
+    Example::
+
+        def minute_bars(client: StockBarsClient) -> BarSet | dict[str, Any]:
+            return client.get_stock_bars(StockBarsRequest(
+                symbol_or_symbols="AAPL", timeframe=TimeFrame.Minute, start=start))
+    """
+
+    def get_stock_bars(self, request_params: StockBarsRequest) -> BarSet | dict[str, Any]:
+        """Bars of the request's symbols, timeframe and window (all pages)."""
+        ...
+
+
+@runtime_checkable
+class CryptoBarsClient(Protocol):
+    """What bar backfill needs of alpaca-py's ``CryptoHistoricalDataClient``.
+
+    Example::
+
+        bars = client.get_crypto_bars(CryptoBarsRequest(
+            symbol_or_symbols="BTC/USD", timeframe=TimeFrame.Minute, start=start))
+    """
+
+    def get_crypto_bars(
+        self, request_params: CryptoBarsRequest, feed: CryptoFeed = ...
+    ) -> BarSet | dict[str, Any]:
+        """Bars of the request's pairs from the ``feed`` location (all pages)."""
+        ...
+
+
+@runtime_checkable
+class OptionBarsClient(Protocol):
+    """What bar backfill needs of alpaca-py's ``OptionHistoricalDataClient``.
+
+    Example::
+
+        bars = client.get_option_bars(OptionBarsRequest(
+            symbol_or_symbols="AAPL240315C00180000", timeframe=TimeFrame.Minute, start=start))
+    """
+
+    def get_option_bars(self, request_params: OptionBarsRequest) -> BarSet | dict[str, Any]:
+        """Bars of the request's contracts (all pages)."""
         ...

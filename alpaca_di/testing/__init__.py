@@ -7,6 +7,8 @@
 * :class:`FakePriceSource`, :class:`FakeOrderUpdates` -- fakes of the service protocols.
 * :class:`FakeTradingClient` -- alpaca-py's ``TradingClient`` in memory; its orders
   push ``new`` / ``fill`` (or ``rejected``, partial fills) into a ``FakeOrderUpdates``.
+* :class:`FakeHistoricalDataClient` -- alpaca-py's historical bar clients in memory (for
+  the ``*_history_client`` providers and bar backfill).
 * :class:`Recorder` -- a handler that records messages and waits for them.
 * :mod:`~alpaca_di.testing.messages` -- wire-form quote/trade/bar/news builders.
 * :func:`register_secret` / :func:`find_leaks` -- the secrets a test suite must
@@ -41,12 +43,14 @@ from alpaca_di.testing.fakes import (
     override_streams,
     reset_fake_container,
 )
+from alpaca_di.testing.history_client import FakeHistoricalDataClient
 from alpaca_di.testing.memory import MemoryUpstream
 from alpaca_di.testing.recorder import Recorder
 from alpaca_di.testing.trading_client import FakeTradingClient
 
 __all__ = [
     "AlpacaEmulator",
+    "FakeHistoricalDataClient",
     "FakeOrderUpdates",
     "FakePriceSource",
     "FakeStreamHub",

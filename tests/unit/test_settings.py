@@ -85,6 +85,7 @@ def test_alpaca_prefixed_options(monkeypatch: pytest.MonkeyPatch) -> None:
         "ALPACA_DATA_STREAM_URL": "ws://127.0.0.1:8765/",
         "ALPACA_TRADING_STREAM_URL": "ws://localhost:8766/stream",
         "ALPACA_API_URL": "http://127.0.0.1:8767",
+        "ALPACA_DATA_URL": "http://127.0.0.1:8768/",
         "ALPACA_BACKOFF_INITIAL": "0.01",
         "ALPACA_BACKOFF_MAX": "0.05",
         "ALPACA_CONNECTION_LIMIT_GRACE": "0",
@@ -106,6 +107,7 @@ def test_alpaca_prefixed_options(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.data_stream_url == "ws://127.0.0.1:8765"  # trailing slash dropped
     assert s.resolved_trading_stream_url == "ws://localhost:8766/stream"
     assert s.resolved_api_url == "http://127.0.0.1:8767"
+    assert s.resolved_data_url == "http://127.0.0.1:8768"
     assert (s.backoff_initial, s.backoff_max, s.connection_limit_grace) == (0.01, 0.05, 0.0)
     assert (s.ping_interval, s.ping_timeout, s.data_timeout) == (None, None, 5.0)
     assert (s.open_timeout, s.close_timeout) == (2.0, 0.5)
@@ -195,6 +197,7 @@ def test_missing_secret_only(monkeypatch: pytest.MonkeyPatch) -> None:
         ("data_stream_url", "wss://host/?x=1", "query string"),
         ("trading_stream_url", "http://api.alpaca.markets/stream", "must start with wss://"),
         ("api_url", "ftp://api.alpaca.markets", "must start with https://"),
+        ("data_url", "wss://data.alpaca.markets", "must start with https://"),
         ("redis_url", "http://127.0.0.1:6379", "redis://"),
     ],
 )
@@ -270,6 +273,14 @@ def test_plain_ws_allowed_for_loopback(host: str) -> None:
 def test_plain_http_api_refused_for_non_loopback() -> None:
     with pytest.raises(ConfigurationError, match=r"api_url.*unencrypted.*set ALPACA_API_URL"):
         AlpacaSettings(api_key=KEY, secret_key=SECRET, api_url="http://example.com")
+
+
+def test_data_url_defaults_to_alpaca_and_refuses_plain_http_elsewhere() -> None:
+    assert AlpacaSettings(api_key=KEY, secret_key=SECRET).resolved_data_url == (
+        "https://data.alpaca.markets"
+    )
+    with pytest.raises(ConfigurationError, match=r"data_url.*unencrypted.*set ALPACA_DATA_URL"):
+        AlpacaSettings(api_key=KEY, secret_key=SECRET, data_url="http://example.com")
 
 
 def test_allow_insecure_opts_in(monkeypatch: pytest.MonkeyPatch) -> None:
