@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta, timezone
 from functools import partial
@@ -25,7 +24,7 @@ from typing import Any
 
 import structlog
 
-from alpaca_di._aio import running_loop, wake
+from alpaca_di._aio import running_loop
 from alpaca_di._check import check_seconds
 from alpaca_di.credentials import Credentials
 from alpaca_di.errors import ConnectionClosedError, ServerError, ServiceClosedError, describe_error
@@ -33,6 +32,7 @@ from alpaca_di.hub.health import ConnectionHealth, StateTransition
 from alpaca_di.hub.inbox import Inbox, Pair
 from alpaca_di.hub.routing import Router
 from alpaca_di.hub.subscription import Handler, Subscription
+from alpaca_di.hub.waiting import Changes
 from alpaca_di.protocol import (
     StreamKind,
     SubscriptionState,
@@ -123,9 +123,7 @@ class StreamHub:
         self._subs: set[Inbox] = set()
         self._router = Router()
         self._acked: set[Pair] = set()
-        self._changed = threading.Condition()
-        # Futures of async waiters, each with its own loop (the hub's or a caller's).
-        self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._changes = Changes()
         self._listeners: list[StateListener] = []
         self._closing = False
         self._close_task: asyncio.Task[None] | None = None
@@ -275,8 +273,7 @@ class StreamHub:
         self._acked = set()
         self._shipments = {}
         self._shipments_lock = threading.Lock()
-        self._changed = threading.Condition()
-        self._async_waiters = []
+        self._changes = Changes()
         self._close_task = None
         self._start_after = None
         self._loop = loop
@@ -681,41 +678,10 @@ class StreamHub:
         await self._await(lambda: self._confirmed_check(sub), timeout, "subscription confirmed")
 
     def _wait(self, check: Callable[[], bool], timeout: float, what: str = "ready") -> None:
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while not check():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(self._timeout_message(timeout, what))
-                self._changed.wait(remaining)
+        self._changes.wait(check, timeout, lambda: self._timeout_message(timeout, what))
 
     async def _await(self, check: Callable[[], bool], timeout: float, what: str = "ready") -> None:
-        """Wait on the running loop, the hub's or any other, without a thread.
-
-        The waiter is registered before ``check()`` runs, so a change made on
-        the hub's loop in between still wakes it (thread-safely, on its loop).
-        """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            waiter: asyncio.Future[None] = loop.create_future()
-            entry = (loop, waiter)
-            with self._changed:
-                self._async_waiters.append(entry)
-            try:
-                if check():
-                    return
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    raise TimeoutError(self._timeout_message(timeout, what))
-                try:
-                    await asyncio.wait_for(waiter, remaining)
-                except asyncio.TimeoutError:
-                    pass
-            finally:
-                with self._changed:
-                    if entry in self._async_waiters:
-                        self._async_waiters.remove(entry)
+        await self._changes.wait_async(check, timeout, lambda: self._timeout_message(timeout, what))
 
     def _timeout_message(self, timeout: float, what: str) -> str:
         error = describe_error(self._connection.last_error)
@@ -725,18 +691,7 @@ class StreamHub:
         )
 
     def _notify(self) -> None:
-        with self._changed:
-            self._changed.notify_all()
-            waiters, self._async_waiters = self._async_waiters, []
-        here = running_loop()
-        for loop, waiter in waiters:
-            if loop is here:
-                wake(waiter)
-            else:
-                try:
-                    loop.call_soon_threadsafe(wake, waiter)
-                except RuntimeError:  # that loop is closed: nobody waits there any more
-                    pass
+        self._changes.notify()
 
     # -- threading -------------------------------------------------------------------------
 
