@@ -70,6 +70,7 @@ if TYPE_CHECKING:
     from alpaca_di.hub import (
         ConnectionHealth,
         ConnectionRegistry,
+        GapNotice,
         HealthReport,
         Lease,
         StreamHub,
@@ -77,6 +78,7 @@ if TYPE_CHECKING:
         SubscriptionStats,
     )
     from alpaca_di.protocol import StreamKind
+    from alpaca_di.protocol.models import BackfilledBar
     from alpaca_di.providers.health_server import HealthServer, init_health_server, serve_health
     from alpaca_di.providers.resources import StreamResource
     from alpaca_di.services.interfaces import OrderUpdates, PriceSource, PriceTracker
@@ -93,6 +95,7 @@ __all__ = [
     "AlpacaManager",
     "AlpacaSettings",
     "AuthenticationError",
+    "BackfilledBar",
     "ConfigurationError",
     "ConnectionClosedError",
     "ConnectionHealth",
@@ -101,6 +104,7 @@ __all__ = [
     "ConnectionRegistry",
     "ConnectionState",
     "Credentials",
+    "GapNotice",
     "HealthReport",
     "HealthServer",
     "InsufficientSubscriptionError",
@@ -138,6 +142,7 @@ _EXPORTS: dict[str, str] = {
     "AlpacaManager": "alpaca_di.services.manager",
     "AlpacaSettings": "alpaca_di.settings",
     "AuthenticationError": "alpaca_di.errors",
+    "BackfilledBar": "alpaca_di.protocol.models",
     "ConfigurationError": "alpaca_di.errors",
     "ConnectionClosedError": "alpaca_di.errors",
     "ConnectionHealth": "alpaca_di.hub",
@@ -146,6 +151,7 @@ _EXPORTS: dict[str, str] = {
     "ConnectionRegistry": "alpaca_di.hub",
     "ConnectionState": "alpaca_di.transport",
     "Credentials": "alpaca_di.credentials",
+    "GapNotice": "alpaca_di.hub",
     "HealthReport": "alpaca_di.hub",
     "HealthServer": "alpaca_di.providers.health_server",
     "InsufficientSubscriptionError": "alpaca_di.errors",

@@ -75,6 +75,9 @@ class ConnectionHealth(BaseModel):
             yet ((channel, symbol) pairs awaiting an ack, plus changes in flight).
         ready: ``connected`` with no subscription pending. A report's ``ready``
             only looks at connections ``in_use``.
+        gaps: connection losses reported to subscriptions with a gap notice
+            (one per opted-in subscription and loss; ``gaps=True``/``backfill=True``).
+        backfilled: bars delivered by backfills after such losses.
 
     ``healthy`` is never true for a connection in use that has never connected.
     """
@@ -108,6 +111,8 @@ class ConnectionHealth(BaseModel):
     ever_connected: bool = False
     subscriptions_pending: int = 0
     ready: bool = False
+    gaps: int = 0
+    backfilled: int = 0
 
     @model_validator(mode="before")
     @classmethod
@@ -163,6 +168,7 @@ class HealthReport(BaseModel):
     healthy: bool
     connections: list[ConnectionHealth]
     ready: bool = True
+    gaps: int = 0
 
     @model_validator(mode="before")
     @classmethod
@@ -177,6 +183,7 @@ class HealthReport(BaseModel):
         ]
         data["connections"] = connections
         data["ready"] = all(c.ready for c in connections if c.in_use)
+        data["gaps"] = sum(c.gaps for c in connections)
         return data
 
     @classmethod

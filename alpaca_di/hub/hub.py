@@ -28,6 +28,7 @@ from alpaca_di._aio import running_loop
 from alpaca_di._check import check_seconds
 from alpaca_di.credentials import Credentials
 from alpaca_di.errors import ConnectionClosedError, ServerError, ServiceClosedError, describe_error
+from alpaca_di.hub.gaps import BarSource, GapTracker, check_gap_options
 from alpaca_di.hub.health import ConnectionHealth, StateTransition
 from alpaca_di.hub.inbox import Inbox, Pair
 from alpaca_di.hub.routing import Router
@@ -130,7 +131,8 @@ class StreamHub:
         # The close of the previous hub of this key: our socket opens only once that
         # socket has closed, so Alpaca never sees two sessions of one key at once.
         self._start_after = start_after
-        self._retired = [0, 0, 0]  # delivered, dropped, errors of closed subscriptions
+        self._retired = [0, 0, 0, 0, 0]  # delivered, dropped, errors, gaps, backfilled: closed
+        self._gaps = GapTracker(kind.value, endpoint, loop, on_overflow=self._forget)
         self._log = _log.bind(kind=kind.value, endpoint=endpoint, fingerprint=self.fingerprint)
 
     # -- public API --------------------------------------------------------------
@@ -179,6 +181,8 @@ class StreamHub:
         maxsize: int | None = _USE_DEFAULT,
         overflow: OverflowPolicy | None = None,
         raw: bool = False,
+        gaps: bool = False,
+        backfill: bool = False,
     ) -> Subscription:
         """Subscribe a consumer; returns its :class:`Subscription` at once.
 
@@ -195,6 +199,11 @@ class StreamHub:
                 subscription with :class:`SubscriptionOverflowError`).
             raw: deliver the decoded dicts (shared, read-only) instead of
                 alpaca-py models.
+            gaps: also deliver a :class:`~alpaca_di.hub.gaps.GapNotice` in order
+                with the messages each time the connection was lost and restored.
+            backfill: then also the ``bars`` and ``daily_bars`` missed, fetched through
+                REST, marked, before live bars of the symbol resume; implies ``gaps``
+                (``docs/gaps-and-backfill.md``).
 
         Raises:
             ValueError: an unknown channel for this kind, or an invalid symbol.
@@ -214,6 +223,7 @@ class StreamHub:
             raise TypeError("trade_updates must be True or False")
         if not isinstance(raw, bool):
             raise TypeError("raw must be True or False")
+        check_gap_options(self.kind, gaps, backfill, has_source=self._gaps.has_source)
         channels = {
             "trades": trades,
             "quotes": quotes,
@@ -246,12 +256,23 @@ class StreamHub:
             raw=raw,
             held=pairs,
             never_drop=self.kind is StreamKind.TRADING,
+            gaps=gaps,
+            backfill=backfill,
         )
         sub = Subscription(
             self._feed, handler, inbox=inbox, consumer_loop=running_loop() or self._loop
         )
         self._change(inbox, pairs, add=True)
         return sub
+
+    def use_history(self, source: BarSource) -> Callable[[], None]:
+        """Backfill bars through ``source`` (the last one given wins); returns its remover.
+
+        Example::
+
+            remove = hub.use_history(HistoricalBarSource("stock", lambda: client, feed="iex"))
+        """
+        return self._gaps.use(source)
 
     def forget_after_fork(self, loop: asyncio.AbstractEventLoop) -> None:
         """In a forked child: start over, idle, on ``loop`` (the child's runtime).
@@ -277,6 +298,7 @@ class StreamHub:
         self._close_task = None
         self._start_after = None
         self._loop = loop
+        self._gaps = GapTracker(self.kind.value, self.endpoint, loop, on_overflow=self._forget)
         self._state = SubscriptionState()
         self._connection = self._new_connection(subscriptions=self._state, loop=loop)
 
@@ -374,6 +396,8 @@ class StreamHub:
             messages_dropped=self._retired[1] + sum(s.dropped for s in stats),
             malformed=conn.malformed,
             handler_errors=self._retired[2] + sum(s.errors for s in stats),
+            gaps=self._retired[3] + sum(s.gaps for s in stats),
+            backfilled=self._retired[4] + sum(s.backfilled for s in stats),
             reconnects=conn.reconnects,
             last_message_at=last_at,
             last_error=describe_error(conn.last_error),
@@ -443,6 +467,7 @@ class StreamHub:
 
     async def _shutdown(self) -> None:
         try:
+            self._gaps.close()
             self._close_subscriptions()
             await self._connection.close()
         finally:
@@ -569,6 +594,8 @@ class StreamHub:
             self._retired[0] += stats.delivered
             self._retired[1] += stats.dropped
             self._retired[2] += stats.errors
+            self._retired[3] += stats.gaps
+            self._retired[4] += stats.backfilled
 
     def _unindex(self, sub: Inbox, pairs: set[Pair], *, release: bool) -> None:
         for pair in pairs:
@@ -599,6 +626,8 @@ class StreamHub:
         for sub in self._subs:
             if sub.unconfirmed:
                 sub.unconfirmed = {p for p in sub.unconfirmed if _wire(p) not in self._acked}
+        if self._connection.state is ConnectionState.CONNECTED:
+            self._gaps.restored(self._subs)  # the restore's ack comes before its data
         self._notify()
 
     def on_unsubscribing(self, channels: Mapping[str, list[str]]) -> None:
@@ -626,6 +655,7 @@ class StreamHub:
         self, state: ConnectionState, previous: ConnectionState, error: BaseException | None
     ) -> None:
         if state is ConnectionState.RECONNECTING:
+            self._gaps.lost(self._subs)
             self._acked = set()
             for sub in self._subs:
                 sub.unconfirmed = set(sub.pairs)  # only the new socket's ack confirms them

@@ -17,6 +17,7 @@ any more can be reclaimed.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import deque
 from collections.abc import Iterable
@@ -26,11 +27,15 @@ from typing import Any, Protocol
 from alpaca_di.errors import SubscriptionOverflowError
 from alpaca_di.transport.options import OverflowPolicy
 
-__all__ = ["Inbox", "InboxListener", "Item", "Pair", "SubscriptionStats"]
+__all__ = ["BAR_CHANNELS", "NOTICE", "Inbox", "InboxListener", "Item", "Pair", "SubscriptionStats"]
 
 Pair = tuple[str, str]
 Item = tuple[str, str, Any]
 """``(channel, symbol, message)``: what a hub routes."""
+NOTICE = "gap"
+"""The channel of a gap notice in an inbox (no Alpaca channel has this name)."""
+BAR_CHANNELS = frozenset({"bars", "daily_bars"})
+"""The channels whose last message per symbol a backfilling inbox remembers."""
 
 
 @dataclass(frozen=True)
@@ -43,17 +48,22 @@ class SubscriptionStats:
         queued: messages waiting in the queue now.
         errors: exceptions raised by the handler (all counted; the first ten of a
             subscription are logged with their traceback, then one in a thousand).
+        gaps: connection losses this subscription was told of with a
+            :class:`~alpaca_di.hub.gaps.GapNotice` (``gaps=True``; ``0`` otherwise).
+        backfilled: bars delivered to it by a backfill (``backfill=True``).
 
     Example::
 
         stats = sub.stats
-        print(stats.delivered, stats.dropped, stats.queued, stats.errors)
+        print(stats.delivered, stats.dropped, stats.queued, stats.errors, stats.gaps)
     """
 
     delivered: int
     dropped: int
     queued: int
     errors: int
+    gaps: int = 0
+    backfilled: int = 0
 
 
 class InboxListener(Protocol):
@@ -83,6 +93,8 @@ class Inbox:
         raw: bool,
         held: Iterable[Pair] = (),
         never_drop: bool = False,
+        gaps: bool = False,
+        backfill: bool = False,
     ) -> None:
         self.raw = raw
         self.maxsize = None if never_drop else maxsize
@@ -109,6 +121,17 @@ class Inbox:
         self.unconfirmed: set[Pair] = set()
         self.rejection: BaseException | None = None
         self.pending_changes = 0
+        # Gap notices (opt-in): the last item received, and with backfill the last
+        # bar per (channel, symbol); a gap the hub is handling (its own record).
+        self.gaps = gaps or backfill
+        self.backfill = backfill
+        self.last_item: Item | None = None
+        self.last_bars: dict[Pair, Item] = {}
+        self.loss: Any = None
+        self.gap_count = 0
+        self.backfilled = 0
+        self._notices = 0  # gap notices in _queue: never dropped, never conflated
+        self._holding: dict[Pair, list[Item]] = {}  # live bars held during a backfill
 
     # -- the producer's side -------------------------------------------------------------
 
@@ -122,6 +145,12 @@ class Inbox:
         with self.lock:
             if self.closed:
                 return True
+            if self.gaps:
+                self._track(items)
+            if self._holding:
+                items = self._divert(items)
+                if not items:
+                    return True
             if self._conflate:
                 self._push_conflated(items)
             elif self.maxsize is None:
@@ -142,14 +171,72 @@ class Inbox:
             listener.inbox_ready()
         return True
 
+    def push_notice(self, notice: Any) -> None:
+        """Queue a gap notice after everything queued so far; no overflow policy drops it."""
+        with self.lock:
+            if self.closed:
+                return
+            if self._conflate:  # what was conflated so far comes before the notice
+                self._queue.extend(self._latest.values())
+                self._latest.clear()
+            self._queue.append((NOTICE, "", notice))
+            self._notices += 1
+            self.ready.notify()
+        listener = self.listener
+        if listener is not None:
+            listener.inbox_ready()
+
+    def hold_live(self, pairs: Iterable[Pair]) -> None:
+        """Keep the live messages of ``pairs`` aside until :meth:`release` (a backfill runs)."""
+        with self.lock:
+            for pair in pairs:
+                self._holding.setdefault(pair, [])
+
+    def first_held(self, pair: Pair) -> Item | None:
+        """The oldest live message held for ``pair`` (``None``: none, or not held)."""
+        with self.lock:
+            held = self._holding.get(pair)
+            return held[0] if held else None
+
+    def release(self, pair: Pair, backfilled: list[Item]) -> bool:
+        """Queue ``backfilled`` then the live messages held for ``pair``; as :meth:`push`."""
+        with self.lock:
+            live = self._holding.pop(pair, [])
+            if not self.closed:
+                self.backfilled += len(backfilled)
+        items = backfilled + live
+        return self.push(items) if items else True
+
+    def _track(self, items: list[Item]) -> None:
+        self.last_item = items[-1]
+        if self.backfill:
+            last_bars = self.last_bars
+            for item in items:
+                if item[0] in BAR_CHANNELS:
+                    last_bars[(item[0], item[1])] = item
+
+    def _divert(self, items: list[Item]) -> list[Item]:
+        holding = self._holding
+        kept: list[Item] = []
+        for item in items:
+            held = holding.get((item[0], item[1]))
+            if held is None:
+                kept.append(item)
+            else:
+                held.append(item)
+        return kept
+
     def _push_bounded(self, items: list[Item]) -> bool:
         queue, maxsize = self._queue, self.maxsize
         assert maxsize is not None
-        room = maxsize - len(queue)
+        room = maxsize - len(queue) + self._notices  # notices take no room
         if len(items) <= room:
             queue.extend(items)
             return True
         policy = self.overflow
+        if policy == "drop_oldest" and self._notices:
+            self._drop_oldest_around_notices(items, len(items) - room)
+            return True
         if policy == "drop_oldest":
             overflow = len(items) - room
             if overflow >= len(queue):
@@ -165,6 +252,17 @@ class Inbox:
         queue.extend(items[: max(room, 0)])
         self.dropped += len(items) - max(room, 0)
         return policy == "drop_newest"  # "error": the caller closes the inbox
+
+    def _drop_oldest_around_notices(self, items: list[Item], excess: int) -> None:
+        """``drop_oldest`` with gap notices queued: drop the oldest messages, keep the notices."""
+        kept: deque[Item] = deque()
+        for item in itertools.chain(self._queue, items):
+            if excess > 0 and item[0] != NOTICE:
+                excess -= 1
+                self.dropped += 1
+                continue
+            kept.append(item)
+        self._queue = kept
 
     def _push_conflated(self, items: list[Item]) -> None:
         latest, maxsize = self._latest, self.maxsize
@@ -182,17 +280,17 @@ class Inbox:
     @property
     def queued(self) -> int:
         """How many items wait now."""
-        return len(self._latest) if self._conflate else len(self._queue)
+        return len(self._latest) + len(self._queue) if self._conflate else len(self._queue)
 
     def pop(self) -> Item | None:
         """The oldest item the consumer still wants, or ``None``."""
         while True:
-            if self._conflate:
-                if not self._latest:
-                    return None
-                item = self._latest.pop(next(iter(self._latest)))
-            elif self._queue:
+            if self._queue:  # under "conflate", what came before a gap notice, and it
                 item = self._queue.popleft()
+                if self._notices and item[0] == NOTICE:
+                    self._notices -= 1
+            elif self._conflate and self._latest:
+                item = self._latest.pop(next(iter(self._latest)))
             else:
                 return None
             if not self.filtering or self.wants(item):
@@ -202,14 +300,17 @@ class Inbox:
         """Up to ``limit`` items, in order (filtering is the caller's: see :meth:`wants`)."""
         if self.closed:
             return []
-        if self._conflate:
-            return [self._latest.pop(key) for key in list(self._latest)[:limit]]
         queue = self._queue
+        if self._conflate and not queue:
+            return [self._latest.pop(key) for key in list(self._latest)[:limit]]
         if len(queue) <= limit:
             batch = list(queue)
             queue.clear()
-            return batch
-        return [queue.popleft() for _ in range(limit)]
+        else:
+            batch = [queue.popleft() for _ in range(limit)]
+        if self._notices:
+            self._notices -= sum(1 for item in batch if item[0] == NOTICE)
+        return batch
 
     def take_all(self) -> deque[Item] | list[Item]:
         """Everything queued, in order.
@@ -220,8 +321,10 @@ class Inbox:
         """
         if self.closed:
             return []
+        self._notices = 0
         if self._conflate:
-            items = list(self._latest.values())
+            items = [*self._queue, *self._latest.values()]
+            self._queue.clear()
             self._latest.clear()
             return items
         queue = self._queue
@@ -235,6 +338,8 @@ class Inbox:
         channel = item[0]
         held = self.held
         if (channel, item[1]) in held or (channel, "*") in held:
+            return True
+        if channel == NOTICE:
             return True
         if channel == "news":  # routed by the article's symbols, not item[1]
             message = item[2]
@@ -262,7 +367,14 @@ class Inbox:
     def stats(self) -> SubscriptionStats:
         """A snapshot of the counters (thread-safe)."""
         with self.lock:
-            return SubscriptionStats(self.delivered, self.dropped, self.queued, self.errors)
+            return SubscriptionStats(
+                self.delivered,
+                self.dropped,
+                self.queued,
+                self.errors,
+                self.gap_count,
+                self.backfilled,
+            )
 
     def close(self, error: BaseException | None = None) -> bool:
         """Close, discarding what is queued; ``False`` if it was closed already."""
@@ -273,6 +385,8 @@ class Inbox:
             self.error = error
             self._queue.clear()
             self._latest.clear()
+            self._holding.clear()
+            self._notices = 0
             self.ready.notify_all()
         listener = self.listener
         if listener is not None:

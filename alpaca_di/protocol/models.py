@@ -50,7 +50,14 @@ from pydantic import BaseModel, ValidationError
 
 from alpaca_di.errors import ProtocolError
 
-__all__ = ["Lenient", "ReconciledTradeUpdate", "is_lenient", "parse"]
+__all__ = [
+    "BackfilledBar",
+    "Lenient",
+    "ReconciledTradeUpdate",
+    "is_lenient",
+    "message_time",
+    "parse",
+]
 
 _Parser = Callable[[str, Mapping[str, Any]], object]
 
@@ -288,6 +295,62 @@ class ReconciledTradeUpdate(TradeUpdate):
     reconciled: bool = True
 
 
+class BackfilledBar(Bar):
+    """A ``Bar`` the stream missed (the connection was down), fetched through the REST API.
+
+    Behaves like any ``Bar``; check ``getattr(bar, "backfilled", False)`` (or
+    ``isinstance(bar, BackfilledBar)``) to tell it apart. Its raw form carries
+    ``"backfilled": true``; :func:`parse` builds this class for it. Delivered only
+    to subscriptions made with ``backfill=True`` (see ``docs/gaps-and-backfill.md``).
+
+    Example::
+
+        def on_bar(bar: Bar) -> None:
+            if getattr(bar, "backfilled", False):
+                log.info("recovered after a disconnect", symbol=bar.symbol)
+    """
+
+    backfilled: bool = True
+
+
+def _bars() -> _Parser:
+    live = _mapped(Bar, BAR_MAPPING)
+    backfilled = _mapped(BackfilledBar, BAR_MAPPING)
+
+    def parse_bar(symbol: str, raw: Mapping[str, Any]) -> object:
+        return backfilled(symbol, raw) if raw.get("backfilled") is True else live(symbol, raw)
+
+    return parse_bar
+
+
+def message_time(message: Any) -> _dt.datetime | None:
+    """The server's timestamp of a message in any form (raw dict or model), or ``None``.
+
+    Example::
+
+        message_time({"T": "q", "S": "AAPL", "t": msgpack.Timestamp(1709562600, 0)})
+    """
+    if isinstance(message, Mapping):
+        value = message.get("t")
+    else:
+        value = getattr(message, "timestamp", None)
+    if type(value) is Timestamp:
+        return _stamp_to_datetime(value)
+    if isinstance(value, _dt.datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=_UTC)
+    if isinstance(value, str):
+        try:  # RFC 3339; Python's parser takes at most microseconds
+            head, dot, fraction = value.replace("Z", "+00:00").partition(".")
+            if dot:
+                digits = len(fraction) - len(fraction.lstrip("0123456789"))
+                fraction = fraction[: min(digits, 6)] + fraction[digits:]
+            parsed = _dt.datetime.fromisoformat(head + dot + fraction)
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=_UTC)
+    return None
+
+
 def _trade_update() -> _Parser:
     validate_python = TradeUpdate.__pydantic_validator__.validate_python
     validate_reconciled = ReconciledTradeUpdate.__pydantic_validator__.validate_python
@@ -303,9 +366,9 @@ def _trade_update() -> _Parser:
 _PARSERS: dict[str, _Parser] = {
     "trades": _mapped(Trade, TRADE_MAPPING),
     "quotes": _mapped(Quote, QUOTE_MAPPING),
-    "bars": _mapped(Bar, BAR_MAPPING),
+    "bars": _bars(),
     "updated_bars": _mapped(Bar, BAR_MAPPING),
-    "daily_bars": _mapped(Bar, BAR_MAPPING),
+    "daily_bars": _bars(),
     "statuses": _mapped(TradingStatus, TRADING_STATUS_MAPPING),
     "corrections": _mapped(TradeCorrection, TRADE_CORRECTION_MAPPING),
     "cancel_errors": _mapped(TradeCancel, TRADE_CANCEL_MAPPING),

@@ -195,6 +195,8 @@ class FakeStreamHub(StreamHub):
         maxsize: int | None = _USE_DEFAULT,
         overflow: OverflowPolicy | None = None,
         raw: bool = False,
+        gaps: bool = False,
+        backfill: bool = False,
     ) -> Subscription:
         """Subscribe exactly as on :meth:`StreamHub.subscribe <alpaca_di.hub.StreamHub.subscribe>`.
 
@@ -221,6 +223,8 @@ class FakeStreamHub(StreamHub):
             trade_updates=trade_updates,
             overflow=overflow,
             raw=raw,
+            gaps=gaps,
+            backfill=backfill,
             **extra,
         )
         self._fake_track(consumer, sub)

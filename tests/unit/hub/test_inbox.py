@@ -71,3 +71,49 @@ def test_an_unhashable_news_symbol_never_breaks_the_filter() -> None:
     inbox.push([("news", "*", article)])
     with inbox.lock:
         assert inbox.pop() == ("news", "*", article)
+
+
+def _drain(inbox: Inbox) -> list[object]:
+    with inbox.lock:
+        items = []
+        while (item := inbox.pop()) is not None:
+            items.append(item[2])
+        return items
+
+
+@pytest.mark.parametrize("policy", ["drop_oldest", "drop_newest", "error", "conflate"])
+def test_a_notice_keeps_its_place_and_takes_no_room(policy: str) -> None:
+    inbox = Inbox(maxsize=2, overflow=policy, raw=True, held={("quotes", "A")}, gaps=True)
+    inbox.push([("quotes", "A", 1), ("quotes", "A", 2)])
+    inbox.push_notice("gap")
+    assert inbox.push([("quotes", "A", 3)]) is (policy != "error")
+    if policy == "error":
+        assert inbox.closed
+        return
+    expected = {
+        "drop_oldest": [2, "gap", 3],  # the oldest message went, never the notice
+        "drop_newest": [1, 2, "gap"],
+        "conflate": [2, "gap", 3],  # what was conflated before the notice comes before it
+    }[policy]
+    assert _drain(inbox) == expected
+    assert inbox.stats().queued == 0
+
+
+def test_held_live_messages_follow_the_backfill_released_for_them() -> None:
+    inbox = Inbox(maxsize=None, overflow="drop_oldest", raw=True,
+                  held={("bars", "A"), ("quotes", "A")}, backfill=True)
+    inbox.push([("bars", "A", "b1")])
+    assert inbox.last_bars == {("bars", "A"): ("bars", "A", "b1")}
+    inbox.hold_live([("bars", "A")])
+    inbox.push([("quotes", "A", "q"), ("bars", "A", "b4")])
+    assert inbox.first_held(("bars", "A")) == ("bars", "A", "b4")
+    assert inbox.release(("bars", "A"), [("bars", "A", "b2"), ("bars", "A", "b3")])
+    assert _drain(inbox) == ["b1", "q", "b2", "b3", "b4"]
+    assert inbox.stats().backfilled == 2
+    assert inbox.last_item == ("bars", "A", "b4")
+
+
+def test_an_inbox_that_did_not_opt_in_tracks_nothing() -> None:
+    inbox = Inbox(maxsize=None, overflow="drop_oldest", raw=True, held={("bars", "A")})
+    inbox.push([("bars", "A", "b1")])
+    assert (inbox.last_item, inbox.last_bars) == (None, {})
