@@ -211,23 +211,32 @@ class AlpacaContainer(containers.DeclarativeContainer):
     credentials = providers.Callable(_credentials_of, settings)
     registry = providers.Callable(registry_for, settings)
 
+    # Resolved only when a backfill needs them (the hubs hold their .provider).
+    stock_history_client = StreamResource(init_stock_history_client, settings=settings)
+    crypto_history_client = StreamResource(init_crypto_history_client, settings=settings)
+    option_history_client = StreamResource(init_option_history_client, settings=settings)
+    news_client = StreamResource(init_news_client, settings=settings)
+
     stock_stream = StreamResource(
         init_stock_stream,
         registry=registry,
         credentials=credentials,
         settings=settings,
+        history_client=stock_history_client.provider,
     )
     crypto_stream = StreamResource(
         init_crypto_stream,
         registry=registry,
         credentials=credentials,
         settings=settings,
+        history_client=crypto_history_client.provider,
     )
     option_stream = StreamResource(
         init_option_stream,
         registry=registry,
         credentials=credentials,
         settings=settings,
+        history_client=option_history_client.provider,
     )
     news_stream = StreamResource(
         init_news_stream,
@@ -243,10 +252,6 @@ class AlpacaContainer(containers.DeclarativeContainer):
     )
 
     trading_client = StreamResource(init_trading_client, settings=settings)
-    stock_history_client = StreamResource(init_stock_history_client, settings=settings)
-    crypto_history_client = StreamResource(init_crypto_history_client, settings=settings)
-    option_history_client = StreamResource(init_option_history_client, settings=settings)
-    news_client = StreamResource(init_news_client, settings=settings)
     pricing_service = StreamResource(
         init_pricing_service, stock_stream=stock_stream, crypto_stream=crypto_stream
     )

@@ -57,6 +57,7 @@ MAX_BACKFILL_BARS = 10_000
 
 _TYPE_CODES = {"bars": "b", "daily_bars": "d"}
 _PERIODS = {"bars": timedelta(minutes=1), "daily_bars": timedelta(days=1)}
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _AFTER = timedelta(seconds=1)  # REST windows are inclusive: start just after the last bar
 _log = structlog.get_logger("alpaca_di.gaps")
 
@@ -301,9 +302,7 @@ class GapTracker:
                 starts[pair] = stamp + _AFTER
             else:  # no bar of it yet: from the bar period of its last message
                 since = last or loss.lost_at
-                period = _PERIODS[pair[0]]
-                epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
-                starts[pair] = since - (since - epoch) % period
+                starts[pair] = since - (since - _EPOCH) % _PERIODS[pair[0]]
         return starts, skipped
 
     async def _backfill(self, plans: list[_Plan]) -> None:
@@ -366,17 +365,21 @@ class GapTracker:
                     backfill_error=error,
                 )
             )
+        items: list[Item] = []
         for pair, start in plan.starts.items():
-            items: list[Item] = []
             rows = fetched.get((pair[0], start))
             if rows is not None:
                 cached = (pair, start, sub.raw)
                 if cached not in forms:
                     forms[cached] = _items(pair, rows.get(pair[1], ()), start, raw=sub.raw)
-                items = _before(forms[cached], sub.first_held(pair))
-            if not sub.release(pair, items):
-                self._on_overflow(sub)
-                return
+                items.extend(_before(forms[cached], sub.first_held(pair)))
+        if not sub.release(plan.starts, items, _order):
+            self._on_overflow(sub)
+
+
+def _order(item: Item) -> datetime:
+    """Items by the server's time (those without one first)."""
+    return message_time(item[2]) or _EPOCH
 
 
 def _count(rows: Mapping[str, Sequence[Any]]) -> int:

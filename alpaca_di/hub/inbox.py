@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -132,6 +132,7 @@ class Inbox:
         self.backfilled = 0
         self._notices = 0  # gap notices in _queue: never dropped, never conflated
         self._holding: dict[Pair, list[Item]] = {}  # live bars held during a backfill
+        self._floors: dict[Pair, tuple[Callable[[Item], Any], Any]] = {}  # backfilled up to
 
     # -- the producer's side -------------------------------------------------------------
 
@@ -149,8 +150,10 @@ class Inbox:
                 self._track(items)
             if self._holding:
                 items = self._divert(items)
-                if not items:
-                    return True
+            if self._floors:
+                items = self._above_floors(items)
+            if not items:
+                return True
             if self._conflate:
                 self._push_conflated(items)
             elif self.maxsize is None:
@@ -198,14 +201,30 @@ class Inbox:
             held = self._holding.get(pair)
             return held[0] if held else None
 
-    def release(self, pair: Pair, backfilled: list[Item]) -> bool:
-        """Queue ``backfilled`` then the live messages held for ``pair``; as :meth:`push`."""
+    def release(
+        self, pairs: Iterable[Pair], backfilled: list[Item], order: Callable[[Item], Any]
+    ) -> bool:
+        """Queue ``backfilled``, then the live messages held for ``pairs``, each by ``order``.
+
+        Both parts are sorted by ``order`` (stable: the server's time, say); returns
+        as :meth:`push` does.
+        """
+        floors: dict[Pair, tuple[Callable[[Item], Any], Any]] = {}
         with self.lock:
-            live = self._holding.pop(pair, [])
+            live: list[Item] = []
+            for pair in pairs:
+                held = self._holding.pop(pair, [])
+                live.extend(held)
+                mine = [order(item) for item in backfilled if (item[0], item[1]) == pair]
+                if mine and not held:  # a live copy of the newest may still come: drop it
+                    floors[pair] = (order, max(mine))
             if not self.closed:
                 self.backfilled += len(backfilled)
-        items = backfilled + live
-        return self.push(items) if items else True
+        items = sorted(backfilled, key=order) + sorted(live, key=order)
+        pushed = self.push(items) if items else True
+        with self.lock:
+            self._floors.update(floors)
+        return pushed
 
     def _track(self, items: list[Item]) -> None:
         self.last_item = items[-1]
@@ -224,6 +243,19 @@ class Inbox:
                 kept.append(item)
             else:
                 held.append(item)
+        return kept
+
+    def _above_floors(self, items: list[Item]) -> list[Item]:
+        """Leave out live messages a backfill delivered already (same pair, not newer)."""
+        floors = self._floors
+        kept: list[Item] = []
+        for item in items:
+            floor = floors.get((item[0], item[1]))
+            if floor is not None:
+                if floor[0](item) <= floor[1]:
+                    continue
+                del floors[(item[0], item[1])]
+            kept.append(item)
         return kept
 
     def _push_bounded(self, items: list[Item]) -> bool:
@@ -386,6 +418,7 @@ class Inbox:
             self._queue.clear()
             self._latest.clear()
             self._holding.clear()
+            self._floors.clear()
             self._notices = 0
             self.ready.notify_all()
         listener = self.listener

@@ -43,6 +43,7 @@ from alpaca_di.credentials import Credentials
 from alpaca_di.hub.hub import StreamHub
 from alpaca_di.hub.registry import ConnectionRegistry
 from alpaca_di.protocol import StreamKind
+from alpaca_di.services.history import BarsClient, HistoricalBarSource
 from alpaca_di.services.interfaces import OrderUpdates, PriceSource
 from alpaca_di.services.manager import AlpacaManager
 from alpaca_di.services.pricing import PricingService
@@ -83,11 +84,15 @@ def stream_lease(
     credentials: Credentials,
     settings: AlpacaSettings,
     kind: StreamKind | str,
+    history_client: Callable[[], BarsClient] | None = None,
 ) -> Generator[StreamHub, None, None]:
     """Lease the hub of ``kind`` for the resource's lifetime (the body of every ``init_*``).
 
     Yields the shared :class:`~alpaca_di.services.StreamHub`; at shutdown the lease
     is released (the last one closes the socket with a close frame), whatever fails.
+    With ``history_client`` (a zero-argument callable, e.g. a provider), the hub
+    backfills bars through it for as long as the lease is held
+    (:class:`~alpaca_di.services.history.HistoricalBarSource`).
 
     Example::
 
@@ -105,7 +110,16 @@ def stream_lease(
         options = dataclasses.replace(options, feed=feed)
     lease = registry.acquire(credentials, kind, endpoint, options)
     try:
-        yield lease.hub
+        remove = (
+            lease.hub.use_history(HistoricalBarSource(kind, history_client, feed=feed))
+            if history_client is not None
+            else None
+        )
+        try:
+            yield lease.hub
+        finally:
+            if remove is not None:
+                remove()
     finally:
         lease.release()
 
@@ -114,20 +128,25 @@ def init_stock_stream(
     registry: ConnectionRegistry,
     credentials: Credentials,
     settings: AlpacaSettings,
+    history_client: Callable[[], BarsClient] | None = None,
 ) -> Generator[StreamHub, None, None]:
     """The stock hub (``data_stream_url`` + ``/v2/<feed>``) for the resource's lifetime.
+
+    ``history_client`` (the stock, crypto or option historical client's provider,
+    for each of these three) is what the hub backfills bars through.
 
     Example::
 
         stock_stream = StreamResource(init_stock_stream, registry, credentials, settings)
     """
-    yield from stream_lease(registry, credentials, settings, StreamKind.STOCK)
+    yield from stream_lease(registry, credentials, settings, StreamKind.STOCK, history_client)
 
 
 def init_crypto_stream(
     registry: ConnectionRegistry,
     credentials: Credentials,
     settings: AlpacaSettings,
+    history_client: Callable[[], BarsClient] | None = None,
 ) -> Generator[StreamHub, None, None]:
     """The crypto hub (``/v1beta3/crypto/<crypto_feed>``) for the resource's lifetime.
 
@@ -135,13 +154,14 @@ def init_crypto_stream(
 
         crypto_stream = StreamResource(init_crypto_stream, registry, credentials, settings)
     """
-    yield from stream_lease(registry, credentials, settings, StreamKind.CRYPTO)
+    yield from stream_lease(registry, credentials, settings, StreamKind.CRYPTO, history_client)
 
 
 def init_option_stream(
     registry: ConnectionRegistry,
     credentials: Credentials,
     settings: AlpacaSettings,
+    history_client: Callable[[], BarsClient] | None = None,
 ) -> Generator[StreamHub, None, None]:
     """The option hub (``/v1beta1/<option_feed>``) for the resource's lifetime.
 
@@ -149,7 +169,7 @@ def init_option_stream(
 
         option_stream = StreamResource(init_option_stream, registry, credentials, settings)
     """
-    yield from stream_lease(registry, credentials, settings, StreamKind.OPTION)
+    yield from stream_lease(registry, credentials, settings, StreamKind.OPTION, history_client)
 
 
 def init_news_stream(

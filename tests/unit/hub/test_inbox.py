@@ -107,7 +107,7 @@ def test_held_live_messages_follow_the_backfill_released_for_them() -> None:
     inbox.hold_live([("bars", "A")])
     inbox.push([("quotes", "A", "q"), ("bars", "A", "b4")])
     assert inbox.first_held(("bars", "A")) == ("bars", "A", "b4")
-    assert inbox.release(("bars", "A"), [("bars", "A", "b2"), ("bars", "A", "b3")])
+    assert inbox.release([("bars", "A")], [("bars", "A", "b3"), ("bars", "A", "b2")], str)
     assert _drain(inbox) == ["b1", "q", "b2", "b3", "b4"]
     assert inbox.stats().backfilled == 2
     assert inbox.last_item == ("bars", "A", "b4")
@@ -117,3 +117,13 @@ def test_an_inbox_that_did_not_opt_in_tracks_nothing() -> None:
     inbox = Inbox(maxsize=None, overflow="drop_oldest", raw=True, held={("bars", "A")})
     inbox.push([("bars", "A", "b1")])
     assert (inbox.last_item, inbox.last_bars) == (None, {})
+
+
+def test_a_live_copy_of_a_backfilled_bar_is_left_out() -> None:
+    inbox = Inbox(maxsize=None, overflow="drop_oldest", raw=True, held={("bars", "A")},
+                  backfill=True)
+    inbox.hold_live([("bars", "A")])
+    assert inbox.release([("bars", "A")], [("bars", "A", "b1"), ("bars", "A", "b2")], str)
+    inbox.push([("bars", "A", "b2"), ("bars", "A", "b3")])  # b2 came late on the stream too
+    inbox.push([("bars", "A", "b2")])  # past the floor now: delivered as it comes
+    assert _drain(inbox) == ["b1", "b2", "b3", "b2"]
