@@ -236,7 +236,6 @@ class AlpacaContainer(containers.DeclarativeContainer):
         registry=registry,
         credentials=credentials,
         settings=settings,
-        history_client=option_history_client.provider,
     )
     news_stream = StreamResource(
         init_news_stream,

@@ -79,6 +79,28 @@ class Faults(EmulatorCore):
         resolved = None if path is None else resolve_path(path)
         self._call(lambda: self._refuse_rules.append([status, times, resolved]))
 
+    def accept_handshakes(self, path: str | None = None) -> None:
+        """Forget the :meth:`refuse_handshake` rules (of ``path``); every other fault stays.
+
+        Ends an outage made with ``refuse_handshake(times=...)`` while, say, a REST
+        failure set for the reconnect stays in force (:meth:`reset_faults` clears all).
+
+        Example::
+
+            emu.refuse_handshake(503, times=1_000_000, path="/v2/iex")
+            ...                                  # the client cannot reconnect
+            emu.fail_history(503)                # its backfill will fail
+            emu.accept_handshakes("/v2/iex")     # now it reconnects
+        """
+        resolved = None if path is None else resolve_path(path)
+
+        def run() -> None:
+            self._refuse_rules[:] = [
+                rule for rule in self._refuse_rules if resolved is not None and rule[2] != resolved
+            ]
+
+        self._call(run)
+
     def fail_rest(
         self, status: int, message: str, *, times: int = 1, code: int | None = None
     ) -> None:

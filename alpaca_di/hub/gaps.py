@@ -153,8 +153,8 @@ def check_gap_options(
         raise TypeError("gaps must be True or False")
     if not isinstance(backfill, bool):
         raise TypeError("backfill must be True or False")
-    if backfill and kind not in (StreamKind.STOCK, StreamKind.CRYPTO, StreamKind.OPTION):
-        raise ValueError(f"backfill=True is for bars; the {kind.value} stream has none")
+    if backfill and kind not in (StreamKind.STOCK, StreamKind.CRYPTO):
+        raise ValueError(f"backfill=True is for bars; the {kind.value} stream carries no bars")
     if gaps and kind is StreamKind.TRADING:
         raise ValueError(
             "gaps=True is for market data; trade updates missed are reconciled through REST"

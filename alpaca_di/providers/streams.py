@@ -132,8 +132,9 @@ def init_stock_stream(
 ) -> Generator[StreamHub, None, None]:
     """The stock hub (``data_stream_url`` + ``/v2/<feed>``) for the resource's lifetime.
 
-    ``history_client`` (the stock, crypto or option historical client's provider,
-    for each of these three) is what the hub backfills bars through.
+    ``history_client`` (the stock or crypto historical client's provider, for
+    these two) is what the hub backfills bars through; the option stream carries
+    no bars.
 
     Example::
 
@@ -161,7 +162,6 @@ def init_option_stream(
     registry: ConnectionRegistry,
     credentials: Credentials,
     settings: AlpacaSettings,
-    history_client: Callable[[], BarsClient] | None = None,
 ) -> Generator[StreamHub, None, None]:
     """The option hub (``/v1beta1/<option_feed>``) for the resource's lifetime.
 
@@ -169,7 +169,7 @@ def init_option_stream(
 
         option_stream = StreamResource(init_option_stream, registry, credentials, settings)
     """
-    yield from stream_lease(registry, credentials, settings, StreamKind.OPTION, history_client)
+    yield from stream_lease(registry, credentials, settings, StreamKind.OPTION)
 
 
 def init_news_stream(

@@ -10,7 +10,7 @@ emulator published meanwhile, in time order, marked, then live bars, none twice.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -50,14 +50,22 @@ def container(emu: AlpacaEmulator) -> Iterator[AlpacaContainer]:
     registry.close_all()
 
 
-def outage(emu: AlpacaEmulator, *, close_frame: bool, **advance: Any) -> list[dict[str, Any]]:
+def outage(
+    emu: AlpacaEmulator,
+    *,
+    close_frame: bool,
+    path: str = IEX,
+    before_restore: Callable[[], object] = lambda: None,
+    **advance: Any,
+) -> list[dict[str, Any]]:
     """Cut the stream, publish bars while the client cannot get back in, let it back."""
     refused = emu.stats().refused_handshakes
-    emu.refuse_handshake(503, times=1_000_000, path=IEX)
-    assert emu.drop_connections(IEX, close_frame=close_frame) == 1
+    emu.refuse_handshake(503, times=1_000_000, path=path)
+    assert emu.drop_connections(path, close_frame=close_frame) == 1
     wait_until(lambda: emu.stats().refused_handshakes > refused, DEADLINE, "a refused reconnect")
     missed = emu.advance(**advance)
-    emu.reset_faults()
+    before_restore()
+    emu.accept_handshakes(path)
     return missed
 
 
@@ -137,13 +145,8 @@ def test_a_failed_backfill_is_a_notice_saying_so_and_live_bars_resume(
     hub.subscribe(got, bars=["AAPL"], backfill=True).wait_confirmed(DEADLINE)
     emu.advance(minutes=1, symbols=["AAPL"])
     got.wait_for(1, DEADLINE)
-    refused = emu.stats().refused_handshakes
-    emu.refuse_handshake(503, times=1_000_000, path=IEX)
-    emu.drop_connections(IEX)
-    wait_until(lambda: emu.stats().refused_handshakes > refused, DEADLINE, "a refused reconnect")
-    emu.advance(minutes=2, symbols=["AAPL"])
-    emu.reset_faults()
-    emu.fail_history(503, times=None, refuse=refuse)  # REST down
+    outage(emu, close_frame=True, minutes=2, symbols=["AAPL"],
+           before_restore=lambda: emu.fail_history(503, times=None, refuse=refuse))  # REST down
     [_, first, failed] = got.wait_for(3, DEADLINE)
     after = emu.advance(minutes=1, symbols=["AAPL"])
     live = got.wait_for(4, DEADLINE)[3]
@@ -275,8 +278,26 @@ def test_the_emulators_429_is_waited_out_and_the_backfill_completes(
     hub.subscribe(got, bars=["AAPL"], backfill=True).wait_confirmed(DEADLINE)
     emu.advance(minutes=1, symbols=["AAPL"])
     got.wait_for(1, DEADLINE)
-    emu.throttle_history(1, retry_after=0.1)  # alpaca-py waits 3 s, then asks again
-    missed = outage(emu, close_frame=False, minutes=2, symbols=["AAPL"])
+    throttled = emu.stats().market_data_requests
+    missed = outage(emu, close_frame=False, minutes=2, symbols=["AAPL"],  # alpaca-py waits 3 s
+                    before_restore=lambda: emu.throttle_history(1, retry_after=0.1))
     messages = got.wait_for(1 + 1 + 2, DEADLINE)
     assert [key(bar) for bar in messages[2:]] == [wire_key(bar) for bar in missed]
     assert messages[1].backfill_error is None
+    assert emu.stats().market_data_requests - throttled == 2  # the 429, then the bars
+
+
+def test_crypto_bars_are_backfilled_from_the_crypto_client(
+    emu: AlpacaEmulator, container: AlpacaContainer
+) -> None:
+    path, symbol = "/v1beta3/crypto/us", "BTC/USD"
+    hub = container.crypto_stream()
+    got = Recorder()
+    hub.subscribe(got, bars=[symbol], backfill=True).wait_confirmed(DEADLINE)
+    emu.advance(minutes=1, symbols=[symbol])
+    got.wait_for(1, DEADLINE)
+    missed = outage(emu, close_frame=False, path=path, minutes=2, symbols=[symbol])
+    messages = got.wait_for(1 + 1 + 2, DEADLINE)
+    assert isinstance(messages[1], GapNotice)
+    assert [key(bar) for bar in messages[2:]] == [wire_key(bar) for bar in missed]
+    assert all(isinstance(bar, BackfilledBar) for bar in messages[2:])

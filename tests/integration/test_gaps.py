@@ -138,5 +138,7 @@ def test_subscriptions_without_gaps_and_bad_arguments(container: AlpacaContainer
         hub.subscribe(bars=["AAPL"], gaps="yes")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="trade updates missed are reconciled"):
         container.trading_stream().subscribe(trade_updates=True, gaps=True)
-    with pytest.raises(ValueError, match="the news stream has none"):
+    with pytest.raises(ValueError, match="the news stream carries no bars"):
         container.news_stream().subscribe(news=["*"], backfill=True)
+    with pytest.raises(ValueError, match="the option stream carries no bars"):
+        container.option_stream().subscribe(quotes=["AAPL240315C00180000"], backfill=True)

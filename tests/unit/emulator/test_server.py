@@ -453,6 +453,19 @@ async def test_refuse_handshake_429(emu: AlpacaEmulator) -> None:
     assert stats.handshakes == 2
 
 
+async def test_accept_handshakes_ends_the_refusals_and_keeps_other_faults(
+    emu: AlpacaEmulator,
+) -> None:
+    emu.refuse_handshake(503, times=1_000, path=IEX)
+    emu.reject_auth(402, times=1)
+    with pytest.raises(InvalidStatus):
+        await Raw.open(emu)
+    emu.accept_handshakes(IEX)
+    raw = await Raw.open(emu)
+    assert await raw.auth() == error(402, "auth failed")  # the other fault is still there
+    assert emu.stats().refused_handshakes == 1
+
+
 async def test_unknown_path_is_refused_with_404(emu: AlpacaEmulator) -> None:
     with pytest.raises(InvalidStatus) as info:
         await connect(emu.ws_url + "/v2/unknown")
