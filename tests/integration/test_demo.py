@@ -111,6 +111,22 @@ def test_demo_plain_mode_prints_progress_and_the_health_table(tmp_path: Path) ->
     assert "closed 4 connections" in out
 
 
+def test_demo_drops_the_stock_stream_and_shows_the_gap_and_the_backfilled_bars(
+    tmp_path: Path,
+) -> None:
+    result = _run(tmp_path, "demo", "--duration", "3")
+    assert result.returncode == 0, _explain(result)
+    shown = re.search(r"bars: ([\d,]+) live, ([\d,]+) backfilled after (\d+) gap", result.stdout)
+    assert shown, _explain(result)
+    assert shown[3] == "1"
+    assert int(shown[2].replace(",", "")) > 0  # bars the emulator published while it was down
+    quiet = _run(tmp_path, "demo", "--duration", "2", "--json", "--no-drop")
+    assert quiet.returncode == 0, _explain(quiet)
+    stock = next(c for c in _check_report(json.loads(quiet.stdout)).connections
+                 if c.kind == "stock")
+    assert (stock.gaps, stock.backfilled, stock.reconnects) == (0, 0, 0)
+
+
 def _pump(stream: IO[str], into: queue.Queue[str | None]) -> threading.Thread:
     """Copy ``stream``'s lines into ``into`` (then ``None``) on a daemon thread."""
 

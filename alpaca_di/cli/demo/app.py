@@ -17,6 +17,8 @@ nothing else:
 * :class:`NewsDesk` -- every headline from ``news_stream``, scored by a
   deliberately slow "model" behind a small bounded queue, so the health report
   shows messages dropped for this consumer only;
+* :class:`~alpaca_di.cli.demo.bars.BarWatcher` -- minute bars of the five stocks with
+  ``backfill=True``: told of each gap of the stock stream, it gets the bars it missed;
 * :class:`Executor` -- a few orders through ``AlpacaManager.submit_and_wait``
   (market orders and one marketable limit priced by ``marketable_limit_price``).
 
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 from dependency_injector import containers, providers
 
+from alpaca_di.cli.demo.bars import BarWatcher
 from alpaca_di.cli.demo.components import (
     Component,
     CryptoWatcher,
@@ -61,7 +64,7 @@ def _components(*components: Component) -> list[Component]:
 
 
 class DemoApp(containers.DeclarativeContainer):
-    """The demo application: seven components on one embedded ``AlpacaContainer``.
+    """The demo application: eight components on one embedded ``AlpacaContainer``.
 
     Configuration: ``alpaca`` (the :class:`~alpaca_di.settings.AlpacaSettings`
     fields), ``place_orders`` (bool) and ``order_pace`` (seconds between orders).
@@ -88,6 +91,7 @@ class DemoApp(containers.DeclarativeContainer):
     tape = providers.Singleton(TradeTape, stock_stream=alpaca.stock_stream)
     order_log = providers.Singleton(OrderLog, trading=alpaca.trading_service, events=events)
     news = providers.Singleton(NewsDesk, news_stream=alpaca.news_stream)
+    bars = providers.Singleton(BarWatcher, stock_stream=alpaca.stock_stream, events=events)
     executor = providers.Singleton(
         Executor,
         manager=alpaca.alpaca_manager,
@@ -99,5 +103,5 @@ class DemoApp(containers.DeclarativeContainer):
 
     # Start order: the listeners first, the executor last (stop in reverse).
     components = providers.Callable(
-        _components, momentum, crypto, risk, tape, order_log, news, executor
+        _components, momentum, crypto, risk, tape, order_log, news, bars, executor
     )

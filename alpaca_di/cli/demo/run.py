@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from alpaca_di.cli.demo.app import DemoApp
+    from alpaca_di.cli.demo.bars import StagedOutage
     from alpaca_di.cli.demo.components import Component
     from alpaca_di.cli.demo.view import PriceRow, ServerView, Snapshot
     from alpaca_di.emulator import AlpacaEmulator
@@ -102,6 +103,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=_non_negative,
         default=200.0,
         help="emulator: synthetic messages per second per connection (default 200)",
+    )
+    parser.add_argument(
+        "--no-drop",
+        action="store_true",
+        help="emulator: do not drop the stock stream 30%% into the run (the drop shows "
+        "the gap notice and bar backfill)",
     )
     parser.add_argument(
         "--seed", type=int, default=7, help="emulator: seed of the synthetic market (default 7)"
@@ -187,6 +194,7 @@ class _Demo:
         self.t0 = time.monotonic()
         self.phase = "starting"
         self.emulator: AlpacaEmulator | None = None
+        self.outage: StagedOutage | None = None
         self.app: DemoApp | None = None
         self.components: list[Component] = []
         self.first_prices: dict[str, float] = {}
@@ -252,6 +260,7 @@ class _Demo:
                 "data_stream_url": emulator.ws_url,
                 "trading_stream_url": emulator.trading_stream_url,
                 "api_url": emulator.api_url,
+                "data_url": emulator.api_url,
             }
         app = DemoApp()
         app.config.from_dict(
@@ -279,10 +288,39 @@ class _Demo:
                     self.say(self.failure)
                 break
             self.components.append(component)
+        self._stage_outage()
         self._loop()
+        self._end_outage()
         final = self._final(app.alpaca.health())
         self._shutdown()
         return final
+
+    def _stage_outage(self) -> None:
+        """With the emulator: drop the stock stream once, 30 % into the run (see bars.py)."""
+        from urllib.parse import urlsplit
+
+        from alpaca_di.cli.demo.bars import StagedOutage
+
+        if self.emulator is None or self.app is None or self.args.no_drop:
+            return
+        path = urlsplit(self.app.alpaca.stock_stream().endpoint).path
+        self.outage = StagedOutage(
+            self.emulator, path, self.app.events(), at=self.duration * 0.3
+        )
+        self.outage.start()
+
+    def _end_outage(self) -> None:
+        """Finish the outage, and let the stock stream be confirmed again before the report."""
+        outage, self.outage = self.outage, None
+        if outage is None or self.app is None:
+            return
+        outage.stop()
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline and not self.interrupted:
+            stock = [c for c in self.app.alpaca.health().connections if c.kind == "stock"]
+            if all(c.ready for c in stock):
+                return
+            time.sleep(0.05)  # a bounded poll of health (nothing to wait on across threads)
 
     def _start_emulator(self) -> AlpacaEmulator:
         from alpaca_di.emulator import AlpacaEmulator
@@ -335,6 +373,9 @@ class _Demo:
 
     def _shutdown(self) -> None:
         """Stop components, close every connection, stop the emulator; report the timing."""
+        outage, self.outage = self.outage, None
+        if outage is not None:
+            outage.stop()
         self._stop_components()
         app, self.app = self.app, None
         if app is not None:
@@ -394,6 +435,7 @@ class _Demo:
             started_at=self.t0,
             orders=self._orders_text(),
             news=self._news_text(),
+            bars=self._bars_text(),
             account=self._account_text(),
             rate=self._rate(),
         )
@@ -533,6 +575,10 @@ class _Demo:
             f"latest: {latest}"
         )
 
+    def _bars_text(self) -> str:
+        watcher = self._component("bars")
+        return "-" if watcher is None else watcher.describe()
+
     def _account_text(self) -> str:
         risk = self._component("risk")
         account = risk.account() if risk is not None else None
@@ -553,7 +599,8 @@ class _Demo:
             report=report,
             server=self._server(report),
             users=self._users(),
-            orders=f"orders: {self._orders_text()}; news: {self._news_text()}",
+            orders=f"orders: {self._orders_text()}; news: {self._news_text()}; "
+            f"bars: {self._bars_text()}",
             errors=events.errors if events is not None else 0,
         )
 

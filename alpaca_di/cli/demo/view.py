@@ -79,6 +79,7 @@ class Snapshot:
     news: str
     account: str
     rate: float
+    bars: str = "-"
 
 
 def path_of(endpoint: str) -> str:
@@ -173,10 +174,11 @@ def progress_line(snapshot: Snapshot) -> str:
     prices = " ".join(
         f"{row.symbol} {_money(row.price)}" for row in snapshot.prices if row.price is not None
     )
+    gaps = f" | bars: {snapshot.bars}" if report.gaps else ""
     return (
         f"[{snapshot.elapsed:6.1f}s] {connected}/{len(report.connections)} connected | "
         f"{received:,} msgs ({snapshot.rate:,.0f}/s), {dropped:,} dropped | "
-        f"orders {snapshot.orders} | {prices or 'waiting for first prices...'}"
+        f"orders {snapshot.orders}{gaps} | {prices or 'waiting for first prices...'}"
     )
 
 
@@ -247,6 +249,9 @@ def render(snapshot: Snapshot) -> RenderableType:
         "   ",
         ("account ", "bold"),
         snapshot.account,
+        "   ",
+        ("bars ", "bold"),
+        snapshot.bars,
     )
     connections = health_table(
         snapshot.health, snapshot.server, snapshot.users, title="Connections (container.health())"
