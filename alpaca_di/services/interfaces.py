@@ -16,7 +16,7 @@ any fake with the same methods, which mypy checks::
         def fair_value(self) -> float:
             return self.prices.wait_for_price("AAPL", timeout=5.0)
 
-Bar backfill (:doc:`gaps-and-backfill`) needs no more of alpaca-py's historical
+Bar backfill (``docs/gaps-and-backfill.md``) needs no more of alpaca-py's historical
 clients than :class:`StockBarsClient`, :class:`CryptoBarsClient` and
 :class:`OptionBarsClient`: ``StockHistoricalDataClient`` & co. satisfy them, and
 so do the in-memory :class:`~alpaca_di.testing.FakeHistoricalDataClient`.
