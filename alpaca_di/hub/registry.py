@@ -291,13 +291,13 @@ class ConnectionRegistry:
                 entry.retired = True
                 if self._entries.get(key) is entry:
                     del self._entries[key]
-                gate = self._begin_close(key)
+                gate = self._hold_key(key)
         closed = entry.hub.start_close()
         if first:
-            closed.add_done_callback(lambda _: self._end_close(key, gate))
+            closed.add_done_callback(lambda _: self._free_key(key, gate))
         return closed
 
-    def _begin_close(self, key: _Key) -> concurrent.futures.Future[None]:
+    def _hold_key(self, key: _Key) -> concurrent.futures.Future[None]:
         """Under the lock: the future this close resolves when its socket has closed.
 
         A new hub of ``key`` waits, before connecting, on every close of the key still
@@ -315,7 +315,7 @@ class ConnectionRegistry:
         self._closes[key] = both
         return closed
 
-    def _end_close(self, key: _Key, gate: concurrent.futures.Future[None]) -> None:
+    def _free_key(self, key: _Key, gate: concurrent.futures.Future[None]) -> None:
         gate.set_result(None)
         with self._lock:
             current = self._closes.get(key)
