@@ -140,3 +140,12 @@ def test_trading_service_catches_up_through_the_fake_client() -> None:
     finally:
         service.close()
         hub.close()
+
+
+def test_it_is_a_trading_client_that_never_reaches_the_network() -> None:
+    from alpaca.trading.client import TradingClient
+
+    client = FakeTradingClient()
+    assert isinstance(client, TradingClient)
+    with pytest.raises(NotImplementedError, match=r"does not fake GET /v2/clock.*faked: submit_order"):
+        client.get_clock()
