@@ -147,5 +147,6 @@ def test_it_is_a_trading_client_that_never_reaches_the_network() -> None:
 
     client = FakeTradingClient()
     assert isinstance(client, TradingClient)
-    with pytest.raises(NotImplementedError, match=r"does not fake GET /v2/clock.*faked: submit_order"):
+    refused = r"does not fake GET /v2/clock.*faked: submit_order"
+    with pytest.raises(NotImplementedError, match=refused):
         client.get_clock()
