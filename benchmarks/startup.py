@@ -1,4 +1,4 @@
-"""Figure 10: start-up, the wall time of a fresh interpreter importing what an app imports.
+"""Figure 11: start-up, the wall time of a fresh interpreter importing what an app imports.
 
 Each measurement is one new process (``python -c ...`` or the ``alpaca-di``
 script), timed from spawn to exit, so it includes the interpreter's own start:
@@ -49,9 +49,9 @@ def _cli() -> float:
 
 
 def run(ctx: Context) -> list[Row]:
-    """Figure 10 rows."""
+    """Figure 11 rows."""
     imports = Row(
-        10,
+        11,
         "startup_import",
         "start-up: import the container and settings",
         "s",
@@ -59,7 +59,7 @@ def run(ctx: Context) -> list[Row]:
         note=f"alpaca-di: `{_CONTAINER}`; alpaca-py: StockDataStream and TradingClient",
     )
     cli = Row(
-        10,
+        11,
         "startup_cli_help",
         "start-up: `alpaca-di --help`",
         "s",
