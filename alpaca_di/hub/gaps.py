@@ -39,7 +39,7 @@ import structlog
 from alpaca_di.errors import ProtocolError, describe_error
 from alpaca_di.hub.inbox import BAR_CHANNELS, Inbox, Item, Pair
 from alpaca_di.protocol import StreamKind
-from alpaca_di.protocol.models import message_time, parse
+from alpaca_di.protocol.times import message_time
 
 __all__ = [
     "MAX_BACKFILL_BARS",
@@ -390,6 +390,8 @@ def _items(
     pair: Pair, rows: Iterable[Mapping[str, Any]], start: datetime, *, raw: bool
 ) -> list[Item]:
     """The fetched bars of one pair as inbox items (marked), ascending, each time once."""
+    from alpaca_di.protocol.models import parse  # loaded with the first hub already
+
     channel, symbol = pair
     items: list[Item] = []
     last: datetime | None = None

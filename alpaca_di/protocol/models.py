@@ -55,7 +55,6 @@ __all__ = [
     "Lenient",
     "ReconciledTradeUpdate",
     "is_lenient",
-    "message_time",
     "parse",
 ]
 
@@ -321,34 +320,6 @@ def _bars() -> _Parser:
         return backfilled(symbol, raw) if raw.get("backfilled") is True else live(symbol, raw)
 
     return parse_bar
-
-
-def message_time(message: Any) -> _dt.datetime | None:
-    """The server's timestamp of a message in any form (raw dict or model), or ``None``.
-
-    Example::
-
-        message_time({"T": "q", "S": "AAPL", "t": msgpack.Timestamp(1709562600, 0)})
-    """
-    if isinstance(message, Mapping):
-        value = message.get("t")
-    else:
-        value = getattr(message, "timestamp", None)
-    if type(value) is Timestamp:
-        return _stamp_to_datetime(value)
-    if isinstance(value, _dt.datetime):
-        return value if value.tzinfo is not None else value.replace(tzinfo=_UTC)
-    if isinstance(value, str):
-        try:  # RFC 3339; Python's parser takes at most microseconds
-            head, dot, fraction = value.replace("Z", "+00:00").partition(".")
-            if dot:
-                digits = len(fraction) - len(fraction.lstrip("0123456789"))
-                fraction = fraction[: min(digits, 6)] + fraction[digits:]
-            parsed = _dt.datetime.fromisoformat(head + dot + fraction)
-        except ValueError:
-            return None
-        return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=_UTC)
-    return None
 
 
 def _trade_update() -> _Parser:

@@ -43,11 +43,6 @@ from alpaca_di.credentials import Credentials
 from alpaca_di.hub.hub import StreamHub
 from alpaca_di.hub.registry import ConnectionRegistry
 from alpaca_di.protocol import StreamKind
-from alpaca_di.services.history import BarsClient, HistoricalBarSource
-from alpaca_di.services.interfaces import OrderUpdates, PriceSource
-from alpaca_di.services.manager import AlpacaManager
-from alpaca_di.services.pricing import PricingService
-from alpaca_di.services.trading import TradingService
 from alpaca_di.settings import AlpacaSettings, endpoint_for, stream_feed
 
 if TYPE_CHECKING:
@@ -58,6 +53,11 @@ if TYPE_CHECKING:
         StockHistoricalDataClient,
     )
     from alpaca.trading.client import TradingClient
+
+    from alpaca_di.services.interfaces import BarsClient, OrderUpdates, PriceSource
+    from alpaca_di.services.manager import AlpacaManager
+    from alpaca_di.services.pricing import PricingService
+    from alpaca_di.services.trading import TradingService
 
 __all__ = [
     "init_alpaca_manager",
@@ -110,11 +110,11 @@ def stream_lease(
         options = dataclasses.replace(options, feed=feed)
     lease = registry.acquire(credentials, kind, endpoint, options)
     try:
-        remove = (
-            lease.hub.use_history(HistoricalBarSource(kind, history_client, feed=feed))
-            if history_client is not None
-            else None
-        )
+        remove = None
+        if history_client is not None:
+            from alpaca_di.services.history import HistoricalBarSource  # light; no alpaca-py
+
+            remove = lease.hub.use_history(HistoricalBarSource(kind, history_client, feed=feed))
         try:
             yield lease.hub
         finally:
@@ -211,6 +211,8 @@ def init_pricing_service(
             init_pricing_service, stock_stream=stock_stream, crypto_stream=crypto_stream
         )
     """
+    from alpaca_di.services.pricing import PricingService  # alpaca-py: when first built
+
     service = PricingService(stock_stream=stock_stream, crypto_stream=crypto_stream)
     try:
         yield service
@@ -229,6 +231,8 @@ def init_trading_service(
             init_trading_service, trading_stream=trading_stream, trading_client=trading_client
         )
     """
+    from alpaca_di.services.trading import TradingService  # alpaca-py: when first built
+
     service = TradingService(trading_stream=trading_stream, trading_client=trading_client)
     try:
         yield service
@@ -259,6 +263,8 @@ def init_alpaca_manager(
             pricing_service=pricing_service.provider,
         )
     """
+    from alpaca_di.services.manager import AlpacaManager  # alpaca-py: when first built
+
     manager = AlpacaManager.deferred(
         trading_client=trading_client,
         trading_service=trading_service,

@@ -18,17 +18,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alpaca_di.protocol import StreamKind
-from alpaca_di.protocol.models import message_time
-from alpaca_di.services.interfaces import CryptoBarsClient, OptionBarsClient, StockBarsClient
+from alpaca_di.protocol.times import message_time
 from alpaca_di.transport.backoff import Backoff, ExponentialBackoff
 
-__all__ = ["BarsClient", "HistoricalBarSource"]
+if TYPE_CHECKING:
+    from alpaca_di.services.interfaces import BarsClient
 
-BarsClient = StockBarsClient | CryptoBarsClient | OptionBarsClient
-"""The historical client of a stream kind (the protocols backfill needs)."""
+__all__ = ["HistoricalBarSource"]
 _FIELDS = {  # alpaca-py Bar attribute -> the stream's key
     "open": "o",
     "high": "h",

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_FINAL_EVENTS",
+    "BarsClient",
     "CryptoBarsClient",
     "ListeningOrderUpdates",
     "OptionBarsClient",
@@ -232,3 +233,7 @@ class OptionBarsClient(Protocol):
     def get_option_bars(self, request_params: OptionBarsRequest) -> BarSet | dict[str, Any]:
         """Bars of the request's contracts (all pages)."""
         ...
+
+
+BarsClient = StockBarsClient | CryptoBarsClient | OptionBarsClient
+"""The historical client of a stream kind: what bar backfill calls."""
