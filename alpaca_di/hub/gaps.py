@@ -330,7 +330,33 @@ class GapTracker:
                 )
         forms: dict[tuple[Pair, datetime, bool], list[Item]] = {}
         for plan in plans:
-            self._deliver(plan, fetched, failed, forms)
+            try:
+                self._deliver(plan, fetched, failed, forms)
+            except Exception as exc:  # a source answering nonsense: say so, hold nothing back
+                _log.exception("gaps.source_failed", endpoint=self.endpoint, error=str(exc))
+                self._give_up(plan, describe_error(exc) or type(exc).__name__)
+
+    def _give_up(self, plan: _Plan, error: str) -> None:
+        """Tell the subscription its backfill failed, and release the live bars it held."""
+        sub = plan.sub
+        sub.push_notice(self._follow_up(plan.notice, set(plan.starts), error))
+        if not sub.release(plan.starts, [], _order):
+            self._on_overflow(sub)
+
+    @staticmethod
+    def _follow_up(notice: GapNotice, pairs: Iterable[Pair], error: str) -> GapNotice:
+        """The second notice of a gap: what was not backfilled, and why."""
+        return GapNotice(
+            kind=notice.kind,
+            endpoint=notice.endpoint,
+            symbols=notice.symbols,
+            lost_at=notice.lost_at,
+            confirmed_at=notice.confirmed_at,
+            last_message_at=notice.last_message_at,
+            backfill=False,
+            not_backfilled=_symbols(pairs),
+            backfill_error=error,
+        )
 
     def _deliver(
         self,
@@ -352,19 +378,7 @@ class GapTracker:
                     set(),
                 ).add(pair)
         for error, pairs in errors.items():  # said before the live bars resume
-            sub.push_notice(
-                GapNotice(
-                    kind=plan.notice.kind,
-                    endpoint=plan.notice.endpoint,
-                    symbols=plan.notice.symbols,
-                    lost_at=plan.notice.lost_at,
-                    confirmed_at=plan.notice.confirmed_at,
-                    last_message_at=plan.notice.last_message_at,
-                    backfill=False,
-                    not_backfilled=_symbols(pairs),
-                    backfill_error=error,
-                )
-            )
+            sub.push_notice(self._follow_up(plan.notice, pairs, error))
         items: list[Item] = []
         for pair, start in plan.starts.items():
             rows = fetched.get((pair[0], start))

@@ -301,3 +301,33 @@ def test_crypto_bars_are_backfilled_from_the_crypto_client(
     assert isinstance(messages[1], GapNotice)
     assert [key(bar) for bar in messages[2:]] == [wire_key(bar) for bar in missed]
     assert all(isinstance(bar, BackfilledBar) for bar in messages[2:])
+
+
+class NonsenseSource:
+    """A BarSource that answers a list where bars per symbol belong."""
+
+    def fetch_bars(self, channel: str, symbols: Any, start: datetime, limit: int) -> Any:
+        return ["not", "bars"]
+
+
+def test_a_source_answering_nonsense_is_a_notice_and_holds_nothing_back(
+    emu: AlpacaEmulator, container: AlpacaContainer
+) -> None:
+    hub = container.stock_stream()
+    remove = hub.use_history(NonsenseSource())
+    got = Recorder()
+    hub.subscribe(got, bars=["AAPL"], backfill=True).wait_confirmed(DEADLINE)
+    emu.advance(minutes=1, symbols=["AAPL"])
+    got.wait_for(1, DEADLINE)
+    outage(emu, close_frame=True, minutes=2, symbols=["AAPL"])
+    got.wait_for(3, DEADLINE)  # the notice and the failure: reconnected, nothing held
+    after = emu.advance(minutes=1, symbols=["AAPL"])
+    [_, first, failed, live] = got.wait_for(4, DEADLINE)
+    assert isinstance(first, GapNotice)
+    assert isinstance(failed, GapNotice)
+    assert failed.backfill_error
+    assert failed.not_backfilled == {"bars": frozenset({"AAPL"})}
+    assert key(live) == wire_key(after[0])
+    remove()
+    with pytest.raises(TypeError, match="fetch_bars"):
+        hub.use_history(object())  # type: ignore[arg-type]
