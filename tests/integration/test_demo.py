@@ -114,8 +114,9 @@ def test_demo_plain_mode_prints_progress_and_the_health_table(tmp_path: Path) ->
 def test_demo_drops_the_stock_stream_and_shows_the_gap_and_the_backfilled_bars(
     tmp_path: Path,
 ) -> None:
-    result = _run(tmp_path, "demo", "--duration", "3")
+    result = _run(tmp_path, "demo", "--duration", "6")
     assert result.returncode == 0, _explain(result)
+    assert "running: first prices after" in result.stdout
     shown = re.search(r"bars: ([\d,]+) live, ([\d,]+) backfilled after (\d+) gap", result.stdout)
     assert shown, _explain(result)
     assert shown[3] == "1"

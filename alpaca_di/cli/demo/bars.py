@@ -73,6 +73,12 @@ class BarWatcher:
         if sub is not None:
             sub.close()
 
+    @property
+    def settled(self) -> bool:
+        """No backfill under way (none since the last gap, or live bars resumed after it)."""
+        with self._lock:
+            return self._since_gap is None
+
     def describe(self) -> str:
         """One line for the view."""
         with self._lock:
@@ -112,7 +118,7 @@ class BarWatcher:
 
 
 class StagedOutage:
-    """Drop the emulator's stock stream once, for three bar minutes, ``at`` s into the run.
+    """Drop the emulator's stock stream once, for three bar minutes, ``at`` s after start().
 
     The emulator refuses reconnects meanwhile and publishes (and records) the
     bars of those minutes, so the watcher's backfill has something to fetch.

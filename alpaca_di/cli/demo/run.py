@@ -107,7 +107,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-drop",
         action="store_true",
-        help="emulator: do not drop the stock stream 30%% into the run (the drop shows "
+        help="emulator: do not drop the stock stream once running, 30%% into the run (it shows "
         "the gap notice and bar backfill)",
     )
     parser.add_argument(
@@ -195,6 +195,7 @@ class _Demo:
         self.phase = "starting"
         self.emulator: AlpacaEmulator | None = None
         self.outage: StagedOutage | None = None
+        self.staged = False
         self.app: DemoApp | None = None
         self.components: list[Component] = []
         self.first_prices: dict[str, float] = {}
@@ -288,25 +289,31 @@ class _Demo:
                     self.say(self.failure)
                 break
             self.components.append(component)
-        self._stage_outage()
         self._loop()
         self._end_outage()
         final = self._final(app.alpaca.health())
         self._shutdown()
         return final
 
-    def _stage_outage(self) -> None:
-        """With the emulator: drop the stock stream once, 30 % into the run (see bars.py)."""
+    def _stage_outage(self, report: HealthReport) -> None:
+        """With the emulator: drop the stock stream once, when running and 30 % in (bars.py)."""
         from urllib.parse import urlsplit
 
         from alpaca_di.cli.demo.bars import StagedOutage
 
-        if self.emulator is None or self.app is None or self.args.no_drop:
+        if (
+            self.emulator is None
+            or self.app is None
+            or self.args.no_drop
+            or self.staged
+            or self.first_price_at is None
+            or self.elapsed() < self.duration * 0.3
+            or not all(c.ready for c in report.connections if c.kind == "stock")
+        ):
             return
+        self.staged = True
         path = urlsplit(self.app.alpaca.stock_stream().endpoint).path
-        self.outage = StagedOutage(
-            self.emulator, path, self.app.events(), at=self.duration * 0.3
-        )
+        self.outage = StagedOutage(self.emulator, path, self.app.events(), at=0.0)
         self.outage.start()
 
     def _end_outage(self) -> None:
@@ -315,10 +322,11 @@ class _Demo:
         if outage is None or self.app is None:
             return
         outage.stop()
+        watcher = self._component("bars")
         deadline = time.monotonic() + 10.0
         while time.monotonic() < deadline and not self.interrupted:
             stock = [c for c in self.app.alpaca.health().connections if c.kind == "stock"]
-            if all(c.ready for c in stock):
+            if all(c.ready for c in stock) and (watcher is None or watcher.settled):
                 return
             time.sleep(0.05)  # a bounded poll of health (nothing to wait on across threads)
 
@@ -422,6 +430,7 @@ class _Demo:
         self.samples.append((now, received))
         prices = self._prices()
         self._update_phase(report, prices)
+        self._stage_outage(report)
         return Snapshot(
             target=self.target.description,
             phase=self.phase,
