@@ -27,6 +27,7 @@ notice (``not_backfilled``, ``backfill_error``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -346,16 +347,8 @@ class GapTracker:
     @staticmethod
     def _follow_up(notice: GapNotice, pairs: Iterable[Pair], error: str) -> GapNotice:
         """The second notice of a gap: what was not backfilled, and why."""
-        return GapNotice(
-            kind=notice.kind,
-            endpoint=notice.endpoint,
-            symbols=notice.symbols,
-            lost_at=notice.lost_at,
-            confirmed_at=notice.confirmed_at,
-            last_message_at=notice.last_message_at,
-            backfill=False,
-            not_backfilled=_symbols(pairs),
-            backfill_error=error,
+        return dataclasses.replace(
+            notice, backfill=False, not_backfilled=_symbols(pairs), backfill_error=error
         )
 
     def _deliver(

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from datetime import datetime, timezone
 
-__all__ = ["wait_until"]
+__all__ = ["CLOCK_START", "wait_until"]
+
+CLOCK_START = datetime(2024, 3, 4, 14, 30, tzinfo=timezone.utc)
+"""Where the ``clocked_emu`` fixture's clock starts (a Monday, 09:30 in New York)."""
 
 _TICK = 0.01
 

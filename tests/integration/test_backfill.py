@@ -10,8 +10,8 @@ emulator published meanwhile, in time order, marked, then live bars, none twice.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -19,35 +19,16 @@ from _integration_support import wait_until
 from alpaca.data.models import Bar
 from dependency_injector import providers
 
-from alpaca_di import AlpacaContainer, BackfilledBar, ConnectionRegistry, GapNotice
+from alpaca_di import AlpacaContainer, BackfilledBar, ConnectionRegistry, GapNotice, StreamHub
+from alpaca_di.credentials import Credentials
 from alpaca_di.testing import AlpacaEmulator, FakeHistoricalDataClient, Recorder
+from alpaca_di.transport import ConnectionOptions
 
-KEY, SECRET = "PKBACKFILL01", "bar-backfill-secret"
 IEX = "/v2/iex"
-T0 = datetime(2024, 3, 4, 14, 30, tzinfo=timezone.utc)
 DEADLINE = 15.0
 SYMBOLS = ["AAPL", "MSFT"]
 
 
-@pytest.fixture
-def emu() -> Iterator[AlpacaEmulator]:
-    with AlpacaEmulator(seed=11, clock=T0) as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def container(emu: AlpacaEmulator) -> Iterator[AlpacaContainer]:
-    container = AlpacaContainer()
-    container.config.from_dict(
-        {"api_key": KEY, "secret_key": SECRET, "data_stream_url": emu.ws_url,
-         "api_url": emu.api_url, "data_url": emu.api_url,
-         "backoff_initial": 0.01, "backoff_max": 0.05}
-    )
-    registry = ConnectionRegistry()
-    container.registry.override(registry)
-    yield container
-    container.shutdown_resources()
-    registry.close_all()
 
 
 def outage(
@@ -69,6 +50,17 @@ def outage(
     return missed
 
 
+def subscribed_with_a_bar(
+    emu: AlpacaEmulator, hub: StreamHub, symbols: list[str], **channels: Any
+) -> Recorder:
+    """A backfill=True subscription to ``channels`` that has received one live bar."""
+    got = Recorder()
+    hub.subscribe(got, **channels, backfill=True).wait_confirmed(DEADLINE)
+    emu.advance(minutes=1, symbols=symbols)
+    got.wait_for(1, DEADLINE)
+    return got
+
+
 def key(message: Any) -> tuple[str, datetime]:
     if isinstance(message, dict):
         return message["S"], message["t"].to_datetime()
@@ -81,9 +73,9 @@ def wire_key(bar: dict[str, Any]) -> tuple[str, datetime]:
 
 @pytest.mark.parametrize("close_frame", [True, False], ids=["clean", "abrupt"])
 def test_subscribers_get_a_notice_then_exactly_the_missed_bars_then_live_ones(
-    emu: AlpacaEmulator, container: AlpacaContainer, close_frame: bool
+    clocked_emu: AlpacaEmulator, clocked_container: AlpacaContainer, close_frame: bool
 ) -> None:
-    hub = container.stock_stream()
+    hub = clocked_container.stock_stream()
     models, raws, plain = Recorder(), Recorder(), Recorder()
     subs = [
         hub.subscribe(models, bars=SYMBOLS, quotes=["AAPL"], backfill=True),
@@ -92,15 +84,15 @@ def test_subscribers_get_a_notice_then_exactly_the_missed_bars_then_live_ones(
     ]
     for sub in subs:
         sub.wait_confirmed(DEADLINE)
-    before = emu.advance(minutes=2, symbols=SYMBOLS)
+    before = clocked_emu.advance(minutes=2, symbols=SYMBOLS)
     models.wait_for(4, DEADLINE)
     raws.wait_for(2, DEADLINE)
     plain.wait_for(4, DEADLINE)
 
-    missed = outage(emu, close_frame=close_frame, minutes=3, symbols=SYMBOLS)
+    missed = outage(clocked_emu, close_frame=close_frame, minutes=3, symbols=SYMBOLS)
     assert len(missed) == 6
     got = models.wait_for(4 + 1 + 6, DEADLINE)
-    after = emu.advance(minutes=1, symbols=SYMBOLS)
+    after = clocked_emu.advance(minutes=1, symbols=SYMBOLS)
     got = models.wait_for(4 + 1 + 6 + 2, DEADLINE)
     raw_got = raws.wait_for(2 + 1 + 3 + 1, DEADLINE)
     plain_got = plain.wait_for(4 + 2, DEADLINE)
@@ -133,22 +125,21 @@ def test_subscribers_get_a_notice_then_exactly_the_missed_bars_then_live_ones(
     assert [key(bar) for bar in plain_got] == [wire_key(bar) for bar in before + after]
     assert [sub.stats.backfilled for sub in subs] == [6, 3, 0]
     assert [sub.stats.gaps for sub in subs] == [1, 1, 0]
-    assert container.health().connections[0].backfilled == 9
+    assert clocked_container.health().connections[0].backfilled == 9
 
 
 @pytest.mark.parametrize("refuse", [False, True], ids=["503", "connection-refused"])
 def test_a_failed_backfill_is_a_notice_saying_so_and_live_bars_resume(
-    emu: AlpacaEmulator, container: AlpacaContainer, refuse: bool
+    clocked_emu: AlpacaEmulator, clocked_container: AlpacaContainer, refuse: bool
 ) -> None:
-    hub = container.stock_stream()
-    got = Recorder()
-    hub.subscribe(got, bars=["AAPL"], backfill=True).wait_confirmed(DEADLINE)
-    emu.advance(minutes=1, symbols=["AAPL"])
-    got.wait_for(1, DEADLINE)
-    outage(emu, close_frame=True, minutes=2, symbols=["AAPL"],
-           before_restore=lambda: emu.fail_history(503, times=None, refuse=refuse))  # REST down
+    hub = clocked_container.stock_stream()
+    got = subscribed_with_a_bar(clocked_emu, hub, ["AAPL"], bars=["AAPL"])
+    def rest_down() -> None:
+        clocked_emu.fail_history(503, times=None, refuse=refuse)
+
+    outage(clocked_emu, close_frame=True, minutes=2, symbols=["AAPL"], before_restore=rest_down)
     [_, first, failed] = got.wait_for(3, DEADLINE)
-    after = emu.advance(minutes=1, symbols=["AAPL"])
+    after = clocked_emu.advance(minutes=1, symbols=["AAPL"])
     live = got.wait_for(4, DEADLINE)[3]
 
     assert isinstance(first, GapNotice)
@@ -164,17 +155,14 @@ def test_a_failed_backfill_is_a_notice_saying_so_and_live_bars_resume(
 
 
 def test_a_rate_limited_backfill_backs_off_and_succeeds(
-    emu: AlpacaEmulator, container: AlpacaContainer
+    clocked_emu: AlpacaEmulator, clocked_container: AlpacaContainer
 ) -> None:
     fake = FakeHistoricalDataClient()
-    container.stock_history_client.override(providers.Object(fake))
-    hub = container.stock_stream()
-    got = Recorder()
-    hub.subscribe(got, bars=["AAPL"], backfill=True).wait_confirmed(DEADLINE)
-    emu.advance(minutes=1, symbols=["AAPL"])
-    got.wait_for(1, DEADLINE)
+    clocked_container.stock_history_client.override(providers.Object(fake))
+    hub = clocked_container.stock_stream()
+    got = subscribed_with_a_bar(clocked_emu, hub, ["AAPL"], bars=["AAPL"])
     fake.fail_next(429, times=2)
-    missed = outage(emu, close_frame=False, minutes=2, symbols=["AAPL"])
+    missed = outage(clocked_emu, close_frame=False, minutes=2, symbols=["AAPL"])
     for bar in missed:
         fake.add_bar("AAPL", bar["t"].to_datetime(), open=bar["o"], close=bar["c"])
     bars = got.wait_for(1 + 1 + 2, DEADLINE)[2:]
@@ -183,14 +171,11 @@ def test_a_rate_limited_backfill_backs_off_and_succeeds(
 
 
 def test_a_star_subscription_backfills_the_symbols_it_had_and_says_what_it_did_not(
-    emu: AlpacaEmulator, container: AlpacaContainer
+    clocked_emu: AlpacaEmulator, clocked_container: AlpacaContainer
 ) -> None:
-    hub = container.stock_stream()
-    got = Recorder()
-    hub.subscribe(got, bars="*", backfill=True).wait_confirmed(DEADLINE)
-    emu.advance(minutes=1, symbols=["AAPL"])
-    got.wait_for(1, DEADLINE)
-    missed = outage(emu, close_frame=True, minutes=2, symbols=["AAPL", "TSLA"])
+    hub = clocked_container.stock_stream()
+    got = subscribed_with_a_bar(clocked_emu, hub, ["AAPL"], bars="*")
+    missed = outage(clocked_emu, close_frame=True, minutes=2, symbols=["AAPL", "TSLA"])
     messages = got.wait_for(1 + 1 + 2, DEADLINE)
     notice = messages[1]
     assert isinstance(notice, GapNotice)
@@ -199,15 +184,15 @@ def test_a_star_subscription_backfills_the_symbols_it_had_and_says_what_it_did_n
 
 
 def test_daily_bars_are_backfilled_and_updated_bars_are_not(
-    emu: AlpacaEmulator, container: AlpacaContainer
+    clocked_emu: AlpacaEmulator, clocked_container: AlpacaContainer
 ) -> None:
-    hub = container.stock_stream()
+    hub = clocked_container.stock_stream()
     got = Recorder()
     hub.subscribe(got, daily_bars=["AAPL"], updated_bars=["AAPL"], backfill=True
                   ).wait_confirmed(DEADLINE)
-    emu.advance(days=1, symbols=["AAPL"])
+    clocked_emu.advance(days=1, symbols=["AAPL"])
     got.wait_for(1, DEADLINE)
-    missed = outage(emu, close_frame=False, days=2, symbols=["AAPL"])
+    missed = outage(clocked_emu, close_frame=False, days=2, symbols=["AAPL"])
     messages = got.wait_for(1 + 1 + 2, DEADLINE)
     assert isinstance(messages[1], GapNotice)
     assert messages[1].not_backfilled == {}
@@ -215,19 +200,13 @@ def test_daily_bars_are_backfilled_and_updated_bars_are_not(
     assert all(isinstance(bar, BackfilledBar) for bar in messages[2:])
 
 
-def test_backfill_needs_a_source(emu: AlpacaEmulator) -> None:
-    registry = ConnectionRegistry()
-    try:
-        from alpaca_di.credentials import Credentials
-        from alpaca_di.transport import ConnectionOptions
-
-        lease = registry.acquire(Credentials(KEY, SECRET), "stock", emu.data_url(IEX),
-                                 ConnectionOptions())
-        with pytest.raises(ValueError, match="needs a historical client"):
-            lease.hub.subscribe(bars=["AAPL"], backfill=True)
-        lease.release()
-    finally:
-        registry.close_all()
+def test_backfill_needs_a_source(
+    clocked_emu: AlpacaEmulator, creds: Credentials, registry: ConnectionRegistry
+) -> None:
+    lease = registry.acquire(creds, "stock", clocked_emu.data_url(IEX), ConnectionOptions())
+    with pytest.raises(ValueError, match="needs a historical client"):
+        lease.hub.subscribe(bars=["AAPL"], backfill=True)
+    lease.release()
 
 
 class GatedHistory(FakeHistoricalDataClient):
@@ -245,22 +224,19 @@ class GatedHistory(FakeHistoricalDataClient):
 
 
 def test_live_bars_wait_for_the_backfill_of_their_symbol_other_channels_do_not(
-    emu: AlpacaEmulator, container: AlpacaContainer
+    clocked_emu: AlpacaEmulator, clocked_container: AlpacaContainer
 ) -> None:
     history = GatedHistory()
-    container.stock_history_client.override(providers.Object(history))
-    hub = container.stock_stream()
-    got = Recorder()
-    hub.subscribe(got, bars=["AAPL"], trades=["AAPL"], backfill=True).wait_confirmed(DEADLINE)
-    emu.advance(minutes=1, symbols=["AAPL"])
-    got.wait_for(1, DEADLINE)
-    missed = outage(emu, close_frame=True, minutes=2, symbols=["AAPL"])
+    clocked_container.stock_history_client.override(providers.Object(history))
+    hub = clocked_container.stock_stream()
+    got = subscribed_with_a_bar(clocked_emu, hub, ["AAPL"], bars=["AAPL"], trades=["AAPL"])
+    missed = outage(clocked_emu, close_frame=True, minutes=2, symbols=["AAPL"])
     for bar in missed:
         history.add_bar("AAPL", bar["t"].to_datetime(), open=bar["o"], close=bar["c"])
     assert history.asked.wait(DEADLINE)
-    live = emu.advance(minutes=1, symbols=["AAPL"])  # arrives while the backfill runs
-    emu.publish(IEX, [{"T": "t", "S": "AAPL", "i": 9, "x": "V", "p": 190.0, "s": 1,
-                       "c": ["@"], "z": "C", "t": emu.clock.now()}])
+    live = clocked_emu.advance(minutes=1, symbols=["AAPL"])  # arrives while the backfill runs
+    clocked_emu.publish(IEX, [{"T": "t", "S": "AAPL", "i": 9, "x": "V", "p": 190.0, "s": 1,
+                       "c": ["@"], "z": "C", "t": clocked_emu.clock.now()}])
     [_, notice, trade] = got.wait_for(3, DEADLINE)  # the trade is not held back
     assert isinstance(notice, GapNotice)
     assert trade.price == 190.0
@@ -271,32 +247,27 @@ def test_live_bars_wait_for_the_backfill_of_their_symbol_other_channels_do_not(
 
 
 def test_the_emulators_429_is_waited_out_and_the_backfill_completes(
-    emu: AlpacaEmulator, container: AlpacaContainer
+    clocked_emu: AlpacaEmulator, clocked_container: AlpacaContainer
 ) -> None:
-    hub = container.stock_stream()
-    got = Recorder()
-    hub.subscribe(got, bars=["AAPL"], backfill=True).wait_confirmed(DEADLINE)
-    emu.advance(minutes=1, symbols=["AAPL"])
-    got.wait_for(1, DEADLINE)
-    throttled = emu.stats().market_data_requests
-    missed = outage(emu, close_frame=False, minutes=2, symbols=["AAPL"],  # alpaca-py waits 3 s
-                    before_restore=lambda: emu.throttle_history(1, retry_after=0.1))
+    hub = clocked_container.stock_stream()
+    got = subscribed_with_a_bar(clocked_emu, hub, ["AAPL"], bars=["AAPL"])
+    throttled = clocked_emu.stats().market_data_requests
+    missed = outage(clocked_emu, close_frame=False, minutes=2, symbols=["AAPL"],
+                    before_restore=lambda: clocked_emu.throttle_history(1, retry_after=0.1))
+    # alpaca-py waits 3 s after the 429, then asks again
     messages = got.wait_for(1 + 1 + 2, DEADLINE)
     assert [key(bar) for bar in messages[2:]] == [wire_key(bar) for bar in missed]
     assert messages[1].backfill_error is None
-    assert emu.stats().market_data_requests - throttled == 2  # the 429, then the bars
+    assert clocked_emu.stats().market_data_requests - throttled == 2  # the 429, then the bars
 
 
 def test_crypto_bars_are_backfilled_from_the_crypto_client(
-    emu: AlpacaEmulator, container: AlpacaContainer
+    clocked_emu: AlpacaEmulator, clocked_container: AlpacaContainer
 ) -> None:
     path, symbol = "/v1beta3/crypto/us", "BTC/USD"
-    hub = container.crypto_stream()
-    got = Recorder()
-    hub.subscribe(got, bars=[symbol], backfill=True).wait_confirmed(DEADLINE)
-    emu.advance(minutes=1, symbols=[symbol])
-    got.wait_for(1, DEADLINE)
-    missed = outage(emu, close_frame=False, path=path, minutes=2, symbols=[symbol])
+    hub = clocked_container.crypto_stream()
+    got = subscribed_with_a_bar(clocked_emu, hub, [symbol], bars=[symbol])
+    missed = outage(clocked_emu, close_frame=False, path=path, minutes=2, symbols=[symbol])
     messages = got.wait_for(1 + 1 + 2, DEADLINE)
     assert isinstance(messages[1], GapNotice)
     assert [key(bar) for bar in messages[2:]] == [wire_key(bar) for bar in missed]
@@ -311,17 +282,14 @@ class NonsenseSource:
 
 
 def test_a_source_answering_nonsense_is_a_notice_and_holds_nothing_back(
-    emu: AlpacaEmulator, container: AlpacaContainer
+    clocked_emu: AlpacaEmulator, clocked_container: AlpacaContainer
 ) -> None:
-    hub = container.stock_stream()
+    hub = clocked_container.stock_stream()
     remove = hub.use_history(NonsenseSource())
-    got = Recorder()
-    hub.subscribe(got, bars=["AAPL"], backfill=True).wait_confirmed(DEADLINE)
-    emu.advance(minutes=1, symbols=["AAPL"])
-    got.wait_for(1, DEADLINE)
-    outage(emu, close_frame=True, minutes=2, symbols=["AAPL"])
+    got = subscribed_with_a_bar(clocked_emu, hub, ["AAPL"], bars=["AAPL"])
+    outage(clocked_emu, close_frame=True, minutes=2, symbols=["AAPL"])
     got.wait_for(3, DEADLINE)  # the notice and the failure: reconnected, nothing held
-    after = emu.advance(minutes=1, symbols=["AAPL"])
+    after = clocked_emu.advance(minutes=1, symbols=["AAPL"])
     [_, first, failed, live] = got.wait_for(4, DEADLINE)
     assert isinstance(first, GapNotice)
     assert isinstance(failed, GapNotice)

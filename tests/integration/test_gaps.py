@@ -7,40 +7,16 @@ opt in sees exactly what it saw before this feature existed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import datetime, timezone
-
 import pytest
-from _integration_support import wait_until
+from _integration_support import CLOCK_START, wait_until
 
-from alpaca_di import AlpacaContainer, ConnectionRegistry, GapNotice
+from alpaca_di import AlpacaContainer, GapNotice
 from alpaca_di.testing import AlpacaEmulator, Recorder
 
-KEY, SECRET = "PKGAPS000001", "gap-notice-secret"
 IEX = "/v2/iex"
-T0 = datetime(2024, 3, 4, 14, 30, tzinfo=timezone.utc)
 DEADLINE = 10.0
 
 
-@pytest.fixture
-def emu() -> Iterator[AlpacaEmulator]:
-    with AlpacaEmulator(seed=7, clock=T0) as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def container(emu: AlpacaEmulator) -> Iterator[AlpacaContainer]:
-    container = AlpacaContainer()
-    container.config.from_dict(
-        {"api_key": KEY, "secret_key": SECRET, "data_stream_url": emu.ws_url,
-         "api_url": emu.api_url, "data_url": emu.api_url,
-         "backoff_initial": 0.01, "backoff_max": 0.05}
-    )
-    registry = ConnectionRegistry()
-    container.registry.override(registry)
-    yield container
-    container.shutdown_resources()
-    registry.close_all()
 
 
 def _closes(messages: list[object]) -> list[object]:
@@ -49,22 +25,22 @@ def _closes(messages: list[object]) -> list[object]:
 
 @pytest.mark.parametrize("close_frame", [True, False], ids=["clean", "abrupt"])
 def test_a_lost_stream_gives_each_opted_in_subscription_one_notice_in_order(
-    emu: AlpacaEmulator, container: AlpacaContainer, close_frame: bool
+    clocked_emu: AlpacaEmulator, clocked_container: AlpacaContainer, close_frame: bool
 ) -> None:
-    hub = container.stock_stream()
+    hub = clocked_container.stock_stream()
     told, plain = Recorder(), Recorder()
     told_sub = hub.subscribe(told, bars=["AAPL"], quotes=["MSFT"], gaps=True)
     plain_sub = hub.subscribe(plain, bars=["AAPL"])
     iterated = hub.subscribe(bars=["AAPL"], gaps=True)
     for sub in (told_sub, plain_sub, iterated):
         sub.wait_confirmed(DEADLINE)
-    before = emu.advance(minutes=2, symbols=["AAPL"])
+    before = clocked_emu.advance(minutes=2, symbols=["AAPL"])
     told.wait_for(2, DEADLINE)
     plain.wait_for(2, DEADLINE)
 
-    assert emu.drop_connections(IEX, close_frame=close_frame) == 1
+    assert clocked_emu.drop_connections(IEX, close_frame=close_frame) == 1
     told.wait_for(3, DEADLINE)  # the notice: the restored subscription was confirmed
-    after = emu.advance(minutes=1, symbols=["AAPL"])
+    after = clocked_emu.advance(minutes=1, symbols=["AAPL"])
     got = told.wait_for(4, DEADLINE)
     plain_got = plain.wait_for(3, DEADLINE)
 
@@ -87,42 +63,42 @@ def test_a_lost_stream_gives_each_opted_in_subscription_one_notice_in_order(
     assert (told_sub.stats.gaps, iterated.stats.gaps, plain_sub.stats.gaps) == (1, 1, 0)
     assert told_sub.stats.delivered == 4
     assert plain_sub.stats.delivered == 3
-    health = container.health()
+    health = clocked_container.health()
     assert health.connections[0].gaps == 2
     assert health.gaps == 2
     assert health.connections[0].reconnects == 1
 
 
 def test_one_notice_per_loss_however_many_reconnect_attempts_fail(
-    emu: AlpacaEmulator, container: AlpacaContainer
+    clocked_emu: AlpacaEmulator, clocked_container: AlpacaContainer
 ) -> None:
-    hub = container.stock_stream()
+    hub = clocked_container.stock_stream()
     told = Recorder()
     sub = hub.subscribe(told, bars=["AAPL"], gaps=True, raw=True)
     sub.wait_confirmed(DEADLINE)
-    emu.advance(minutes=1, symbols=["AAPL"])
+    clocked_emu.advance(minutes=1, symbols=["AAPL"])
     told.wait_for(1, DEADLINE)
-    emu.refuse_handshake(503, times=3, path=IEX)
-    emu.drop_connections(IEX, close_frame=False)
-    wait_until(lambda: emu.stats().refused_handshakes == 3, DEADLINE, "three refused attempts")
+    clocked_emu.refuse_handshake(503, times=3, path=IEX)
+    clocked_emu.drop_connections(IEX, close_frame=False)
+    wait_until(lambda: clocked_emu.stats().refused_handshakes == 3, DEADLINE, "three refusals")
     [raw_bar, notice] = told.wait_for(2, DEADLINE)
     assert isinstance(notice, GapNotice)
     assert sub.stats.gaps == 1
-    assert notice.last_message_at == T0  # the raw bar's msgpack time, as a datetime
+    assert notice.last_message_at == CLOCK_START  # the raw bar's msgpack time, as a datetime
     assert raw_bar["T"] == "b"
     assert hub.health().reconnects == 4
 
 
 def test_a_notice_is_never_dropped_by_the_overflow_policy(
-    emu: AlpacaEmulator, container: AlpacaContainer
+    clocked_emu: AlpacaEmulator, clocked_container: AlpacaContainer
 ) -> None:
-    hub = container.stock_stream()
+    hub = clocked_container.stock_stream()
     for policy in ("drop_oldest", "drop_newest", "conflate"):
         sub = hub.subscribe(bars=["AAPL"], gaps=True, maxsize=1, overflow=policy)
         sub.wait_confirmed(DEADLINE)
-        emu.drop_connections(IEX)
+        clocked_emu.drop_connections(IEX)
         wait_until(lambda s=sub: s.stats.queued == 1, DEADLINE, "the notice queued")
-        bars = emu.advance(minutes=2, symbols=["AAPL"])  # more than the queue holds
+        bars = clocked_emu.advance(minutes=2, symbols=["AAPL"])  # more than the queue holds
         wait_until(lambda s=sub: s.stats.dropped >= 1, DEADLINE, f"{policy} dropping")
         first = sub.get(timeout=DEADLINE)
         assert isinstance(first, GapNotice), policy
@@ -132,13 +108,13 @@ def test_a_notice_is_never_dropped_by_the_overflow_policy(
         sub.close()
 
 
-def test_subscriptions_without_gaps_and_bad_arguments(container: AlpacaContainer) -> None:
-    hub = container.stock_stream()
+def test_subscriptions_without_gaps_and_bad_arguments(clocked_container: AlpacaContainer) -> None:
+    hub = clocked_container.stock_stream()
     with pytest.raises(TypeError, match="gaps must be True or False"):
         hub.subscribe(bars=["AAPL"], gaps="yes")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="trade updates missed are reconciled"):
-        container.trading_stream().subscribe(trade_updates=True, gaps=True)
+        clocked_container.trading_stream().subscribe(trade_updates=True, gaps=True)
     with pytest.raises(ValueError, match="the news stream carries no bars"):
-        container.news_stream().subscribe(news=["*"], backfill=True)
+        clocked_container.news_stream().subscribe(news=["*"], backfill=True)
     with pytest.raises(ValueError, match="the option stream carries no bars"):
-        container.option_stream().subscribe(quotes=["AAPL240315C00180000"], backfill=True)
+        clocked_container.option_stream().subscribe(quotes=["AAPL240315C00180000"], backfill=True)
