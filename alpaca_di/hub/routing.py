@@ -35,6 +35,7 @@ class Router:
         # that every message of a frame goes to the same consumers.
         self._target_sets: dict[tuple[Inbox, ...], tuple[Inbox, ...]] = {}
         self.unrouted = 0
+        self.parsed = 0  # models built (any thread may read it)
 
     def add(self, inbox: Inbox, pair: Pair) -> None:
         """Route ``pair`` to ``inbox`` too."""
@@ -75,6 +76,7 @@ class Router:
         entries: list[tuple[tuple[Inbox, ...], Item, Any]] = []
         shared: tuple[Inbox, ...] | None = None
         uniform = True
+        parsed = 0
         for channel, symbol, raw in messages:
             route = routes.get((channel, symbol))
             if route is None:
@@ -88,6 +90,7 @@ class Router:
             if needs_model:
                 try:
                     item = (channel, symbol, parse(channel, symbol, raw))
+                    parsed += 1
                 except ProtocolError as exc:
                     # No model can be built; raw subscribers still get the message.
                     on_malformed(str(exc))
@@ -98,6 +101,7 @@ class Router:
             elif targets is not shared:
                 uniform = False
             entries.append((targets, raw_item, item))
+        self.parsed += parsed
         if shared is None:
             return []
         if uniform:
