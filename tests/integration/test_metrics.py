@@ -109,7 +109,9 @@ def test_the_default_registry_shows_what_the_emulator_sent(
         "faulty",
         "_unnamed",
     }
-    count = s.value("alpaca_di_delivery_latency_seconds_count", kind="stock", endpoint=labels["endpoint"])
+    count = s.value(
+        "alpaca_di_delivery_latency_seconds_count", kind="stock", endpoint=labels["endpoint"]
+    )
     assert count >= 1  # the first batch of each consumer is sampled, then one in 64
 
     # A closed consumer's counts stay in its series; the subscription count drops.
@@ -214,7 +216,9 @@ def test_init_metrics_registers_for_the_resource_lifetime(hub: Any) -> None:
     assert prometheus_client.generate_latest(collectors) == b""
 
 
-def test_the_health_server_serves_metrics(emulator: AlpacaEmulator, registry: Any, hub: Any) -> None:
+def test_the_health_server_serves_metrics(
+    emulator: AlpacaEmulator, registry: Any, hub: Any
+) -> None:
     sub = hub.subscribe(Recorder(), quotes=["AAPL"], name="served")
     sub.wait_confirmed(DEADLINE)
     with serve_health(registry) as server:

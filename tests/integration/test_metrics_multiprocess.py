@@ -89,8 +89,9 @@ def test_two_workers_are_aggregated_in_one_scrape(emulator: AlpacaEmulator, tmp_
 
         emulator.publish(IEX, [quote("AAPL", bid=100.0 + i) for i in range(12)])
         # both sessions (one per worker, same key) get every quote: 24 deliveries
+        delivered = "alpaca_di_consumer_delivered_total"
         wait_until(
-            lambda: scrape().select("alpaca_di_consumer_delivered_total", consumer="worker", **labels)
+            lambda: scrape().select(delivered, consumer="worker", **labels)
             == [({**labels, "consumer": "worker"}, 24.0)],
             DEADLINE,
             "both workers' deliveries in one series",
