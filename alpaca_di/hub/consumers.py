@@ -116,12 +116,6 @@ class ConsumerTally:
             for name, row in found.items()
         }
 
-    def clear(self) -> None:
-        """Forget everything (a forked child starts over)."""
-        with self._lock:
-            self._open.clear()
-            self._retired.clear()
-
     def _sweep(self) -> None:
         """Under the lock: fold closed inboxes into their name's totals."""
         for inbox in [inbox for inbox in self._open if inbox.closed]:

@@ -267,7 +267,7 @@ class StreamHub:
             inbox.listener = None  # its wake-ups would go to the parent's loops
             inbox.close(forked)
         self._subs.clear()
-        self.consumers.clear()
+        self.consumers = ConsumerTally()  # a fresh lock: another thread may have held it
         self._router.clear()
         self._acked = set()
         self._shipments = {}

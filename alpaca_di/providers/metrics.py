@@ -489,6 +489,11 @@ def register_metrics(
     target = prometheus_client.REGISTRY if registry is None else registry
     if multiprocess is None:
         multiprocess = bool(os.environ.get(MULTIPROC_ENV))
+    elif multiprocess and not os.environ.get(MULTIPROC_ENV):
+        raise ValueError(
+            f"multiprocess=True needs {MULTIPROC_ENV} set (to an empty directory) before "
+            "prometheus_client is imported; unset, use multiprocess=None or False"
+        )
     with _lock:
         existing = _installed.get(id(target))
         if existing is not None:
