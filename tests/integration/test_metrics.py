@@ -15,7 +15,8 @@ from prometheus_client import CollectorRegistry
 from alpaca_di import (
     ConnectionRegistry,
     Credentials,
-    StreamKind,
+    Lease,
+    StreamHub,
     metrics_exposition,
     register_metrics,
     serve_health,
@@ -24,8 +25,8 @@ from alpaca_di.providers.metrics import METRICS, endpoint_label, init_metrics, m
 from alpaca_di.testing import AlpacaEmulator, Recorder, register_secret
 from alpaca_di.testing.messages import quote
 
-KEY = "PKMETRICSTEST0000001"
-SECRET = "metrics-secret-do-not-leak"
+KEY = "PKINTEGRATION01"  # the conftest's stock_lease key
+SECRET = "integration-secret-do-not-leak"
 FINGERPRINT = Credentials(KEY, SECRET).fingerprint
 IEX = "/v2/iex"
 DEADLINE = 10.0
@@ -33,23 +34,17 @@ register_secret(SECRET)
 
 
 @pytest.fixture
-def emulator() -> Iterator[AlpacaEmulator]:
-    with AlpacaEmulator() as emu:
-        yield emu
+def hub(stock_lease: Lease) -> StreamHub:
+    return stock_lease.hub
 
 
 @pytest.fixture
-def registry() -> Iterator[ConnectionRegistry]:
-    registry = ConnectionRegistry()
-    yield registry
-    registry.close_all()
-
-
-@pytest.fixture
-def hub(emulator: AlpacaEmulator, registry: ConnectionRegistry) -> Any:
-    lease = registry.acquire(Credentials(KEY, SECRET), StreamKind.STOCK, emulator.ws_url + IEX)
-    yield lease.hub
-    lease.release()
+def collectors() -> Iterator[CollectorRegistry]:
+    """A registry of its own with alpaca-di's metrics, unregistered after the test."""
+    collectors = CollectorRegistry()
+    metrics = register_metrics(collectors)
+    yield collectors
+    metrics.close()
 
 
 def scrape(collectors: CollectorRegistry | None = None) -> Scrape:
@@ -65,7 +60,7 @@ def failing(_message: Any) -> None:
 
 
 def test_the_default_registry_shows_what_the_emulator_sent(
-    emulator: AlpacaEmulator, hub: Any
+    emulator: AlpacaEmulator, hub: StreamHub
 ) -> None:
     register_metrics()  # the default registry; idempotent (other tests may have done it)
     assert register_metrics() is register_metrics(prometheus_client.REGISTRY)
@@ -123,10 +118,8 @@ def test_the_default_registry_shows_what_the_emulator_sent(
 
 
 def test_short_lived_unnamed_subscriptions_add_up_in_one_series(
-    emulator: AlpacaEmulator, hub: Any
+    emulator: AlpacaEmulator, hub: StreamHub, collectors: CollectorRegistry
 ) -> None:
-    collectors = CollectorRegistry()
-    register_metrics(collectors)
     labels = ours(emulator)
     total = 0
     for round_ in range(30):
@@ -147,10 +140,8 @@ def test_short_lived_unnamed_subscriptions_add_up_in_one_series(
 
 
 def test_reconnects_are_counted_like_the_emulator_saw_them(
-    emulator: AlpacaEmulator, hub: Any
+    emulator: AlpacaEmulator, hub: StreamHub, collectors: CollectorRegistry
 ) -> None:
-    collectors = CollectorRegistry()
-    register_metrics(collectors)
     labels = ours(emulator)
     sub = hub.subscribe(Recorder(), quotes=["AAPL"])
     sub.wait_confirmed(DEADLINE)
@@ -170,9 +161,9 @@ def test_reconnects_are_counted_like_the_emulator_saw_them(
     )
 
 
-def test_no_label_carries_a_secret_or_the_key_id(emulator: AlpacaEmulator, hub: Any) -> None:
-    collectors = CollectorRegistry()
-    register_metrics(collectors)
+def test_no_label_carries_a_secret_or_the_key_id(
+    emulator: AlpacaEmulator, hub: StreamHub, collectors: CollectorRegistry
+) -> None:
     sub = hub.subscribe(Recorder(), quotes=["AAPL"], name="secret-scan")
     sub.wait_confirmed(DEADLINE)
     emulator.publish(IEX, [quote("AAPL")])
@@ -187,9 +178,9 @@ def test_no_label_carries_a_secret_or_the_key_id(emulator: AlpacaEmulator, hub: 
             assert "://" not in value  # endpoints are host and path only
 
 
-def test_every_metric_of_the_reference_is_emitted(emulator: AlpacaEmulator, hub: Any) -> None:
-    collectors = CollectorRegistry()
-    register_metrics(collectors)
+def test_every_metric_of_the_reference_is_emitted(
+    emulator: AlpacaEmulator, hub: StreamHub, collectors: CollectorRegistry
+) -> None:
     sub = hub.subscribe(Recorder(), quotes=["AAPL"])
     sub.wait_confirmed(DEADLINE)
     emulator.publish(IEX, [quote("AAPL")])
@@ -206,7 +197,7 @@ def test_every_metric_of_the_reference_is_emitted(emulator: AlpacaEmulator, hub:
     assert len(METRICS) + 1 == len(families)
 
 
-def test_init_metrics_registers_for_the_resource_lifetime(hub: Any) -> None:
+def test_init_metrics_registers_for_the_resource_lifetime(hub: StreamHub) -> None:
     collectors = CollectorRegistry()
     resource = init_metrics(collectors)
     metrics = next(resource)
@@ -217,7 +208,7 @@ def test_init_metrics_registers_for_the_resource_lifetime(hub: Any) -> None:
 
 
 def test_the_health_server_serves_metrics(
-    emulator: AlpacaEmulator, registry: Any, hub: Any
+    emulator: AlpacaEmulator, registry: ConnectionRegistry, hub: StreamHub
 ) -> None:
     sub = hub.subscribe(Recorder(), quotes=["AAPL"], name="served")
     sub.wait_confirmed(DEADLINE)
@@ -231,7 +222,7 @@ def test_the_health_server_serves_metrics(
         assert requests.head(server.url + "/metrics", timeout=DEADLINE).status_code == 200
 
 
-def test_a_bad_consumer_name_is_refused_at_subscribe(hub: Any) -> None:
+def test_a_bad_consumer_name_is_refused_at_subscribe(hub: StreamHub) -> None:
     with pytest.raises(ValueError, match="invalid consumer name 'bad name'"):
         hub.subscribe(print, quotes=["AAPL"], name="bad name")
     assert hub.health().consumers == 0
