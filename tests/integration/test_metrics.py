@@ -10,6 +10,9 @@ import pytest
 import requests
 from _integration_support import wait_until
 from _metrics_support import Scrape
+from alpaca.trading.client import TradingClient
+from alpaca.trading.enums import OrderSide
+from alpaca.trading.requests import MarketOrderRequest
 from prometheus_client import CollectorRegistry
 
 from alpaca_di import (
@@ -17,6 +20,8 @@ from alpaca_di import (
     Credentials,
     Lease,
     StreamHub,
+    StreamKind,
+    TradingService,
     metrics_exposition,
     register_metrics,
     serve_health,
@@ -226,3 +231,34 @@ def test_a_bad_consumer_name_is_refused_at_subscribe(hub: StreamHub) -> None:
     with pytest.raises(ValueError, match="invalid consumer name 'bad name'"):
         hub.subscribe(print, quotes=["AAPL"], name="bad name")
     assert hub.health().consumers == 0
+
+
+def test_trading_service_consumers_are_counted_by_name(
+    emulator: AlpacaEmulator, registry: ConnectionRegistry, collectors: CollectorRegistry
+) -> None:
+    lease = registry.acquire(
+        Credentials(KEY, SECRET), StreamKind.TRADING, emulator.trading_stream_url
+    )
+    client = TradingClient(KEY, SECRET, paper=True, url_override=emulator.api_url)
+    service = TradingService(trading_stream=lease.hub, trading_client=client)
+    try:
+        risk = Recorder()
+        sub = service.subscribe(risk, name="risk")
+        assert sub.name == "risk"
+        sub.wait_confirmed(DEADLINE)
+        client.submit_order(
+            MarketOrderRequest(symbol="AAPL", qty=1, side=OrderSide.BUY, time_in_force="day")
+        )
+        risk.wait_for(2, DEADLINE)  # new, fill
+        labels = {"fingerprint": FINGERPRINT, "kind": "trading"}
+        s = scrape(collectors)
+        assert s.value("alpaca_di_consumer_delivered_total", consumer="risk", **labels) == 2
+        service_totals = s.value(
+            "alpaca_di_consumer_delivered_total", consumer="alpaca_di.trading_service", **labels
+        )
+        assert service_totals == emulator.counters(KEY, "/stream").messages_sent == 2
+        with pytest.raises(ValueError, match="invalid consumer name"):
+            service.subscribe(risk, name="")
+    finally:
+        service.close()
+        lease.release()
