@@ -197,6 +197,7 @@ class FakeStreamHub(StreamHub):
         raw: bool = False,
         gaps: bool = False,
         backfill: bool = False,
+        name: str | None = None,
     ) -> Subscription:
         """Subscribe exactly as on :meth:`StreamHub.subscribe <alpaca_di.hub.StreamHub.subscribe>`.
 
@@ -225,6 +226,7 @@ class FakeStreamHub(StreamHub):
             raw=raw,
             gaps=gaps,
             backfill=backfill,
+            name=name,
             **extra,
         )
         self._fake_track(consumer, sub)
