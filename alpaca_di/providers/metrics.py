@@ -174,6 +174,18 @@ METRICS: tuple[MetricSpec, ...] = (
         lambda h: h.malformed,
     ),
     _per_connection(
+        "alpaca_di_gaps",
+        "counter",
+        "Connection losses reported with a gap notice (per opted-in subscription)",
+        lambda h: h.gaps,
+    ),
+    _per_connection(
+        "alpaca_di_backfilled_bars",
+        "counter",
+        "Bars delivered by backfills after connection losses",
+        lambda h: h.backfilled,
+    ),
+    _per_connection(
         "alpaca_di_consumers", "gauge", "Open subscriptions of the stream", lambda h: h.consumers
     ),
     MetricSpec(

@@ -262,3 +262,25 @@ def test_trading_service_consumers_are_counted_by_name(
     finally:
         service.close()
         lease.release()
+
+
+def test_gaps_and_backfilled_bars_are_counted(
+    clocked_emu: AlpacaEmulator, clocked_container: Any, collectors: CollectorRegistry
+) -> None:
+    hub = clocked_container.stock_stream()
+    got = Recorder()
+    hub.subscribe(got, bars=["AAPL"], backfill=True, name="bars").wait_confirmed(DEADLINE)
+    hub.subscribe(Recorder(), quotes=["AAPL"], gaps=True).wait_confirmed(DEADLINE)
+    hub.subscribe(Recorder(), quotes=["MSFT"]).wait_confirmed(DEADLINE)  # not told: not counted
+    clocked_emu.advance(minutes=1, symbols=["AAPL"])
+    got.wait_for(1, DEADLINE)
+    clocked_emu.refuse_handshake(503, times=1_000_000, path=IEX)
+    clocked_emu.drop_connections(IEX, close_frame=False)
+    wait_until(lambda: clocked_emu.stats().refused_handshakes > 0, DEADLINE, "a refusal")
+    clocked_emu.advance(minutes=2, symbols=["AAPL"])
+    clocked_emu.accept_handshakes(IEX)
+    got.wait_for(1 + 1 + 2, DEADLINE)
+    labels = ours(clocked_emu)
+    s = scrape(collectors)
+    assert s.value("alpaca_di_gaps_total", **labels) == 2
+    assert s.value("alpaca_di_backfilled_bars_total", **labels) == 2
