@@ -256,6 +256,7 @@ class Gateway:
                 "published": group.published,
                 "dropped": group.dropped,
                 "held": group.held,
+                "carried": group.publisher.carried,
                 "abandoned": group.publisher.abandoned,
             }
             for tag, group in list(self._groups.items())

@@ -274,9 +274,10 @@ class GroupLeader:
         recovering, self._recovering = self._recovering, None
         if recovering is not None and not recovering.done():
             recovering.cancel()
-        # Then let the publisher finish what the socket delivered (trade updates
-        # read before the close still reach the stream), bounded; what it cannot
-        # publish the next leader reads back through REST.
+        # Then let the publisher finish what the socket delivered, bounded: market
+        # data left then is dropped (counted); trade updates read before the close
+        # stay held under this term's epoch and reach the stream once Redis takes
+        # them, whoever leads by then (a fenced leader's link may be down now).
         await self.publisher.stop(self._flush_timeout(release))
         if release and self.elector is not None:
             try:
@@ -569,6 +570,8 @@ class GroupLeader:
         await self.step_down("no local registration left", release=True)
         for task in list(self._tasks):
             task.cancel()
+        # Trade updates an earlier term could not append yet get a last chance.
+        await self.publisher.close(self._flush_timeout(True))
         rest, self._rest = self._rest, None
         if rest is not None:
             close_rest_client(rest)
