@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -95,3 +96,37 @@ def worker_registry(config: dict[str, Any]) -> tuple[Any, Any]:
         settings, sharing=SharingOptions(**config["sharing"]), candidate=True, fallback_local=False
     )
     return settings, registry
+
+
+class OrderFlow:
+    """Market orders through REST at a steady pace (each: ``new`` then ``fill``)."""
+
+    def __init__(self, api_url: str) -> None:
+        # alpaca-py imported on use: the worker processes import this module too.
+        from alpaca.trading.client import TradingClient
+
+        self._client = TradingClient(KEY, SECRET, url_override=api_url)
+        self.submitted: list[tuple[float, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        from alpaca.trading.enums import OrderSide, TimeInForce
+        from alpaca.trading.requests import MarketOrderRequest
+
+        side = OrderSide.BUY
+        while not self._stop.is_set():
+            order = self._client.submit_order(
+                MarketOrderRequest(symbol="AAPL", qty=1, side=side, time_in_force=TimeInForce.DAY)
+            )
+            self.submitted.append((time.monotonic(), str(order.id)))
+            side = OrderSide.SELL if side is OrderSide.BUY else OrderSide.BUY
+            self._stop.wait(0.1)  # the producer's pace (~20 updates/s), not synchronisation
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(10)

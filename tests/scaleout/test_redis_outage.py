@@ -27,10 +27,7 @@ from typing import Any
 import pytest
 import redis
 from _outage_worker import run_outage_worker
-from _scaleout_support import KEY, SECRET, WorkerReports
-from alpaca.trading.client import TradingClient
-from alpaca.trading.enums import OrderSide, TimeInForce
-from alpaca.trading.requests import MarketOrderRequest
+from _scaleout_support import KEY, SECRET, OrderFlow, WorkerReports
 
 from alpaca_di.emulator import AlpacaEmulator
 from alpaca_di.services.trading.orders import FINAL_EVENTS
@@ -121,34 +118,6 @@ class Results(WorkerReports):
 
     def fills(self, index: int) -> set[str]:
         return {order for order, event, _r in self.updates[index] if event == "fill"}
-
-
-class OrderFlow:
-    """Market orders through REST at a steady pace (each: ``new`` then ``fill``)."""
-
-    def __init__(self, api_url: str) -> None:
-        self._client = TradingClient(KEY, SECRET, url_override=api_url)
-        self.submitted: list[tuple[float, str]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _run(self) -> None:
-        side = OrderSide.BUY
-        while not self._stop.is_set():
-            order = self._client.submit_order(
-                MarketOrderRequest(symbol="AAPL", qty=1, side=side, time_in_force=TimeInForce.DAY)
-            )
-            self.submitted.append((time.monotonic(), str(order.id)))
-            side = OrderSide.SELL if side is OrderSide.BUY else OrderSide.BUY
-            self._stop.wait(0.1)  # the producer's pace (~20 updates/s), not synchronisation
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(10)
 
 
 @pytest.fixture
