@@ -134,6 +134,7 @@ class GroupLeader:
         self._stepping: asyncio.Task[None] | None = None
         self._closing_connection: asyncio.Task[None] | None = None
         self._status_lock = asyncio.Lock()
+        self._tick_lock = asyncio.Lock()
         self._status_pending = False
         self._recompute_pending = False
         self._recompute_running = False
@@ -188,6 +189,25 @@ class GroupLeader:
 
     async def tick(self, client: Redis) -> None:
         """Acquire or renew the lock, then bring the upstream in line with the demand."""
+        async with self._tick_lock:  # the ticker's and a take-over's never interleave
+            await self._tick(client)
+
+    def take_over_soon(self) -> None:
+        """The group's leader released the lock: try to take it now (a candidate only)."""
+        if self.leading or self.retired:
+            return
+        self._spawn(self._take_over())
+
+    async def _take_over(self) -> None:
+        client = self._client()
+        if client is None:
+            return
+        try:
+            await asyncio.wait_for(self.tick(client), self.sharing.command_timeout)
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            self._log.debug("gateway.take_over_failed", error=describe_error(exc))
+
+    async def _tick(self, client: Redis) -> None:
         if self.retired:
             return
         if self._stepping is not None and not self._stepping.done():
