@@ -25,5 +25,6 @@ FIGURES: dict[str, str] = {
     "slow_consumer": "slow_consumer",
     "scale": "scale",
     "big_frame": "big_frame",
+    "failover": "failover",
 }
-"""Figure name -> module in this package, in table order (figures 1 to 9)."""
+"""Figure name -> module in this package, in table order (figures 1 to 10)."""
