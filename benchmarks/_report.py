@@ -44,6 +44,8 @@ TARGETS: tuple[tuple[str, str, float, str], ...] = (
     ("idle_cpu_no_subscriptions", "di<", 0.01, "idle CPU < 1% of a core (no subscriptions)"),
     ("idle_cpu_quiet_subscriptions", "di<", 0.01, "idle CPU < 1% of a core (quiet subscription)"),
     ("shutdown_5", "di<", 100.0, "closing 5 idle connections < 100 ms"),
+    ("failover_handover", "di<=", 500.0, "scale-out clean handover (SIGTERM) <= 500 ms"),
+    ("failover_crash", "di<=", 3500.0, "scale-out crash failover (SIGKILL) <= lock TTL + 500 ms"),
 )
 
 
@@ -238,9 +240,9 @@ def evaluate_targets(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 median = row["ratio"]["median"]
                 met = median >= threshold if rule == "ratio>=" else median <= threshold
                 value = f"{fmt(median)}x"
-            elif rule == "di<" and row["alpaca_di"]:
+            elif rule in ("di<", "di<=") and row["alpaca_di"]:
                 median = row["alpaca_di"]["median"]
-                met = median < threshold
+                met = median < threshold if rule == "di<" else median <= threshold
                 value = f"{fmt(median)} {row['unit']}"
         results.append({"key": key, "description": description, "met": met, "value": value})
     return results
