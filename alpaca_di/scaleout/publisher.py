@@ -184,7 +184,11 @@ class Publisher:
         if lost:
             self.dropped += lost
             self._log.warning(
-                "gateway.unpublished", messages=lost, kind=self.kind.value, epoch=self._epoch
+                "gateway.unpublished",
+                messages=lost,
+                kind=self.kind.value,
+                why="stepped_down",
+                epoch=self._epoch,
             )
         self._outbox.clear()
 
