@@ -1,4 +1,4 @@
-"""The leader's link to Redis cut past the lock TTL while orders fill: nothing is lost.
+"""The leader cut off from Redis (or frozen) past the lock TTL while orders fill: no fill lost.
 
 Three worker processes (``_outage_worker.run_outage_worker``, spawn) share one
 emulator account through a redis-server this module starts on a spare port
@@ -22,12 +22,20 @@ Run at a connection limit of 1 and of 10: at 10 the server would accept a second
 session, yet the emulator never sees two authenticated at once
 (``max_concurrent``): the partitioned leader closed its socket before its lock
 could expire.
+
+The same with the leader frozen instead (``SIGSTOP`` until the new leader's
+health counts 406s: the frozen socket still holds the slot at a limit of 1, so
+no socket listens and the new leader reads the gap back through REST once it
+gets in), then ``SIGCONT``: the old leader fences itself at once, appends what
+it had read, and every fill reaches every worker exactly once.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import shutil
+import signal
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -167,9 +175,13 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         server.stop()
 
 
-@pytest.mark.parametrize("limit", [1, 10])
-def test_a_leader_cut_off_from_redis_past_the_lock_ttl_loses_no_fill(
-    limit: int, redis_server: RedisServer
+@pytest.mark.parametrize(
+    ("fault", "limit"),
+    [("cut", 1), ("cut", 10), ("freeze", 1)],
+    ids=["cut-1", "cut-10", "freeze-1"],
+)
+def test_a_leader_cut_off_past_the_lock_ttl_loses_no_fill(
+    fault: str, limit: int, redis_server: RedisServer
 ) -> None:
     started = time.monotonic()
     port: int = redis_server.port  # type: ignore[attr-defined]
@@ -223,42 +235,60 @@ def test_a_leader_cut_off_from_redis_past_the_lock_ttl_loses_no_fill(
             )
             (old_epoch,) = {epoch for epoch, _seq in _stream_entries(client)}
 
-            # The partition: only the leader's link to Redis goes.
-            proxy.cut()
             cut_mark = len(flow.submitted)
-            emulator.wait_until(
-                lambda: (
-                    emulator.counters(KEY, TRADING).open == 0
-                    or emulator.counters(KEY, TRADING).connections_accepted > 1
-                ),
-                30,
-                message="the partitioned leader closed its trading socket",
-            )
-            appended_at_cut = len({s for e, s in _stream_entries(client) if e == old_epoch})
-            deploy.ask("groups", [PARTITIONED])
-            cut_off = results.groups[PARTITIONED]["trading"]
-            # A follower that still reaches Redis takes over; the fills of orders
-            # submitted after the cut reach the other workers through it.
-            results.require(
-                lambda: all(
-                    {oid for _at, oid in flow.submitted[cut_mark:]} & results.fills(i)
-                    for i in range(1, WORKERS)
-                ),
-                40,
-                "fills of orders submitted during the partition reach the connected workers",
-            )
-            during = deploy.trading_rows(list(range(WORKERS)))
+            if fault == "cut":
+                # The partition: only the leader's link to Redis goes.
+                proxy.cut()
+                emulator.wait_until(
+                    lambda: (
+                        emulator.counters(KEY, TRADING).open == 0
+                        or emulator.counters(KEY, TRADING).connections_accepted > 1
+                    ),
+                    30,
+                    message="the partitioned leader closed its trading socket",
+                )
+                appended_at_cut = len({s for e, s in _stream_entries(client) if e == old_epoch})
+                deploy.ask("groups", [PARTITIONED])
+                cut_off = results.groups[PARTITIONED]["trading"]
+                # A follower that still reaches Redis takes over; the fills of orders
+                # submitted after the cut reach the other workers through it.
+                results.require(
+                    lambda: all(
+                        {oid for _at, oid in flow.submitted[cut_mark:]} & results.fills(i)
+                        for i in range(1, WORKERS)
+                    ),
+                    40,
+                    "fills of orders submitted during the partition reach the connected workers",
+                )
+                during = deploy.trading_rows(list(range(WORKERS)))
+                assert during[PARTITIONED]["redis"] == "down", during[PARTITIONED]
+                assert {kind: g["role"] for kind, g in results.groups[PARTITIONED].items()} == {
+                    "stock": "candidate",
+                    "trading": "candidate",
+                }
+            else:
+                # The freeze: the frozen socket holds the slot, the new leader counts 406s
+                # (no socket listens meanwhile: the new leader reads the gap back later).
+                pid = procs[PARTITIONED].pid
+                os.kill(pid, signal.SIGSTOP)
+                deadline = time.monotonic() + 40
+                while True:
+                    during = deploy.trading_rows(list(range(1, WORKERS)))
+                    if all((row["limit_rejections"] or 0) >= 3 for row in during.values()):
+                        break
+                    assert time.monotonic() < deadline, f"406s not counted in health: {during}"
+                    results.wait(lambda: False, 0.1)  # the polling period, bounded above
+                appended_at_cut, cut_off = 0, {"held": None}
             new_leaders = [i for i, row in during.items() if row["role"] == "leader"]
             assert len(new_leaders) == 1, during
             assert new_leaders[0] != PARTITIONED, during
-            assert during[PARTITIONED]["redis"] == "down", during[PARTITIONED]
-            assert {kind: g["role"] for kind, g in results.groups[PARTITIONED].items()} == {
-                "stock": "candidate",
-                "trading": "candidate",
-            }
 
-            # The link returns: the old leader appends what it kept, under its old epoch.
-            proxy.restore()
+            # The link returns (the process resumes): the old leader appends what it
+            # kept, under its old epoch, and follows the new leader.
+            if fault == "cut":
+                proxy.restore()
+            else:
+                os.kill(pid, signal.SIGCONT)
             restored_mark = len(flow.submitted)
             results.require(
                 lambda: (
@@ -295,29 +325,34 @@ def test_a_leader_cut_off_from_redis_past_the_lock_ttl_loses_no_fill(
                 assert set(counts[i]) == {(oid, "fill") for oid in expected}, f"worker {i}"
                 assert "failed" not in states[i], (i, states[i])
 
-            # What the cut-off leader read reached the stream, under its old epoch, in full.
+            # What the old leader read reached the stream, under its old epoch, in full.
             assert old["abandoned"] == 0, old
             # (A retried XADD whose reply the cut lost appends an entry twice: a set.)
             old_seqs = {s for e, s in _stream_entries(client) if e == old_epoch}
             assert old_seqs == set(range(1, old["published"] + 1)), (len(old_seqs), old)
-            assert old["carried"] > 0, "the partitioned leader read nothing after the cut"
-            assert len(old_seqs) > appended_at_cut, (len(old_seqs), appended_at_cut)
+            if fault == "cut":
+                assert old["carried"] > 0, "the partitioned leader read nothing after the cut"
+                assert len(old_seqs) > appended_at_cut, (len(old_seqs), appended_at_cut)
 
             deploy.quotes_reach(list(range(WORKERS)), 30, "quotes reach every worker again")
             for path in (IEX, TRADING):
                 assert emulator.counters(KEY, path).max_concurrent == 1, path
             rejected = {p: emulator.counters(KEY, p).rejections.get(406, 0) for p in (IEX, TRADING)}
             print(
-                f"\npartitioned leader (limit {limit}): {len(expected)} orders; the cut-off "
-                f"leader held {cut_off['held']} trade updates when its socket closed, carried "
-                f"{old['carried']} past its term and appended them after the link returned "
-                f"({appended_at_cut} before the cut); reconciled fills per worker {reconciled}; "
+                f"\n{fault} of the leader (limit {limit}): {len(expected)} orders; the old "
+                f"leader held {cut_off['held']} trade updates when its socket closed (cut), "
+                f"carried {old['carried']} past its term and appended them later "
+                f"({appended_at_cut} appended before the cut); old term's entries "
+                f"{len(old_seqs)}; reconciled fills per worker {reconciled}; "
                 f"406s from the emulator {rejected}, limit_rejections in health "
                 f"{ {i: r['limit_rejections'] for i, r in during.items()} }; new leader "
                 f"worker {new_leaders[0]}; test took {time.monotonic() - started:.1f} s"
             )
         finally:
             flow.stop()
+            for proc in procs:  # a stopped process first resumes, then goes
+                if proc.pid is not None and proc.is_alive():
+                    os.kill(proc.pid, signal.SIGCONT)
             for i, proc in enumerate(procs):
                 if proc.is_alive():
                     commands[i].put("stop")
