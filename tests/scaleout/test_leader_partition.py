@@ -159,7 +159,8 @@ def _stream_entries(client: redis.Redis) -> list[tuple[int, int]]:
 
 
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+def redis_server(tmp_path: Path) -> Iterator[tuple[RedisServer, int]]:
+    """A private redis-server on a spare port: (server, port)."""
     (port,) = spare_ports(1)
     server = RedisServer(
         ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
@@ -167,10 +168,9 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         name="redis",
         client=lambda: redis.Redis(port=port, socket_timeout=2, socket_connect_timeout=2),
     )
-    server.port = port  # type: ignore[attr-defined]
     try:
         server.wait_ready()
-        yield server
+        yield server, port
     finally:
         server.stop()
 
@@ -181,11 +181,11 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     ids=["cut-1", "cut-10", "freeze-1"],
 )
 def test_a_leader_cut_off_past_the_lock_ttl_loses_no_fill(
-    fault: str, limit: int, redis_server: RedisServer
+    fault: str, limit: int, redis_server: tuple[RedisServer, int]
 ) -> None:
     started = time.monotonic()
-    port: int = redis_server.port  # type: ignore[attr-defined]
-    client = redis_server.client()
+    server, port = redis_server
+    client = server.client()
     ctx = multiprocessing.get_context("spawn")
     results_queue = ctx.Queue()
     commands = [ctx.Queue() for _ in range(WORKERS)]
