@@ -26,5 +26,6 @@ FIGURES: dict[str, str] = {
     "scale": "scale",
     "big_frame": "big_frame",
     "failover": "failover",
+    "startup": "startup",
 }
-"""Figure name -> module in this package, in table order (figures 1 to 10)."""
+"""Figure name -> module in this package, in table order (figures 1 to 11)."""

@@ -128,6 +128,8 @@ class StreamHub:
         self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._listeners: list[StateListener] = []
         self._closing = False
+        self._close_lock = threading.Lock()
+        self._closed: concurrent.futures.Future[None] | None = None
         self._close_task: asyncio.Task[None] | None = None
         # The close of the previous hub of this key: our socket opens only once that
         # socket has closed, so Alpaca never sees two sessions of one key at once.
@@ -277,6 +279,8 @@ class StreamHub:
         self._shipments_lock = threading.Lock()
         self._changed = threading.Condition()
         self._async_waiters = []
+        self._close_lock = threading.Lock()
+        self._closed = None
         self._close_task = None
         self._start_after = None
         self._loop = loop
@@ -394,20 +398,18 @@ class StreamHub:
     def close(self, timeout: float = 2.0) -> None:
         """Close every subscription and the socket (with a close frame).
 
-        Blocks until done when called off the hub's loop; on the loop (from an
-        async handler, say) it closes every subscription at once, schedules the
-        socket's close and returns (``await hub.aclose()`` there to wait).
+        Blocks until the socket has closed (at most ``timeout``) when called off the
+        hub's loop. On the loop (from an async handler, say) it cannot block: every
+        subscription closes at once and the socket closes in the background
+        (``await hub.aclose()`` there to wait).
         """
         check_seconds("timeout", timeout)
+        closed = self.start_close()
         if self._on_loop():
-            self._begin_close()
-            return
-        future = self._submit_close()
-        if future is None:
             return
         try:
-            future.result(timeout)
-        except (TimeoutError, concurrent.futures.TimeoutError):
+            closed.result(timeout)
+        except TimeoutError:
             self._log.error("hub.close_timeout", timeout=timeout)
 
     async def aclose(self) -> None:
@@ -415,41 +417,52 @@ class StreamHub:
 
         May be awaited from any loop; the work runs on the hub's loop.
         """
-        if not self._on_loop():
-            future = self._submit_close()
-            if future is not None:
-                await asyncio.wrap_future(future)
-            return
-        await asyncio.shield(self._begin_close())
+        await asyncio.wrap_future(self.start_close())
 
-    def _begin_close(self) -> asyncio.Task[None]:
-        """On the hub's loop: close every subscription now, and the socket in a task."""
-        if self._close_task is None:
+    def start_close(self) -> concurrent.futures.Future[None]:
+        """Begin closing, from any thread or loop; the future resolves once the socket closed.
+
+        The one close path: :meth:`close`, :meth:`aclose` and the registry's release
+        all come here. Idempotent (every call returns the same future, which
+        cannot be cancelled). New subscriptions are refused from the first call.
+
+        Example::
+
+            closed = hub.start_close()
+            ...                       # other work meanwhile
+            closed.result(timeout=2)
+        """
+        with self._close_lock:
+            closed = self._closed
+            if closed is not None:
+                return closed
+            closed = self._closed = concurrent.futures.Future()
+            closed.set_running_or_notify_cancel()  # one waiter's cancel must not cancel all
             self._closing = True
-            self._close_subscriptions()
-            self._close_task = self._loop.create_task(self._shutdown())
-            self._close_task.add_done_callback(_log_task_error)
-        return self._close_task
-
-    def _submit_close(self) -> concurrent.futures.Future[None] | None:
-        """From another thread or loop: run aclose() on the hub's loop, if it still runs."""
-        if not self._loop.is_closed():
-            coroutine = self.aclose()
-            try:
-                return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
-            except RuntimeError:  # closed in between
-                coroutine.close()
-        # The loop is gone (asyncio.run() ended under us): nothing to close on it.
-        self._close_subscriptions()
-        self._closing = True
-        return None
-
-    async def _shutdown(self) -> None:
+        if self._on_loop():
+            self._close_now(closed)
+            return closed
         try:
+            self._loop.call_soon_threadsafe(self._close_now, closed)
+        except RuntimeError:
+            # The loop is gone (asyncio.run() ended under us): no socket is left on it.
             self._close_subscriptions()
+            closed.set_result(None)
+        return closed
+
+    def _close_now(self, closed: concurrent.futures.Future[None]) -> None:
+        """On the loop: every subscription closes now, the socket in a task."""
+        self._close_subscriptions()
+        self._close_task = self._loop.create_task(self._close_socket(closed))
+
+    async def _close_socket(self, closed: concurrent.futures.Future[None]) -> None:
+        try:
             await self._connection.close()
+        except Exception as exc:
+            self._log.error("hub.close_failed", error=describe_error(exc))
         finally:
             self._notify()
+            closed.set_result(None)
 
     def __repr__(self) -> str:
         return (
@@ -791,8 +804,3 @@ class _HubFeed:
 
     async def confirmed(self, inbox: Inbox, timeout: float) -> None:
         await self._hub._await_confirmed(inbox, timeout)
-
-
-def _log_task_error(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        _log.error("hub.close_failed", error=describe_error(task.exception()))

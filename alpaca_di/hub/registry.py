@@ -26,6 +26,7 @@ from typing import ClassVar
 
 import structlog
 
+from alpaca_di._aio import running_loop
 from alpaca_di._check import check_seconds
 from alpaca_di._interrupts import deferred_interrupts
 from alpaca_di.credentials import Credentials
@@ -47,7 +48,8 @@ _Key = tuple[Credentials, str]
 class _Entry:
     hub: StreamHub
     leases: int
-    on_runtime: bool
+    retired: bool = False  # out of the registry, its hub closing or closed
+    holds_runtime: bool = True  # one runtime user, given back once the hub closed
 
 
 class Lease:
@@ -76,13 +78,24 @@ class Lease:
         by ``timeout``); on the loop it schedules the close (use :meth:`arelease`).
         """
         check_seconds("timeout", timeout)
-        if self._take():
-            self._registry._release(self._key, self._entry, timeout)
+        if not self._take():
+            return
+        closed = self._registry._drop(self._key, self._entry)
+        if closed is not None:
+            wait = None if self._entry.hub.loop is running_loop() else timeout
+            self._registry._give_back_runtime(self._entry, closed, wait)
 
     async def arelease(self) -> None:
         """Give the lease back and, if it was the last, await the clean close."""
-        if self._take():
-            await self._registry._arelease(self._key, self._entry)
+        if not self._take():
+            return
+        closed = self._registry._drop(self._key, self._entry)
+        if closed is None:
+            return
+        try:
+            await asyncio.wrap_future(closed)
+        finally:  # cancelled meanwhile: the runtime is given back when the close ends
+            self._registry._give_back_runtime(self._entry, closed, 0 if closed.done() else None)
 
     def _take(self) -> bool:
         with self._registry._lock:
@@ -121,7 +134,6 @@ class ConnectionRegistry:
         self._lock = threading.RLock()
         self._entries: dict[_Key, _Entry] = {}
         self._runtime = runtime or Runtime.shared()
-        self._closing: set[asyncio.Task[None]] = set()
         # Per key, the close of its last hub while that close runs: a new hub of the
         # key opens its socket only after it (see StreamHub start_after).
         self._closes: dict[_Key, concurrent.futures.Future[None]] = {}
@@ -175,7 +187,6 @@ class ConnectionRegistry:
                 # caller's loop may idle or close while the connection must go on
                 # (pytest-asyncio's loop per test, asyncio.run() per request...),
                 # and a second loop must never need a second socket.
-                on_runtime = True
                 hub_loop = self._runtime.acquire()
                 closing = self._closes.get(key)
                 try:
@@ -183,10 +194,9 @@ class ConnectionRegistry:
                         kind, endpoint, credentials, options, hub_loop, backoff, closing
                     )
                 except BaseException:
-                    if on_runtime:
-                        self._runtime.release()
+                    self._runtime.release()
                     raise
-                entry = self._entries[key] = _Entry(hub, 0, on_runtime)
+                entry = self._entries[key] = _Entry(hub, 0)
             elif entry.hub.kind is not kind:
                 raise ValueError(
                     f"{endpoint} is already open as a {entry.hub.kind.value} stream, "
@@ -226,14 +236,13 @@ class ConnectionRegistry:
     def _forget_parent(self) -> None:
         """In a forked child: every live hub starts over, idle, on the child's runtime."""
         self._lock = threading.RLock()  # another thread may have held it at the fork
-        self._closing = set()
         self._closes = {}
         for key, entry in list(self._entries.items()):
             if entry.hub.closed:
                 del self._entries[key]
             else:
                 entry.hub.forget_after_fork(self._runtime.acquire())
-                entry.on_runtime = True
+                entry.holds_runtime = True
 
     def hubs(self) -> list[StreamHub]:
         """Every live hub."""
@@ -256,27 +265,39 @@ class ConnectionRegistry:
         check_seconds("timeout", timeout)
         with self._lock:
             entries = list(self._entries.items())
-            self._entries.clear()
-            closes = [self._begin_close(key) for key, _entry in entries]
-        for (key, entry), closed in zip(entries, closes, strict=True):
-            self._close_entry(entry, timeout, key, closed)
+        closes = [(entry, self._retire(key, entry)) for key, entry in entries]
+        for entry, closed in closes:
+            self._give_back_runtime(entry, closed, timeout)
 
     # -- internals ---------------------------------------------------------------
 
-    def _detach(self, key: _Key, entry: _Entry) -> concurrent.futures.Future[None] | None:
-        """Drop one lease; when it was the last, the entry is gone and its close begins.
-
-        Returns the future that the close resolves (``None`` while leases remain).
-        """
+    def _drop(self, key: _Key, entry: _Entry) -> concurrent.futures.Future[None] | None:
+        """Drop one lease; the last one retires the entry (``None`` while leases remain)."""
         with self._lock:
             entry.leases -= 1
             if entry.leases > 0:
                 return None
-            if self._entries.get(key) is entry:
-                del self._entries[key]
-            return self._begin_close(key)
+        return self._retire(key, entry)
 
-    def _begin_close(self, key: _Key) -> concurrent.futures.Future[None]:
+    def _retire(self, key: _Key, entry: _Entry) -> concurrent.futures.Future[None]:
+        """The entry leaves the registry and its hub closes: the one close path.
+
+        Returns the hub's close, which also opens the key's gate: a new hub of
+        ``key`` connects only once this socket has closed. Idempotent.
+        """
+        with self._lock:
+            first = not entry.retired
+            if first:
+                entry.retired = True
+                if self._entries.get(key) is entry:
+                    del self._entries[key]
+                gate = self._hold_key(key)
+        closed = entry.hub.start_close()
+        if first:
+            closed.add_done_callback(lambda _: self._free_key(key, gate))
+        return closed
+
+    def _hold_key(self, key: _Key) -> concurrent.futures.Future[None]:
         """Under the lock: the future this close resolves when its socket has closed.
 
         A new hub of ``key`` waits, before connecting, on every close of the key still
@@ -294,66 +315,33 @@ class ConnectionRegistry:
         self._closes[key] = both
         return closed
 
-    def _end_close(self, key: _Key | None, closed: concurrent.futures.Future[None] | None) -> None:
-        if closed is None:
-            return
-        closed.set_result(None)
-        if key is None:
-            return
+    def _free_key(self, key: _Key, gate: concurrent.futures.Future[None]) -> None:
+        gate.set_result(None)
         with self._lock:
-            gate = self._closes.get(key)
-            if gate is not None and gate.done():
+            current = self._closes.get(key)
+            if current is not None and current.done():
                 del self._closes[key]
 
-    def _release(self, key: _Key, entry: _Entry, timeout: float) -> None:
-        closed = self._detach(key, entry)
-        if closed is not None:
-            self._close_entry(entry, timeout, key, closed)
-
-    async def _arelease(self, key: _Key, entry: _Entry) -> None:
-        closed = self._detach(key, entry)
-        if closed is not None:
-            await self._aclose_entry(entry, key, closed)
-
-    def _close_entry(
-        self,
-        entry: _Entry,
-        timeout: float,
-        key: _Key | None = None,
-        closed: concurrent.futures.Future[None] | None = None,
+    def _give_back_runtime(
+        self, entry: _Entry, closed: concurrent.futures.Future[None], wait: float | None
     ) -> None:
-        hub = entry.hub
-        if hub._on_loop():
-            # Releasing on the hub's own loop: it cannot block. Every subscription
-            # closes now (hub.close() on the loop); the socket closes in a task that
-            # gives the runtime back only once the close frame went out.
-            hub.close()
-            task = hub.loop.create_task(self._aclose_entry(entry, key, closed))
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+        """Give the entry's runtime user back once its hub's socket has closed.
+
+        Waits for the close up to ``wait`` seconds here (the last user then joins
+        the runtime's thread), or with ``None`` (on the hub's own loop, which must
+        not block) gives it back from the close's completion. Once per entry.
+        """
+        if wait is None:
+            closed.add_done_callback(lambda _: self._give_back_runtime(entry, closed, 0))
             return
         try:
-            hub.close(timeout)
-        except Exception:
-            _log.exception("registry.close_failed", endpoint=hub.endpoint)
+            closed.result(wait)
+        except TimeoutError:
+            _log.error("registry.close_timeout", endpoint=entry.hub.endpoint, timeout=wait)
         finally:
-            self._end_close(key, closed)
-            if entry.on_runtime:
-                self._runtime.release()
-
-    async def _aclose_entry(
-        self,
-        entry: _Entry,
-        key: _Key | None = None,
-        closed: concurrent.futures.Future[None] | None = None,
-    ) -> None:
-        try:
-            await entry.hub.aclose()
-        except Exception:
-            _log.exception("registry.close_failed", endpoint=entry.hub.endpoint)
-        finally:
-            self._end_close(key, closed)
-            if entry.on_runtime:
+            with self._lock:
+                holds, entry.holds_runtime = entry.holds_runtime, False
+            if holds:
                 self._runtime.release()
 
 

@@ -17,7 +17,6 @@ from typing import Any
 
 from alpaca_di.errors import ProtocolError
 from alpaca_di.hub.inbox import Inbox, Item, Pair
-from alpaca_di.protocol.models import parse
 
 __all__ = ["Router"]
 
@@ -29,6 +28,11 @@ class Router:
     """The index of a hub's inboxes by channel and symbol, with a route cache. Loop-only."""
 
     def __init__(self) -> None:
+        # alpaca-py (and pandas) load with the first hub, never on its loop at the
+        # first message, and not at all for an application that imports alpaca-di only.
+        from alpaca_di.protocol.models import parse
+
+        self._parse = parse
         self._index: dict[str, dict[str, set[Inbox]]] = {}
         self._routes: dict[Pair, _Route] = {}
         # One tuple object per distinct set of targets: dispatch() tells by identity
@@ -87,7 +91,7 @@ class Router:
             item = raw_item
             if needs_model:
                 try:
-                    item = (channel, symbol, parse(channel, symbol, raw))
+                    item = (channel, symbol, self._parse(channel, symbol, raw))
                 except ProtocolError as exc:
                     # No model can be built; raw subscribers still get the message.
                     on_malformed(str(exc))

@@ -43,14 +43,15 @@ from alpaca_di.credentials import Credentials
 from alpaca_di.hub.hub import StreamHub
 from alpaca_di.hub.registry import ConnectionRegistry
 from alpaca_di.protocol import StreamKind
-from alpaca_di.services.interfaces import OrderUpdates, PriceSource
-from alpaca_di.services.manager import AlpacaManager
-from alpaca_di.services.pricing import PricingService
-from alpaca_di.services.trading import TradingService
 from alpaca_di.settings import AlpacaSettings, endpoint_for, stream_feed
 
 if TYPE_CHECKING:
     from alpaca.trading.client import TradingClient
+
+    from alpaca_di.services.interfaces import OrderUpdates, PriceSource
+    from alpaca_di.services.manager import AlpacaManager
+    from alpaca_di.services.pricing import PricingService
+    from alpaca_di.services.trading import TradingService
 
 __all__ = [
     "init_alpaca_manager",
@@ -181,6 +182,8 @@ def init_pricing_service(
             init_pricing_service, stock_stream=stock_stream, crypto_stream=crypto_stream
         )
     """
+    from alpaca_di.services.pricing import PricingService  # alpaca-py: when first built
+
     service = PricingService(stock_stream=stock_stream, crypto_stream=crypto_stream)
     try:
         yield service
@@ -199,6 +202,8 @@ def init_trading_service(
             init_trading_service, trading_stream=trading_stream, trading_client=trading_client
         )
     """
+    from alpaca_di.services.trading import TradingService  # alpaca-py: when first built
+
     service = TradingService(trading_stream=trading_stream, trading_client=trading_client)
     try:
         yield service
@@ -229,6 +234,8 @@ def init_alpaca_manager(
             pricing_service=pricing_service.provider,
         )
     """
+    from alpaca_di.services.manager import AlpacaManager  # alpaca-py: when first built
+
     manager = AlpacaManager.deferred(
         trading_client=trading_client,
         trading_service=trading_service,

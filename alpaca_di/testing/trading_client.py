@@ -36,6 +36,7 @@ from uuid import UUID
 
 import requests
 from alpaca.common.exceptions import APIError
+from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import QueryOrderStatus
 from alpaca.trading.models import Order, Position, TradeAccount, TradeUpdate
 from alpaca.trading.requests import (
@@ -55,6 +56,8 @@ Outcome = Literal["fill", "reject", "accept", "refuse"]
 """What happens to a submitted order (see :class:`FakeTradingClient`)."""
 
 _OUTCOMES = ("fill", "reject", "accept", "refuse")
+_FAKE_KEY = "FAKE-TRADING-CLIENT"
+_NO_NETWORK = "memory://fake-trading-client"  # never requested: _request() refuses
 _OPEN = frozenset({"new", "accepted", "pending_new", "partially_filled"})
 
 
@@ -79,7 +82,7 @@ def _api_error(status: int, message: str) -> APIError:
     return raised
 
 
-class FakeTradingClient:
+class FakeTradingClient(TradingClient):
     """The ``TradingClient`` methods the manager and ``TradingService`` use, in memory.
 
     Args:
@@ -102,6 +105,10 @@ class FakeTradingClient:
     manager's ``*_async`` twins and ``FakeOrderUpdates.wait_for_order_async``
     work on it from a running loop.
 
+    It is a ``TradingClient`` (so it type-checks wherever one is expected) that
+    never opens a connection: any other ``TradingClient`` method raises
+    ``NotImplementedError`` naming the request it would have sent.
+
     Example::
 
         client = FakeTradingClient(partial_fills=1)
@@ -123,6 +130,7 @@ class FakeTradingClient:
         cash: float = 100_000.0,
     ) -> None:
         _check_outcome(outcome)
+        super().__init__(api_key=_FAKE_KEY, secret_key=_FAKE_KEY, url_override=_NO_NETWORK)
         if (
             isinstance(partial_fills, bool)
             or not isinstance(partial_fills, int)
@@ -166,6 +174,14 @@ class FakeTradingClient:
         """The filled quantity held in ``symbol`` (negative when short)."""
         with self._lock:
             return self._positions.get(symbol, (0.0, 0.0))[0]
+
+    def _request(
+        self, method: str, path: str, *args: Any, **kwargs: Any
+    ) -> Any:
+        raise NotImplementedError(
+            f"FakeTradingClient does not fake {method} /v2{path}; faked: submit_order, "
+            "get_order_by_id, get_orders, cancel_order_by_id, get_account, get_all_positions"
+        )
 
     # -- TradingClient --------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import threading
 import time
@@ -513,13 +514,13 @@ def test_services_are_closed_before_their_streams(container, mocker: MockerFixtu
     pricing = container.pricing_service()
     stock = container.stock_stream()
     mocker.patch.object(pricing, "close", side_effect=lambda: order.append("pricing"))
-    hub_close = stock.close
+    hub_close = stock.start_close  # the one close path: release, close() and aclose()
 
-    def close(timeout: float = 2.0) -> None:
+    def start_close() -> concurrent.futures.Future[None]:
         order.append("stock")
-        hub_close(timeout)
+        return hub_close()
 
-    mocker.patch.object(stock, "close", side_effect=close)
+    mocker.patch.object(stock, "start_close", side_effect=start_close)
 
     container.shutdown_resources()
 

@@ -106,3 +106,6 @@ def test_fakes_satisfy_what_the_manager_needs() -> None:
     )
     assert_type(manager, AlpacaManager)
     assert callable(_service_types)
+    # A FakeTradingClient is a TradingClient: no cast where one is typed.
+    typed: TradingClient = client
+    assert AlpacaManager(typed, trading_service=updates).trading_client is client

@@ -39,6 +39,7 @@ def test_importing_the_package_or_the_cli_loads_neither_alpaca_py_nor_pandas() -
         "from alpaca_di import AlpacaSettings; AlpacaSettings",
         "from alpaca_di.protocol import StreamKind",
         "from alpaca_di.transport import ConnectionOptions",
+        "from alpaca_di import AlpacaContainer, AlpacaSettings; AlpacaContainer()",
     ):
         loaded = _modules_after(code)
         assert "alpaca" not in loaded, code
@@ -54,3 +55,14 @@ def test_lazy_package_names_still_resolve() -> None:
     assert callable(parse)
     assert Connection.__name__ == "Connection"
     assert callable(check_url)
+
+
+def test_alpaca_py_loads_with_the_first_hub_not_at_its_first_message() -> None:
+    """The reader's loop never pays alpaca-py's import (about 0.7 s) mid-stream."""
+    loaded = _modules_after(
+        "from alpaca_di import ConnectionRegistry, Credentials\n"
+        "lease = ConnectionRegistry().acquire(Credentials('PKLAZY0000000001', 'lazy-secret'),"
+        " 'stock', 'wss://stream.data.alpaca.markets/v2/iex')\n"
+        "lease.release()"
+    )
+    assert "alpaca.data.models" in loaded

@@ -120,3 +120,56 @@ def test_handovers_wait_for_a_slow_close_before_connecting_again(
     assert counters.rejections.get(406, 0) == 0
     assert counters.max_concurrent == 1
     assert counters.connections_accepted >= handovers // 4
+
+
+def test_a_release_that_gives_up_waiting_still_gates_the_next_socket(creds: Credentials) -> None:
+    """``release(timeout)`` returns before a slow close ends; the key's next socket waits."""
+    with AlpacaEmulator(connection_limit=1, close_reply_delay=0.3) as emu:
+        url = emu.data_url(IEX)
+        registry = ConnectionRegistry()
+        # Another hub's lease keeps the runtime thread, so the slow close runs to its end.
+        keeper = registry.acquire(creds, StreamKind.STOCK, emu.data_url("/v2/sip"), OPTIONS)
+        try:
+            lease = registry.acquire(creds, StreamKind.STOCK, url, OPTIONS)
+            lease.hub.wait_ready(DEADLINE)
+            lease.release(timeout=0.01)
+            again = registry.acquire(creds, StreamKind.STOCK, url, OPTIONS)
+            again.hub.wait_ready(DEADLINE)
+            again.release()
+        finally:
+            keeper.release()
+            registry.close_all()
+        counters = emu.counters(KEY, IEX)
+    assert counters.rejections.get(406, 0) == 0
+    assert counters.max_concurrent == 1
+    assert counters.connections_accepted == 2
+
+
+def test_a_cancelled_arelease_still_closes_and_gates_the_next_socket(creds: Credentials) -> None:
+    async def scenario(registry: ConnectionRegistry, url: str) -> None:
+        lease = registry.acquire(creds, StreamKind.STOCK, url, OPTIONS)
+        await lease.hub.ready(DEADLINE)
+        releasing = asyncio.ensure_future(lease.arelease())
+        while not lease.released:  # its first step gives the lease back, then waits
+            await asyncio.sleep(0)
+        releasing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await releasing
+        again = registry.acquire(creds, StreamKind.STOCK, url, OPTIONS)
+        await again.hub.ready(DEADLINE)
+        assert lease.hub.closed
+        await again.arelease()
+
+    with AlpacaEmulator(connection_limit=1, close_reply_delay=0.3) as emu:
+        url = emu.data_url(IEX)
+        registry = ConnectionRegistry()
+        keeper = registry.acquire(creds, StreamKind.STOCK, emu.data_url("/v2/sip"), OPTIONS)
+        try:
+            asyncio.run(scenario(registry, url))
+        finally:
+            keeper.release()
+            registry.close_all()
+        counters = emu.counters(KEY, IEX)
+    assert counters.rejections.get(406, 0) == 0
+    assert counters.max_concurrent == 1
+    assert counters.connections_accepted == 2

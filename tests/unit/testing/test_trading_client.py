@@ -140,3 +140,13 @@ def test_trading_service_catches_up_through_the_fake_client() -> None:
     finally:
         service.close()
         hub.close()
+
+
+def test_it_is_a_trading_client_that_never_reaches_the_network() -> None:
+    from alpaca.trading.client import TradingClient
+
+    client = FakeTradingClient()
+    assert isinstance(client, TradingClient)
+    refused = r"does not fake GET /v2/clock.*faked: submit_order"
+    with pytest.raises(NotImplementedError, match=refused):
+        client.get_clock()
