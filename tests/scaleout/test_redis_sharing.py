@@ -439,6 +439,9 @@ def test_a_leader_holds_trade_updates_while_redis_is_away_and_appends_them_after
         ).wait_confirmed(10)
         assert emulator.push_trade_update(KEY, _update(0)) == 1
         got_f.wait_for(1)
+        # The follower can read the entry before the leader has the XADD's reply: wait
+        # for that too, or a cut in between leaves it held (and retried) as well.
+        wait_for(lambda: health_of(leader, lease.hub).unpublished == 0, 10, "update 0 acked")
 
         proxy.cut()
         for seq in range(1, 6):
