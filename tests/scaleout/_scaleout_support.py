@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import queue
+import signal
 import threading
 import time
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from typing import Any
 
@@ -61,6 +64,81 @@ class WorkerReports:
     def close(self) -> None:
         self._done.set()
         self._thread.join(2)
+
+
+def stop_workers(procs: list[Any], commands: list[Any]) -> None:
+    """End worker processes: a stopped one first resumes, each is asked to stop, then killed."""
+    for proc in procs:
+        if proc.pid is not None and proc.is_alive():
+            try:
+                os.kill(proc.pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+    for i, proc in enumerate(procs):
+        if proc.is_alive():
+            commands[i].put("stop")
+    for proc in procs:
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(5)
+
+
+class OrderReports(WorkerReports):
+    """Reports of ``_outage_worker`` processes: trade updates, quotes, health, gateway groups."""
+
+    def __init__(self, source: Any) -> None:
+        self.updates: dict[int, list[tuple[str, str, bool]]] = defaultdict(list)
+        self.received: dict[int, list[tuple[float, str]]] = defaultdict(list)
+        self.quotes: dict[int, list[int]] = defaultdict(list)
+        self.health: dict[int, list[dict[str, Any]]] = {}
+        self.groups: dict[int, dict[str, dict[str, Any]]] = {}
+        self.states: dict[int, set[str]] = defaultdict(set)
+        super().__init__(source)
+
+    def record(self, kind: str, index: int, item: tuple[Any, ...]) -> None:
+        if kind == "update":  # (order id, event, reconciled) as the TradingService had it
+            self.updates[index].append((item[2], item[3], item[4]))
+            self.received[index].append((time.monotonic(), item[3]))
+        elif kind == "quote":
+            self.quotes[index].append(item[3])
+        elif kind == "health":
+            self.health[index] = item[2]
+            for row in item[2]:
+                self.states[index].add(row["state"])
+                self.states[index].update(t["state"] for t in row["transitions"])
+        elif kind == "groups":
+            self.groups[index] = item[2]
+
+    def fills(self, index: int) -> set[str]:
+        """Order ids whose ``fill`` worker ``index`` received."""
+        return {order for order, event, _r in self.updates[index] if event == "fill"}
+
+    def check_fills_once(self, expected: set[str], workers: int, timeout: float) -> dict[int, int]:
+        """Every worker got the ``fill`` of every order, once, and no other final state.
+
+        Waits up to ``timeout`` for the fills; returns the reconciled fills per worker.
+        """
+        from alpaca_di.services.trading.orders import FINAL_EVENTS
+
+        every = range(workers)
+        complete = self.wait(lambda: all(expected <= self.fills(i) for i in every), timeout)
+        with self.cond:
+            missing = {i: len(expected - self.fills(i)) for i in range(workers)}
+            counts = {
+                i: Counter((o, e) for o, e, _r in self.updates[i] if e in FINAL_EVENTS)
+                for i in range(workers)
+            }
+            reconciled = {
+                i: sum(1 for _o, e, r in self.updates[i] if e == "fill" and r)
+                for i in range(workers)
+            }
+        assert complete, f"fills missing per worker {missing} of {len(expected)} orders"
+        for i in range(workers):
+            twice = [final for final, n in counts[i].items() if n != 1]
+            assert not twice, f"worker {i}: final states delivered more than once: {twice[:5]}"
+            assert set(counts[i]) == {(oid, "fill") for oid in expected}, f"worker {i}"
+        return reconciled
 
 
 def worker_registry(config: dict[str, Any]) -> tuple[Any, Any]:

@@ -43,7 +43,7 @@ from typing import Any
 import pytest
 import redis
 from _freeze_worker import run_freeze_worker
-from _scaleout_support import KEY, SECRET, WorkerReports
+from _scaleout_support import KEY, SECRET, WorkerReports, stop_workers
 
 from alpaca_di.emulator import AlpacaEmulator
 from alpaca_di.scaleout.wire import LeaderStatus
@@ -213,20 +213,7 @@ def deployment(request: pytest.FixtureRequest) -> Iterator[Deployment]:
         yield deploy
     finally:
         try:
-            for proc in procs:  # a stopped process first resumes, then goes
-                if proc.pid is not None and proc.is_alive():
-                    try:
-                        os.kill(proc.pid, signal.SIGCONT)
-                    except ProcessLookupError:
-                        pass
-            for i, proc in enumerate(procs):
-                if proc.is_alive():
-                    commands[i].put("stop")
-            for proc in procs:
-                proc.join(10)
-                if proc.is_alive():
-                    proc.kill()
-                    proc.join(5)
+            stop_workers(procs, commands)
             results.close()
             emulator.stop()
         finally:

@@ -37,7 +37,6 @@ import os
 import shutil
 import signal
 import time
-from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,11 +46,10 @@ import redis
 from _outage_worker import run_outage_worker
 from _proxy import TcpProxy
 from _redis_servers import RedisServer, spare_ports
-from _scaleout_support import KEY, SECRET, OrderFlow, WorkerReports
+from _scaleout_support import KEY, SECRET, OrderFlow, OrderReports, stop_workers
 
 from alpaca_di.emulator import AlpacaEmulator
 from alpaca_di.scaleout.wire import decode_update_entry
-from alpaca_di.services.trading.orders import FINAL_EVENTS
 from alpaca_di.testing.messages import quote
 
 pytestmark = [
@@ -72,36 +70,10 @@ SHARING = {
 }
 
 
-class Results(WorkerReports):
-    """What the workers report: trade updates, quotes, health rows, gateway groups."""
-
-    def __init__(self, source: Any) -> None:
-        self.updates: dict[int, list[tuple[str, str, bool]]] = defaultdict(list)
-        self.quotes: dict[int, set[int]] = defaultdict(set)
-        self.health: dict[int, list[dict[str, Any]]] = {}
-        self.groups: dict[int, dict[str, dict[str, Any]]] = {}
-        self.states: dict[int, set[str]] = defaultdict(set)
-        super().__init__(source)
-
-    def record(self, kind: str, index: int, item: tuple[Any, ...]) -> None:
-        if kind == "update":
-            self.updates[index].append((item[2], item[3], item[4]))
-        elif kind == "quote":
-            self.quotes[index].add(item[3])
-        elif kind == "health":
-            self.health[index] = item[2]
-            for row in item[2]:
-                self.states[index].add(row["state"])
-                self.states[index].update(t["state"] for t in row["transitions"])
-        elif kind == "groups":
-            self.groups[index] = item[2]
-
-    def fills(self, index: int) -> set[str]:
-        return {order for order, event, _r in self.updates[index] if event == "fill"}
-
-
 class Deployment:
-    def __init__(self, emulator: AlpacaEmulator, results: Results, commands: list[Any]) -> None:
+    def __init__(
+        self, emulator: AlpacaEmulator, results: OrderReports, commands: list[Any]
+    ) -> None:
         self.emulator = emulator
         self.results = results
         self.commands = commands
@@ -189,7 +161,7 @@ def test_a_leader_cut_off_past_the_lock_ttl_loses_no_fill(
     ctx = multiprocessing.get_context("spawn")
     results_queue = ctx.Queue()
     commands = [ctx.Queue() for _ in range(WORKERS)]
-    results = Results(results_queue)
+    results = OrderReports(results_queue)
     procs: list[Any] = []
     with AlpacaEmulator(connection_limit=limit) as emulator, TcpProxy(port) as proxy:
         emulator.set_price("AAPL", 10.0)
@@ -300,29 +272,14 @@ def test_a_leader_cut_off_past_the_lock_ttl_loses_no_fill(
             )
             flow.stop()
             expected = {oid for _at, oid in flow.submitted}
-            complete = results.wait(
-                lambda: all(expected <= results.fills(i) for i in range(WORKERS)), 40
-            )
             old = deploy.trading_group(
                 PARTITIONED, lambda g: g["held"] == 0, 20, "the old leader appended what it kept"
             )
+            reconciled = results.check_fills_once(expected, WORKERS, 40)
             deploy.trading_rows(list(range(WORKERS)))
             with results.cond:
-                missing = {i: len(expected - results.fills(i)) for i in range(WORKERS)}
-                counts = {
-                    i: Counter((o, e) for o, e, _r in results.updates[i] if e in FINAL_EVENTS)
-                    for i in range(WORKERS)
-                }
-                reconciled = {
-                    i: sum(1 for _o, e, r in results.updates[i] if e == "fill" and r)
-                    for i in range(WORKERS)
-                }
                 states = dict(results.states)
-            assert complete, f"fills missing per worker {missing} of {len(expected)} orders"
             for i in range(WORKERS):
-                twice = [final for final, n in counts[i].items() if n != 1]
-                assert not twice, f"worker {i}: final states delivered more than once: {twice[:5]}"
-                assert set(counts[i]) == {(oid, "fill") for oid in expected}, f"worker {i}"
                 assert "failed" not in states[i], (i, states[i])
 
             # What the old leader read reached the stream, under its old epoch, in full.
@@ -350,16 +307,6 @@ def test_a_leader_cut_off_past_the_lock_ttl_loses_no_fill(
             )
         finally:
             flow.stop()
-            for proc in procs:  # a stopped process first resumes, then goes
-                if proc.pid is not None and proc.is_alive():
-                    os.kill(proc.pid, signal.SIGCONT)
-            for i, proc in enumerate(procs):
-                if proc.is_alive():
-                    commands[i].put("stop")
-            for proc in procs:
-                proc.join(10)
-                if proc.is_alive():
-                    proc.kill()
-                    proc.join(5)
+            stop_workers(procs, commands)
             results.close()
             client.close()
