@@ -28,7 +28,10 @@ opening sockets of their own (Alpaca would refuse a second one with 406)::
     # GET http://...:8080/healthz -> 200 when healthy, GET /readyz -> 200 when ready
     server.close()
 
-or, declared in the container: ``providers.Resource(init_health_server, alpaca, port=8080)``.
+or, declared in the container: ``providers.Resource(init_health_server, alpaca, port=8080)``;
+it also serves Prometheus metrics at ``/metrics`` with the ``alpaca-di[metrics]`` extra
+(:func:`register_metrics`). :func:`configure_logging` is the one opt-in call that sets up
+JSON-lines (or console) logging, secret-free; alpaca-di never configures logging itself.
 
 Test helpers live in :mod:`alpaca_di.testing` (the emulator, fakes, a pytest plugin).
 """
@@ -76,8 +79,10 @@ if TYPE_CHECKING:
         Subscription,
         SubscriptionStats,
     )
+    from alpaca_di.logs import LoggingSetup, configure_logging
     from alpaca_di.protocol import StreamKind
     from alpaca_di.providers.health_server import HealthServer, init_health_server, serve_health
+    from alpaca_di.providers.metrics import init_metrics, metrics_exposition, register_metrics
     from alpaca_di.providers.resources import StreamResource
     from alpaca_di.services.interfaces import OrderUpdates, PriceSource, PriceTracker
     from alpaca_di.services.manager import AlpacaManager
@@ -105,6 +110,7 @@ __all__ = [
     "HealthServer",
     "InsufficientSubscriptionError",
     "Lease",
+    "LoggingSetup",
     "OrderUpdates",
     "PriceSource",
     "PriceTracker",
@@ -126,8 +132,12 @@ __all__ = [
     "SubscriptionStats",
     "SymbolLimitError",
     "TradingService",
+    "configure_logging",
     "init_health_server",
+    "init_metrics",
     "lifespan",
+    "metrics_exposition",
+    "register_metrics",
     "serve_health",
 ]
 
@@ -150,6 +160,7 @@ _EXPORTS: dict[str, str] = {
     "HealthServer": "alpaca_di.providers.health_server",
     "InsufficientSubscriptionError": "alpaca_di.errors",
     "Lease": "alpaca_di.hub",
+    "LoggingSetup": "alpaca_di.logs",
     "OrderUpdates": "alpaca_di.services.interfaces",
     "PriceSource": "alpaca_di.services.interfaces",
     "PriceTracker": "alpaca_di.services.interfaces",
@@ -171,8 +182,12 @@ _EXPORTS: dict[str, str] = {
     "SubscriptionStats": "alpaca_di.hub",
     "SymbolLimitError": "alpaca_di.errors",
     "TradingService": "alpaca_di.services.trading",
+    "configure_logging": "alpaca_di.logs",
     "init_health_server": "alpaca_di.providers.health_server",
+    "init_metrics": "alpaca_di.providers.metrics",
     "lifespan": "alpaca_di.containers",
+    "metrics_exposition": "alpaca_di.providers.metrics",
+    "register_metrics": "alpaca_di.providers.metrics",
     "serve_health": "alpaca_di.providers.health_server",
 }
 

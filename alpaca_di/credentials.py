@@ -11,7 +11,8 @@ endpoint, and the secret appears in no repr, log line or pickle::
     creds.secret              # SecretStr('**********')
 
 :func:`mask_url` is the one place a URL's password is hidden before it is logged,
-shown in a repr or quoted in an error (settings and the Redis scale-out use it).
+shown in a repr or quoted in an error (settings and the Redis scale-out use it);
+:func:`mask_key` the one place a key id is masked (``fingerprint``, settings, logs).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
-__all__ = ["Credentials", "mask_url"]
+__all__ = ["Credentials", "mask_key", "mask_url"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,10 +59,7 @@ class Credentials:
     @property
     def fingerprint(self) -> str:
         """The key id with all but its first two and last four characters masked."""
-        key = self.key_id
-        if len(key) <= 6:
-            return key[:1] + "*" * (len(key) - 1)
-        return key[:2] + "*" * (len(key) - 6) + key[-4:]
+        return mask_key(self.key_id)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Credentials):
@@ -81,6 +79,20 @@ class Credentials:
 
     def __reduce__(self) -> tuple[object, ...]:
         raise TypeError("Credentials cannot be pickled: that would write the secret out")
+
+
+def mask_key(key_id: str) -> str:
+    """A key id with all but its first two and last four characters masked (safe to log).
+
+    Keys of six characters or fewer keep only their first one.
+
+    Example::
+
+        mask_key("PKTEST1234ABCD")   # 'PK********ABCD'
+    """
+    if len(key_id) <= 6:
+        return key_id[:1] + "*" * (len(key_id) - 1)
+    return key_id[:2] + "*" * (len(key_id) - 6) + key_id[-4:]
 
 
 def mask_url(url: str) -> str:

@@ -43,7 +43,7 @@ from pydantic_settings import (
 )
 
 from alpaca_di._check import host_port, is_loopback, is_seconds, is_word, one_edit_apart
-from alpaca_di.credentials import Credentials, mask_url
+from alpaca_di.credentials import Credentials, mask_key, mask_url
 from alpaca_di.errors import ConfigurationError
 from alpaca_di.protocol import StreamKind, data_path
 from alpaca_di.transport.options import ConnectionOptions, OverflowPolicy
@@ -308,7 +308,7 @@ class AlpacaSettings(BaseSettings):
     def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
         for name, value in super().__repr_args__():
             if name == "api_key" and isinstance(value, str):
-                value = _mask_key(value)
+                value = mask_key(value)
             elif name in _URL_FIELDS and isinstance(value, str):
                 value = mask_url(value)
             yield name, value
@@ -714,12 +714,6 @@ def _check_url(value: str, schemes: tuple[str, str], *, allow_insecure: bool) ->
             "127.0.0.0/8, ::1 and localhost are always allowed)"
         )
     return value.rstrip("/")
-
-
-def _mask_key(key: str) -> str:
-    if len(key) <= 6:
-        return key[:1] + "*" * (len(key) - 1)
-    return key[:2] + "*" * (len(key) - 6) + key[-4:]
 
 
 def _secret_candidates(values: Mapping[str, Any], *, from_env: bool) -> list[str]:

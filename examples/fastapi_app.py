@@ -8,6 +8,9 @@ What it shows:
   server's event loop.
 * ``GET /health`` returns ``container.health()`` (a
   :class:`~alpaca_di.HealthReport`) as JSON, with status 503 when unhealthy.
+* ``GET /metrics`` serves the Prometheus metrics (``alpaca-di[metrics]``): with
+  ``PROMETHEUS_MULTIPROC_DIR`` set and several uvicorn workers, every worker's
+  values, aggregated. The browsers' subscriptions are named ``ws-quotes`` there.
 * ``WS /ws/quotes?symbols=AAPL,MSFT`` relays live quotes to each browser. Every
   client gets its own subscription on the **one** shared stock connection,
   with ``overflow="conflate"``: a slow client gets the latest quote per symbol
@@ -21,6 +24,7 @@ Run it (no account needed: an emulator runs in the same process)::
 
     python examples/fastapi_app.py                 # http://127.0.0.1:8000/
     curl -s http://127.0.0.1:8000/health
+    curl -s http://127.0.0.1:8000/metrics
 
 Against your Alpaca paper account (``APCA_API_KEY_ID``, ``APCA_API_SECRET_KEY``;
 quotes flow during market hours)::
@@ -59,6 +63,7 @@ from alpaca_di import (
     Subscription,
 )
 from alpaca_di.containers import lifespan
+from alpaca_di.providers.metrics import metrics_exposition, register_metrics
 from alpaca_di.testing import AlpacaEmulator
 
 KEY_ID = "PKEXAMPLE0000003"
@@ -86,6 +91,13 @@ def health(
     return report
 
 
+@router.get("/metrics")
+def metrics() -> Response:
+    """Prometheus metrics of every shared connection (all workers' in multiprocess mode)."""
+    body, content_type = metrics_exposition()
+    return Response(body, media_type=content_type)
+
+
 @router.websocket("/ws/quotes")
 @inject
 async def quotes(
@@ -98,7 +110,7 @@ async def quotes(
     wanted = [symbol.strip().upper() for symbol in symbols.split(",") if symbol.strip()]
     try:
         subscription = stock_stream.subscribe(
-            quotes=wanted, maxsize=max(len(wanted), 1), overflow="conflate"
+            quotes=wanted, maxsize=max(len(wanted), 1), overflow="conflate", name="ws-quotes"
         )
     except ValueError as exc:  # an invalid symbol: tell the client why
         await websocket.close(code=1008, reason=str(exc)[:120])
@@ -181,6 +193,9 @@ def create_app(alpaca_config: dict[str, Any] | None = None) -> FastAPI:
     if alpaca_config is not None:
         container.config.alpaca.from_dict(alpaca_config)
     container.wire(modules=[sys.modules[__name__]])
+    # Every worker process registers (idempotent): in multiprocess mode each one
+    # writes its own values for whichever worker serves the scrape.
+    register_metrics()
     app = FastAPI(title="alpaca-di example", lifespan=lifespan(container))
     app.state.container = container
     app.include_router(router)

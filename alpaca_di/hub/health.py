@@ -52,6 +52,8 @@ class ConnectionHealth(BaseModel):
             ``reconnecting``, ``closed`` or ``failed``.
         consumers: open subscriptions sharing this connection.
         subscriptions: per channel, how many symbols at least one consumer wants.
+        messages_parsed: messages built into a model (once per message, only when
+            a typed consumer wants one).
         messages_dropped: messages discarded by consumers' overflow policies.
         malformed: frames or elements from the server that could not be decoded.
         role: with ``sharing="redis"``: ``leader`` when this process holds the
@@ -91,6 +93,7 @@ class ConnectionHealth(BaseModel):
     subscriptions: dict[str, int]
     messages_received: int
     messages_delivered: int
+    messages_parsed: int = 0
     messages_dropped: int
     malformed: int
     handler_errors: int

@@ -29,8 +29,9 @@ from alpaca_di._aio import running_loop, wake
 from alpaca_di._check import check_seconds
 from alpaca_di.credentials import Credentials
 from alpaca_di.errors import ConnectionClosedError, ServerError, ServiceClosedError, describe_error
+from alpaca_di.hub.consumers import ConsumerTally, check_consumer_name
 from alpaca_di.hub.health import ConnectionHealth, StateTransition
-from alpaca_di.hub.inbox import Inbox, Pair
+from alpaca_di.hub.inbox import Inbox, Pair, pending_changes
 from alpaca_di.hub.routing import Router
 from alpaca_di.hub.subscription import Handler, Subscription
 from alpaca_di.protocol import (
@@ -57,16 +58,6 @@ _log = structlog.get_logger("alpaca_di.hub")
 
 def _wire(pair: Pair) -> Pair:
     return (carrier_channel(pair[0]), pair[1])
-
-
-def _pending(subs: list[Inbox]) -> int:
-    """Subscription changes not confirmed by the server yet (pairs + changes in flight)."""
-    unconfirmed: set[Pair] = set()
-    in_flight = 0
-    for sub in subs:
-        unconfirmed.update(list(sub.unconfirmed))
-        in_flight += sub.pending_changes
-    return len(unconfirmed) + in_flight
 
 
 class StreamHub:
@@ -135,6 +126,7 @@ class StreamHub:
         # socket has closed, so Alpaca never sees two sessions of one key at once.
         self._start_after = start_after
         self._retired = [0, 0, 0]  # delivered, dropped, errors of closed subscriptions
+        self.consumers = ConsumerTally()  # by consumer name, for metrics (services add theirs)
         self._log = _log.bind(kind=kind.value, endpoint=endpoint, fingerprint=self.fingerprint)
 
     # -- public API --------------------------------------------------------------
@@ -183,6 +175,7 @@ class StreamHub:
         maxsize: int | None = _USE_DEFAULT,
         overflow: OverflowPolicy | None = None,
         raw: bool = False,
+        name: str | None = None,
     ) -> Subscription:
         """Subscribe a consumer; returns its :class:`Subscription` at once.
 
@@ -199,6 +192,8 @@ class StreamHub:
                 subscription with :class:`SubscriptionOverflowError`).
             raw: deliver the decoded dicts (shared, read-only) instead of
                 alpaca-py models.
+            name: the consumer's name in metrics (1-64 of ``A-Za-z0-9_.:-``), the same
+                for every subscription of one component; unnamed ones count together.
 
         Raises:
             ValueError: an unknown channel for this kind, or an invalid symbol.
@@ -250,6 +245,7 @@ class StreamHub:
             raw=raw,
             held=pairs,
             never_drop=self.kind is StreamKind.TRADING,
+            name=check_consumer_name(name),
         )
         sub = Subscription(
             self._feed, handler, inbox=inbox, consumer_loop=running_loop() or self._loop
@@ -273,6 +269,7 @@ class StreamHub:
             inbox.listener = None  # its wake-ups would go to the parent's loops
             inbox.close(forked)
         self._subs.clear()
+        self.consumers = ConsumerTally()  # a fresh lock: another thread may have held it
         self._router.clear()
         self._acked = set()
         self._shipments = {}
@@ -377,6 +374,7 @@ class StreamHub:
             consumers=len(subs),
             subscriptions={channel: count for channel, count in per_channel.items() if count},
             messages_received=conn.messages_received,
+            messages_parsed=self._router.parsed,
             messages_delivered=self._retired[0] + sum(s.delivered for s in stats),
             messages_dropped=self._retired[1] + sum(s.dropped for s in stats),
             malformed=conn.malformed,
@@ -390,7 +388,7 @@ class StreamHub:
             ],
             in_use=bool(subs) or state is not ConnectionState.IDLE,
             ever_connected=conn.history.ever_connected,
-            subscriptions_pending=_pending(subs),
+            subscriptions_pending=pending_changes(subs),
         )
         extra = conn.health_fields()
         return health.model_copy(update=extra) if extra else health
@@ -541,7 +539,9 @@ class StreamHub:
             return
         if sub.closed:
             return
-        self._subs.add(sub)
+        if sub not in self._subs:
+            self._subs.add(sub)
+            self.consumers.track(sub)
         if add:
             changed = pairs - sub.pairs
             for pair in changed:

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from alpaca_di.errors import SubscriptionOverflowError
 from alpaca_di.transport.options import OverflowPolicy
 
-__all__ = ["Inbox", "InboxListener", "Item", "Pair", "SubscriptionStats"]
+__all__ = ["Inbox", "InboxListener", "Item", "Pair", "SubscriptionStats", "pending_changes"]
 
 Pair = tuple[str, str]
 Item = tuple[str, str, Any]
@@ -83,8 +83,10 @@ class Inbox:
         raw: bool,
         held: Iterable[Pair] = (),
         never_drop: bool = False,
+        name: str | None = None,
     ) -> None:
         self.raw = raw
+        self.name = name  # the consumer's name (metrics group by it); validated by the caller
         self.maxsize = None if never_drop else maxsize
         self.overflow: OverflowPolicy = overflow
         self.lock = threading.Lock()
@@ -278,3 +280,13 @@ class Inbox:
         if listener is not None:
             listener.inbox_closed(error)
         return True
+
+
+def pending_changes(inboxes: Iterable[Inbox]) -> int:
+    """Subscription changes not confirmed by the server yet (pairs + changes in flight)."""
+    unconfirmed: set[Pair] = set()
+    in_flight = 0
+    for inbox in inboxes:
+        unconfirmed.update(list(inbox.unconfirmed))
+        in_flight += inbox.pending_changes
+    return len(unconfirmed) + in_flight

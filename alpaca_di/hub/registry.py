@@ -147,6 +147,11 @@ class ConnectionRegistry:
                 cls._default = cls()
             return cls._default
 
+    @classmethod
+    def live(cls) -> list[ConnectionRegistry]:
+        """Every registry of the process that is still referenced (metrics read them all)."""
+        return list(cls._all)
+
     def acquire(
         self,
         credentials: Credentials,

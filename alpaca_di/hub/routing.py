@@ -39,6 +39,7 @@ class Router:
         # that every message of a frame goes to the same consumers.
         self._target_sets: dict[tuple[Inbox, ...], tuple[Inbox, ...]] = {}
         self.unrouted = 0
+        self.parsed = 0  # models built (any thread may read it)
 
     def add(self, inbox: Inbox, pair: Pair) -> None:
         """Route ``pair`` to ``inbox`` too."""
@@ -79,6 +80,7 @@ class Router:
         entries: list[tuple[tuple[Inbox, ...], Item, Any]] = []
         shared: tuple[Inbox, ...] | None = None
         uniform = True
+        parsed = 0
         for channel, symbol, raw in messages:
             route = routes.get((channel, symbol))
             if route is None:
@@ -92,6 +94,7 @@ class Router:
             if needs_model:
                 try:
                     item = (channel, symbol, self._parse(channel, symbol, raw))
+                    parsed += 1
                 except ProtocolError as exc:
                     # No model can be built; raw subscribers still get the message.
                     on_malformed(str(exc))
@@ -102,6 +105,7 @@ class Router:
             elif targets is not shared:
                 uniform = False
             entries.append((targets, raw_item, item))
+        self.parsed += parsed
         if shared is None:
             return []
         if uniform:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -36,7 +36,8 @@ import structlog
 from alpaca_di._aio import is_async_callable, running_loop
 from alpaca_di.errors import ConnectionClosedError, describe_error
 from alpaca_di.hub.delivery import HandlerPool
-from alpaca_di.hub.inbox import Inbox, Pair, SubscriptionStats
+from alpaca_di.hub.inbox import Inbox, Item, Pair, SubscriptionStats
+from alpaca_di.hub.latency import SAMPLE_EVERY, latency_observer, sample
 from alpaca_di.protocol import StreamKind
 from alpaca_di.transport.options import OverflowPolicy
 
@@ -131,6 +132,7 @@ class Subscription:
         self._task: asyncio.Task[None] | None = None
         self._wakeup: _Wakeup | None = None
         self._pooled = handler is not None and not self._async_handler
+        self._until_sample = 1  # messages until the next latency sample (when sampling)
         if handler is None:
             # Nothing but this handle (and its iterators) can read the inbox: once
             # they are unreachable, nobody ever will. The finalizer holds no
@@ -163,6 +165,11 @@ class Subscription:
     def closed(self) -> bool:
         """True once closed, by the consumer or because the hub closed."""
         return self._inbox.closed
+
+    @property
+    def name(self) -> str | None:
+        """The consumer's name given at subscribe (metrics group by it), or ``None``."""
+        return self._inbox.name
 
     @property
     def raw(self) -> bool:
@@ -251,6 +258,8 @@ class Subscription:
                 item = inbox.pop()
                 if item is not None:
                     inbox.delivered += 1
+                    if latency_observer() is not None:
+                        self._sample((item,))
                     return item[2]
                 if inbox.error is not None:
                     raise inbox.error
@@ -287,6 +296,8 @@ class Subscription:
                 item = inbox.pop()
                 if item is not None:
                     inbox.delivered += 1
+                    if latency_observer() is not None:
+                        self._sample((item,))
                 elif inbox.error is not None:
                     raise inbox.error
                 elif inbox.closed:
@@ -361,6 +372,8 @@ class Subscription:
         delivered = 0
         with inbox.lock:
             batch = inbox.take(_BATCH)
+        if batch and latency_observer() is not None:
+            self._sample(batch)
         try:
             for item in batch:
                 if inbox.closed:
@@ -399,6 +412,8 @@ class Subscription:
                 if not inbox.closed:
                     await event.wait()
                 continue
+            if latency_observer() is not None:
+                self._sample(batch)
             delivered = 0
             try:
                 for item in batch:
@@ -419,6 +434,13 @@ class Subscription:
             finally:
                 with inbox.lock:
                     inbox.delivered += delivered
+
+    def _sample(self, batch: Sequence[Item]) -> None:
+        """Time the batch's first message, once every ``SAMPLE_EVERY`` messages."""
+        self._until_sample -= len(batch)
+        if self._until_sample <= 0:
+            self._until_sample = SAMPLE_EVERY
+            sample(self._feed.kind.value, self._feed.endpoint, batch[0][2])
 
     def _handler_failed(self) -> None:
         with self._inbox.lock:

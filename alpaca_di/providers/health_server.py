@@ -12,7 +12,10 @@ own (a second socket would be refused with ``406 connection limit exceeded``)::
 
 ``GET /healthz`` (liveness) answers 200 when the report is ``healthy``, else 503;
 ``GET /readyz`` (readiness) answers 200 when it is ``ready``, else 503. Both bodies
-are the :class:`~alpaca_di.hub.health.HealthReport` as JSON (no secrets). ``HEAD``
+are the :class:`~alpaca_di.hub.health.HealthReport` as JSON (no secrets). ``GET
+/metrics`` answers the Prometheus metrics (:func:`~alpaca_di.providers.metrics.metrics_exposition`:
+prometheus_client's default registry, or every worker's values in its multiprocess
+mode), or 501 naming the extra when ``prometheus_client`` is not installed. ``HEAD``
 works too; any other path is a 404.
 
 Declared in a container, the server starts with ``init_resources()`` and stops
@@ -42,10 +45,12 @@ import structlog
 
 from alpaca_di.hub.health import HealthReport
 
-__all__ = ["PROBES", "HealthServer", "init_health_server", "serve_health"]
+__all__ = ["METRICS_PATH", "PROBES", "HealthServer", "init_health_server", "serve_health"]
 
 PROBES: dict[str, str] = {"/healthz": "healthy", "/livez": "healthy", "/readyz": "ready"}
 """Path -> the :class:`~alpaca_di.hub.health.HealthReport` verdict that makes it answer 200."""
+METRICS_PATH = "/metrics"
+"""Where the Prometheus metrics are served (needs the ``alpaca-di[metrics]`` extra)."""
 
 _POLL_INTERVAL = 0.05  # seconds: how long close() may wait for the accept loop to notice
 _log = structlog.get_logger("alpaca_di.health_server")
@@ -218,9 +223,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, *, with_body: bool) -> None:
         path = urlsplit(self.path).path.rstrip("/") or "/"
+        if path == METRICS_PATH:
+            self._metrics(with_body)
+            return
         verdict = PROBES.get(path)
         if verdict is None:
-            body = json.dumps({"error": f"no such probe {path!r}", "probes": sorted(PROBES)})
+            body = json.dumps(
+                {"error": f"no such probe {path!r}", "probes": sorted([*PROBES, METRICS_PATH])}
+            )
             self._send(404, body.encode(), with_body)
             return
         try:
@@ -238,9 +248,26 @@ class _Handler(BaseHTTPRequestHandler):
         status = 200 if getattr(report, verdict) else 503
         self._send(status, report.model_dump_json().encode(), with_body)
 
-    def _send(self, status: int, body: bytes, with_body: bool) -> None:
+    def _metrics(self, with_body: bool) -> None:
+        try:
+            from alpaca_di.providers.metrics import metrics_exposition
+        except ImportError as exc:  # the optional extra is not installed
+            self._send(501, json.dumps({"error": str(exc)}).encode(), with_body)
+            return
+        try:
+            body, content_type = metrics_exposition()
+        except Exception as exc:  # the scrape fails; the server goes on
+            _log.exception("health_server.metrics_failed")
+            error = {"error": f"{type(exc).__name__}: {exc}"}
+            self._send(500, json.dumps(error).encode(), with_body)
+            return
+        self._send(200, body, with_body, content_type)
+
+    def _send(
+        self, status: int, body: bytes, with_body: bool, content_type: str = "application/json"
+    ) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
         self.end_headers()

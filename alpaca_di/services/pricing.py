@@ -519,7 +519,11 @@ class PricingService:
         current = [s for s, owners in self._owners.items() if owners and self._hub_for(s) is hub]
         wanted = list(dict.fromkeys([*current, *symbols]))
         self._subs[key] = hub.subscribe(
-            self._on_message, quotes=wanted, trades=wanted, overflow="conflate"
+            self._on_message,
+            quotes=wanted,
+            trades=wanted,
+            overflow="conflate",
+            name="alpaca_di.pricing_service",
         )
         if key not in self._state_removers:
             self._state_removers[key] = hub.add_state_listener(

@@ -195,6 +195,7 @@ class FakeStreamHub(StreamHub):
         maxsize: int | None = _USE_DEFAULT,
         overflow: OverflowPolicy | None = None,
         raw: bool = False,
+        name: str | None = None,
     ) -> Subscription:
         """Subscribe exactly as on :meth:`StreamHub.subscribe <alpaca_di.hub.StreamHub.subscribe>`.
 
@@ -221,6 +222,7 @@ class FakeStreamHub(StreamHub):
             trade_updates=trade_updates,
             overflow=overflow,
             raw=raw,
+            name=name,
             **extra,
         )
         self._fake_track(consumer, sub)

@@ -24,9 +24,12 @@ from types import ModuleType
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.websockets import WebSocketDisconnect
 
+from alpaca_di.credentials import mask_key
 from alpaca_di.testing import AlpacaEmulator, find_leaks, register_secret
+from alpaca_di.testing.messages import quote
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -182,6 +185,33 @@ def test_fastapi_health_and_quote_relay(fastapi_example: ModuleType) -> None:
         # lifespan shutdown closed the stock socket with a close frame
         emulator.wait_until(lambda: emulator.counters(key, "/v2/iex").open == 0, 10.0)
         assert emulator.counters(key, "/v2/iex").close_frames_received == 1
+
+
+def test_fastapi_serves_the_metrics_of_its_named_consumers(fastapi_example: ModuleType) -> None:
+    with AlpacaEmulator() as emulator:  # no synthetic data: only what the test publishes
+        app = fastapi_example.create_app(fastapi_example.emulator_config(emulator))
+        key = fastapi_example.KEY_ID
+        with TestClient(app) as client, client.websocket_connect(
+            "/ws/quotes?symbols=AAPL"
+        ) as websocket:
+            emulator.wait_until(
+                lambda: "AAPL" in emulator.subscriptions(key, "/v2/iex")["quotes"], 10.0
+            )
+            emulator.publish("/v2/iex", [quote("AAPL", bid=101.0)])
+            assert websocket.receive_json()["bid"] == 101.0
+            response = client.get("/metrics")
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/plain")
+            wanted = {"consumer": "ws-quotes", "fingerprint": mask_key(key), "kind": "stock"}
+            delivered = [
+                sample.value
+                for family in text_string_to_metric_families(response.text)
+                for sample in family.samples
+                if sample.name == "alpaca_di_consumer_delivered_total"
+                and wanted.items() <= sample.labels.items()
+            ]
+            assert delivered == [1.0]
+            assert key not in response.text
 
 
 def test_fastapi_script_serves_and_stops_on_ctrl_c() -> None:

@@ -143,9 +143,10 @@ def test_unknown_paths_are_404_and_a_failing_report_is_503() -> None:
         raise RuntimeError("no report today")
 
     with serve_health(broken) as server:
-        response = requests.get(server.url + "/metrics", timeout=DEADLINE)
+        response = requests.get(server.url + "/status", timeout=DEADLINE)
         assert response.status_code == 404
         assert "/readyz" in response.json()["probes"]
+        assert "/metrics" in response.json()["probes"]  # served since the metrics extra
         status, body = get(server, "/readyz")
         assert status == 503
         assert body["ready"] is False

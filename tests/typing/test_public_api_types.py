@@ -19,6 +19,7 @@ from alpaca_di import (
     Credentials,
     HealthReport,
     HealthServer,
+    LoggingSetup,
     OrderUpdates,
     PriceSource,
     PriceTracker,
@@ -30,9 +31,14 @@ from alpaca_di import (
     Subscription,
     SubscriptionStats,
     TradingService,
+    configure_logging,
     init_health_server,
+    init_metrics,
+    metrics_exposition,
+    register_metrics,
     serve_health,
 )
+from alpaca_di.providers.metrics import AlpacaMetrics
 from alpaca_di.providers.streams import init_stock_stream
 from alpaca_di.testing import FakeOrderUpdates, FakePriceSource, FakeStreamHub, FakeSubscription
 from alpaca_di.testing.fakes import FakeStreams, fake_container, fake_streams, reset_fake_container
@@ -163,3 +169,26 @@ def test_readiness_fields_are_typed() -> None:
     assert_type(report.healthy, bool)
     assert report.ready
     assert callable(_serve_probes)
+
+
+def _metrics_and_logging(hub: StreamHub, trading: TradingService) -> None:
+    """Checked by mypy, never run (it would configure logging and register metrics)."""
+    sub = hub.subscribe(print, quotes=["AAPL"], name="momentum")
+    assert_type(sub.name, str | None)
+    assert_type(trading.subscribe(print, name="risk").name, str | None)
+    metrics = register_metrics(interval=5.0)
+    assert_type(metrics, AlpacaMetrics)
+    assert_type(metrics.multiprocess, bool)
+    body, content_type = metrics_exposition()
+    assert_type(body, bytes)
+    assert_type(content_type, str)
+    assert_type(configure_logging(json=None, level="info"), LoggingSetup)
+
+
+class MeasuredApp(App):
+    metrics = providers.Resource(init_metrics)
+
+
+def test_metrics_and_logging_are_typed() -> None:
+    assert callable(_metrics_and_logging)
+    assert MeasuredApp.metrics is not None

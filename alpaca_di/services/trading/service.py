@@ -49,6 +49,7 @@ from alpaca.trading.models import Order, TradeUpdate
 from alpaca_di._aio import running_loop, settle
 from alpaca_di._check import check_seconds
 from alpaca_di.errors import AlpacaAPIError, ConnectionClosedError, ServiceClosedError
+from alpaca_di.hub.consumers import check_consumer_name
 from alpaca_di.hub.delivery import InlineDrain
 from alpaca_di.hub.hub import StreamHub
 from alpaca_di.hub.inbox import Inbox
@@ -76,6 +77,7 @@ if TYPE_CHECKING:
 __all__ = ["TradingService", "TradingStats"]
 
 _FAILED = object()
+_NAME = "alpaca_di.trading_service"  # the service's own consumer of the trading hub
 _CATCH_UP_GRACE = 0.25  # seconds the stream may lag behind a catch-up REST reply
 _log = structlog.get_logger("alpaca_di.services.trading")
 
@@ -206,12 +208,15 @@ class TradingService:
         """True once :meth:`close` ran."""
         return self._closed
 
-    def subscribe(self, handler: Handler | None = None) -> TradeUpdateSubscription:
+    def subscribe(
+        self, handler: Handler | None = None, *, name: str | None = None
+    ) -> TradeUpdateSubscription:
         """Receive every trade update of the account (opens the trading socket).
 
         ``handler`` may be sync (runs on a worker thread) or ``async def`` (runs
         on the loop that subscribed); without one, iterate the subscription.
         Updates are never dropped; reconciled ones arrive like the others.
+        ``name`` names the consumer in metrics, as on ``StreamHub.subscribe``.
 
         Example::
 
@@ -225,10 +230,11 @@ class TradingService:
         """
         if handler is not None and not callable(handler):
             raise TypeError(f"handler must be callable or None, got {type(handler).__name__}")
+        name = check_consumer_name(name)
         self._check_open()
         self._listen()
         loop = running_loop()
-        inbox = Inbox(maxsize=None, overflow="drop_oldest", raw=False, never_drop=True)
+        inbox = Inbox(maxsize=None, overflow="drop_oldest", raw=False, never_drop=True, name=name)
         sub = TradeUpdateSubscription(
             self._feed, handler, inbox=inbox, consumer_loop=loop or self._hub.loop
         )
@@ -237,6 +243,7 @@ class TradingService:
                 inbox.close()
                 raise _closed_error()
             self._subs.add(inbox)
+        self._hub.consumers.track(inbox)
         return sub
 
     def listen(self, timeout: float = 10.0) -> None:
@@ -490,7 +497,9 @@ class TradingService:
             if sub is None or sub.closed:
                 if self._remove_listener is None:
                     self._remove_listener = self._hub.add_state_listener(self._on_state)
-                inbox = Inbox(maxsize=None, overflow="drop_oldest", raw=False, never_drop=True)
+                inbox = Inbox(
+                    maxsize=None, overflow="drop_oldest", raw=False, never_drop=True, name=_NAME
+                )
                 inbox.listener = InlineDrain(inbox, self._on_update)
                 sub = self._sub = self._hub.attach(inbox, trade_updates=True)
             return sub

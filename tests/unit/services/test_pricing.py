@@ -68,9 +68,16 @@ class FakeHub:
         self.listeners: list[Callable[..., None]] = []
 
     def subscribe(
-        self, handler: Any, *, quotes: list[str], trades: list[str], overflow: str
+        self,
+        handler: Any,
+        *,
+        quotes: list[str],
+        trades: list[str],
+        overflow: str,
+        name: str | None = None,
     ) -> FakeSub:
         assert overflow == "conflate"
+        assert name == "alpaca_di.pricing_service"
         assert quotes == trades
         self.handler = handler
         sub = FakeSub(self.wire, quotes)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from alpaca.trading.models import Order, TradeUpdate
 
+from alpaca_di.hub.consumers import ConsumerTally
 from alpaca_di.hub.inbox import Inbox
 from alpaca_di.protocol import StreamKind
 from alpaca_di.services.trading import (
@@ -87,6 +88,7 @@ class FakeHub:
         self.handler: Callable[[Any], None] | None = None
         self.listeners: list[Callable[[ConnectionState, ConnectionState], None]] = []
         self.subscribes = 0
+        self.consumers = ConsumerTally()
 
     def subscribe(self, handler: Any = None, **kwargs: Any) -> FakeSub:
         assert kwargs.get("trade_updates") is True
