@@ -21,16 +21,17 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta, timezone
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, overload
 
 import structlog
+from typing_extensions import Unpack
 
 from alpaca_di._aio import running_loop, wake
 from alpaca_di._check import check_seconds
 from alpaca_di.credentials import Credentials
 from alpaca_di.errors import ConnectionClosedError, ServerError, ServiceClosedError, describe_error
 from alpaca_di.hub.health import ConnectionHealth, StateTransition
-from alpaca_di.hub.inbox import Inbox, Pair
+from alpaca_di.hub.inbox import Inbox, MessageForm, Pair, check_form
 from alpaca_di.hub.routing import Router
 from alpaca_di.hub.subscription import Handler, Subscription
 from alpaca_di.protocol import (
@@ -45,7 +46,11 @@ from alpaca_di.transport.connection import Connection, ConnectionFactory, Upstre
 from alpaca_di.transport.options import ConnectionOptions, OverflowPolicy, check_overflow
 from alpaca_di.transport.states import ConnectionState
 
-__all__ = ["StateListener", "StreamHub"]
+if TYPE_CHECKING:
+    from alpaca_di.hub.subscription import ModelMessage
+    from alpaca_di.protocol.structs import MarketStruct
+
+__all__ = ["StateListener", "StreamHub", "SubscribeOptions"]
 
 StateListener = Callable[[ConnectionState, ConnectionState], None]
 
@@ -57,6 +62,41 @@ _log = structlog.get_logger("alpaca_di.hub")
 
 def _wire(pair: Pair) -> Pair:
     return (carrier_channel(pair[0]), pair[1])
+
+
+class SubscribeOptions(TypedDict, total=False):
+    """The keywords of :meth:`StreamHub.subscribe` besides ``handler``, ``raw`` and ``form``.
+
+    One place for the typed overloads (what a subscription delivers depends only
+    on the form), so a new keyword is added here once::
+
+        def subscribe_quotes(hub: StreamHub, **options: Unpack[SubscribeOptions]) -> None: ...
+    """
+
+    trades: Iterable[str] | str
+    quotes: Iterable[str] | str
+    bars: Iterable[str] | str
+    updated_bars: Iterable[str] | str
+    daily_bars: Iterable[str] | str
+    statuses: Iterable[str] | str
+    lulds: Iterable[str] | str
+    corrections: Iterable[str] | str
+    cancel_errors: Iterable[str] | str
+    orderbooks: Iterable[str] | str
+    news: Iterable[str] | str
+    trade_updates: bool
+    maxsize: int | None
+    overflow: OverflowPolicy | None
+
+
+def _form(raw: bool, form: MessageForm | None) -> MessageForm:
+    """The form asked for with ``form=`` or the older ``raw=True``; they must agree."""
+    if form is None:
+        return "raw" if raw else "model"
+    check_form(form)
+    if raw and form != "raw":
+        raise ValueError(f"raw=True contradicts form={form!r}: give one of them")
+    return form
 
 
 def _pending(subs: list[Inbox]) -> int:
@@ -162,6 +202,56 @@ class StreamHub:
         """The event loop the connection runs on."""
         return self._loop
 
+    @overload
+    def subscribe(
+        self,
+        handler: Handler | None = None,
+        *,
+        raw: Literal[False] = False,
+        form: Literal["model"] | None = None,
+        **options: Unpack[SubscribeOptions],
+    ) -> Subscription[ModelMessage]: ...
+
+    @overload
+    def subscribe(
+        self,
+        handler: Handler | None = None,
+        *,
+        raw: Literal[False] = False,
+        form: Literal["struct"],
+        **options: Unpack[SubscribeOptions],
+    ) -> Subscription[MarketStruct]: ...
+
+    @overload
+    def subscribe(
+        self,
+        handler: Handler | None = None,
+        *,
+        raw: Literal[True],
+        form: Literal["raw"] | None = None,
+        **options: Unpack[SubscribeOptions],
+    ) -> Subscription[dict[str, Any]]: ...
+
+    @overload
+    def subscribe(
+        self,
+        handler: Handler | None = None,
+        *,
+        raw: bool = False,
+        form: Literal["raw"],
+        **options: Unpack[SubscribeOptions],
+    ) -> Subscription[dict[str, Any]]: ...
+
+    @overload
+    def subscribe(
+        self,
+        handler: Handler | None = None,
+        *,
+        raw: bool = False,
+        form: MessageForm | None = None,
+        **options: Unpack[SubscribeOptions],
+    ) -> Subscription[Any]: ...
+
     def subscribe(
         self,
         handler: Handler | None = None,
@@ -181,7 +271,8 @@ class StreamHub:
         maxsize: int | None = _USE_DEFAULT,
         overflow: OverflowPolicy | None = None,
         raw: bool = False,
-    ) -> Subscription:
+        form: MessageForm | None = None,
+    ) -> Subscription[Any]:
         """Subscribe a consumer; returns its :class:`Subscription` at once.
 
         Args:
@@ -195,16 +286,28 @@ class StreamHub:
             overflow: ``drop_oldest`` (default), ``drop_newest``, ``conflate`` (keep
                 the latest per channel and symbol) or ``error`` (close the
                 subscription with :class:`SubscriptionOverflowError`).
-            raw: deliver the decoded dicts (shared, read-only) instead of
-                alpaca-py models.
+            form: what each message is: ``"model"`` (the default: alpaca-py's
+                models), ``"struct"`` (the typed fast form,
+                :mod:`alpaca_di.protocol.structs`: immutable, alpaca-py's attribute
+                names, several times cheaper) or ``"raw"`` (the decoded dicts,
+                shared, read-only). Trade updates have no struct form.
+            raw: ``raw=True`` is the older spelling of ``form="raw"``.
+
+        Typed by what it delivers: ``Subscription[ModelMessage]`` (alpaca-py's
+        models), ``Subscription[MarketStruct]`` with ``form="struct"``,
+        ``Subscription[dict[str, Any]]`` with ``form="raw"``; ``get()`` and
+        iteration return that type (narrow it with ``isinstance``).
 
         Raises:
-            ValueError: an unknown channel for this kind, or an invalid symbol.
+            ValueError: an unknown channel for this kind, an invalid symbol, an
+                unknown ``form`` (or one ``raw=True`` contradicts).
             ConnectionClosedError: the hub is closed.
 
         Example::
 
             sub = hub.subscribe(print, quotes=["AAPL"], trades="*", overflow="conflate")
+            with hub.subscribe(quotes=["AAPL"], form="struct") as fast:
+                quote = fast.get(timeout=5)      # alpaca_di.protocol.structs.Quote
         """
         if self._closing:
             raise self._closed_error()
@@ -212,10 +315,12 @@ class StreamHub:
             raise self._connection.last_error or ConnectionClosedError("connection failed")
         if handler is not None and not callable(handler):
             raise TypeError(f"handler must be callable or None, got {type(handler).__name__}")
+        handler, subscribed = self._wrap_handler(handler)
         if not isinstance(trade_updates, bool):
             raise TypeError("trade_updates must be True or False")
         if not isinstance(raw, bool):
             raise TypeError("raw must be True or False")
+        chosen = _form(raw, form)
         channels = {
             "trades": trades,
             "quotes": quotes,
@@ -237,6 +342,8 @@ class StreamHub:
         if trade_updates:
             validate_channel(self.kind, "trade_updates")
             pairs.add(("trade_updates", "*"))
+        if chosen == "struct" and self.kind is StreamKind.TRADING:
+            raise ValueError('trade updates have no struct form: use form="model" or "raw"')
         size = self.options.queue_maxsize if maxsize is _USE_DEFAULT else maxsize
         if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
             raise ValueError(f"maxsize must be a positive int or None, got {maxsize!r}")
@@ -245,15 +352,23 @@ class StreamHub:
         inbox = Inbox(
             maxsize=size,
             overflow=policy,
-            raw=raw,
+            form=chosen,
             held=pairs,
             never_drop=self.kind is StreamKind.TRADING,
         )
-        sub = Subscription(
+        sub: Subscription[Any] = Subscription(
             self._feed, handler, inbox=inbox, consumer_loop=running_loop() or self._loop
         )
         self._change(inbox, pairs, add=True)
+        if subscribed is not None:
+            subscribed(sub)
         return sub
+
+    def _wrap_handler(
+        self, handler: Handler | None
+    ) -> tuple[Handler | None, Callable[[Subscription[Any]], None] | None]:
+        """For subclasses (the testing fake): wrap the handler; what to run once subscribed."""
+        return handler, None
 
     def forget_after_fork(self, loop: asyncio.AbstractEventLoop) -> None:
         """In a forked child: start over, idle, on ``loop`` (the child's runtime).
@@ -283,7 +398,7 @@ class StreamHub:
         self._state = SubscriptionState()
         self._connection = self._new_connection(subscriptions=self._state, loop=loop)
 
-    def attach(self, inbox: Inbox, **channels: Any) -> Subscription:
+    def attach(self, inbox: Inbox, **channels: Any) -> Subscription[Any]:
         """Route ``channels`` to an inbox the caller drains itself through its listener.
 
         For services built on a hub: the inbox's listener is told on the hub's
@@ -303,7 +418,9 @@ class StreamHub:
             raise self._connection.last_error or ConnectionClosedError("connection failed")
         pairs = self._pairs(channels)
         inbox.hold(pairs, add=True)
-        sub = Subscription(self._feed, None, inbox=inbox, consumer_loop=self._loop)
+        sub: Subscription[Any] = Subscription(
+            self._feed, None, inbox=inbox, consumer_loop=self._loop
+        )
         self._change(inbox, pairs, add=True)
         return sub
 
@@ -542,9 +659,18 @@ class StreamHub:
             changed = pairs & sub.pairs
             self._unindex(sub, changed, release=True)
         if changed:
-            self._router.changed()
+            self._routes_changed()
             self._connection.request_flush()
         self._start()
+
+    def _routes_changed(self) -> None:
+        """On the loop: forget cached routes; decode only the forms the consumers need now."""
+        self._router.changed()
+        # A direct connection decodes what is asked for (no dicts for struct-only
+        # consumers); other upstreams hand dicts over and structs are made from them.
+        decode_forms = getattr(self._connection, "decode_forms", None)
+        if decode_forms is not None:
+            decode_forms(self._router.forms())
 
     def _start(self) -> None:
         """On the loop: start the connection, once the previous socket of this key closed."""
@@ -566,7 +692,7 @@ class StreamHub:
         if sub in self._subs:
             self._subs.discard(sub)
             self._unindex(sub, set(sub.pairs), release=True)
-            self._router.changed()
+            self._routes_changed()
             self._connection.request_flush()
             stats = sub.stats()
             self._retired[0] += stats.delivered
@@ -591,8 +717,10 @@ class StreamHub:
 
     # -- the connection's listener interface (runs on the loop) ---------------------------
 
-    def on_batch(self, messages: list[tuple[str, str, dict[str, Any]]]) -> None:
-        for sub in self._router.dispatch(messages, self._connection.count_malformed):
+    def on_batch(
+        self, messages: list[tuple[str, str, dict[str, Any]]], structs: list[Any] | None = None
+    ) -> None:
+        for sub in self._router.dispatch(messages, self._connection.count_malformed, structs):
             self._forget(sub)  # overflowed under "error": closed
 
     def on_ack(self, channels: Mapping[str, tuple[str, ...]]) -> None:
@@ -622,7 +750,7 @@ class StreamHub:
             if dropped:
                 self._unindex(sub, dropped, release=False)
                 sub.rejection = error
-        self._router.changed()
+        self._routes_changed()
         self._notify()
 
     def on_state(

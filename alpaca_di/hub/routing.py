@@ -2,17 +2,19 @@
 
 The hub keeps the membership (who holds what, what the server acknowledged);
 the :class:`Router` keeps the index built from it and turns each batch of
-messages into pushes, parsing a model once per message and only when a typed
-consumer wants it::
+messages into pushes. Each form a consumer can ask for (alpaca-py ``model``,
+``struct``, ``raw`` dict) is built at most once per message, only when some
+consumer the message reaches wants it, and shared by all of them::
 
     router = Router()
     router.add(inbox, ("quotes", "AAPL"))
+    router.forms()             # frozenset({"raw"}): what the decoder must build
     overflowed = router.dispatch([("quotes", "AAPL", raw)], on_malformed=print)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from alpaca_di.errors import ProtocolError
@@ -21,8 +23,19 @@ from alpaca_di.protocol.models import parse
 
 __all__ = ["Router"]
 
-_UNPARSED: Any = object()  # the model of a message no model can be built from
-_Route = tuple[tuple[Inbox, ...], bool]  # the targets, and whether one wants a model
+_UNPARSED: Any = object()  # the model (or struct) of a message none can be built from
+# The targets, and whether one wants a model, a struct.
+_Route = tuple[tuple[Inbox, ...], bool, bool]
+# Where an inbox's item sits in a dispatch entry (targets, raw, model, struct).
+_SLOT = {"raw": 1, "model": 2, "struct": 3}
+_RAW_FORMS = frozenset({"raw"})
+
+
+def _struct_of(channel: str, raw: Any) -> Any:
+    """The struct of a message that came as a dict only (a fake's, a follower's)."""
+    from alpaca_di.protocol.structs import from_raw
+
+    return from_raw(channel, raw)
 
 
 class Router:
@@ -34,19 +47,28 @@ class Router:
         # One tuple object per distinct set of targets: dispatch() tells by identity
         # that every message of a frame goes to the same consumers.
         self._target_sets: dict[tuple[Inbox, ...], tuple[Inbox, ...]] = {}
+        self._members: dict[Inbox, int] = {}  # inbox -> how many pairs route to it
         self.unrouted = 0
 
     def add(self, inbox: Inbox, pair: Pair) -> None:
         """Route ``pair`` to ``inbox`` too."""
-        self._index.setdefault(pair[0], {}).setdefault(pair[1], set()).add(inbox)
+        holders = self._index.setdefault(pair[0], {}).setdefault(pair[1], set())
+        if inbox not in holders:
+            holders.add(inbox)
+            self._members[inbox] = self._members.get(inbox, 0) + 1
 
     def remove(self, inbox: Inbox, pair: Pair) -> None:
         """Stop routing ``pair`` to ``inbox``."""
         holders = self._index.get(pair[0], {}).get(pair[1])
-        if holders is not None:
+        if holders is not None and inbox in holders:
             holders.discard(inbox)
             if not holders:
                 del self._index[pair[0]][pair[1]]
+            left = self._members[inbox] - 1
+            if left:
+                self._members[inbox] = left
+            else:
+                del self._members[inbox]
 
     def changed(self) -> None:
         """Forget cached routes (after any add or remove)."""
@@ -56,7 +78,19 @@ class Router:
     def clear(self) -> None:
         """Route nothing to anyone."""
         self._index.clear()
+        self._members.clear()
         self.changed()
+
+    def forms(self) -> frozenset[str]:
+        """What the decoder must build for the inboxes routed to now.
+
+        ``"raw"`` (dicts: raw consumers', and what models are built from) and/or
+        ``"struct"``; ``{"raw"}`` when nobody is routed to::
+
+            router.forms()   # frozenset({"struct"}) with only struct consumers
+        """
+        wanted = {"struct" if inbox.form == "struct" else "raw" for inbox in self._members}
+        return frozenset(wanted) if wanted else _RAW_FORMS
 
     def symbols_per_channel(self) -> dict[str, int]:
         """How many symbols at least one inbox wants, per channel (any thread)."""
@@ -67,72 +101,116 @@ class Router:
 
     def dispatch(
         self,
-        messages: list[tuple[str, str, dict[str, Any]]],
+        messages: list[tuple[str, str, Any]],
         on_malformed: Callable[[str], None],
+        structs: list[Any] | None = None,
     ) -> list[Inbox]:
-        """Push every message to the inboxes that want it; returns those that overflowed."""
+        """Push every message to the inboxes that want it; returns those that overflowed.
+
+        ``structs``, when the decoder built them, is parallel to ``messages`` (``None``
+        for a message that has none); without it structs are made from the dicts.
+        """
         routes = self._routes
-        entries: list[tuple[tuple[Inbox, ...], Item, Any]] = []
+        entries: list[tuple[Any, Any, Any, Any]] = []  # (targets, raw, model, struct)
         shared: tuple[Inbox, ...] | None = None
         uniform = True
-        for channel, symbol, raw in messages:
+        for index, (channel, symbol, raw) in enumerate(messages):
             route = routes.get((channel, symbol))
             if route is None:
-                route = self._route(channel, symbol, raw)
-            targets, needs_model = route
+                route = self._route(
+                    channel, symbol, raw if raw is not None or structs is None else structs[index]
+                )
+            targets, needs_model, needs_struct = route
             if not targets:
                 self.unrouted += 1
                 continue
             raw_item: Item = (channel, symbol, raw)
-            item = raw_item
+            model_item: Any = raw_item
+            struct_item: Any = raw_item
             if needs_model:
                 try:
-                    item = (channel, symbol, parse(channel, symbol, raw))
+                    model_item = (channel, symbol, parse(channel, symbol, raw))
                 except ProtocolError as exc:
                     # No model can be built; raw subscribers still get the message.
                     on_malformed(str(exc))
-                    item = _UNPARSED
+                    model_item = _UNPARSED
                     uniform = False
+            if needs_struct:
+                struct = structs[index] if structs is not None else _UNPARSED
+                if struct is _UNPARSED:
+                    try:
+                        struct = _struct_of(channel, raw)
+                    except (ValueError, TypeError) as exc:  # msgspec's errors are ValueErrors
+                        struct = None
+                        problem = f"invalid {channel} message for {symbol!r}: {exc}"
+                    else:
+                        problem = ""
+                else:
+                    problem = f"invalid {channel} message for {symbol!r}: a value of the wrong type"
+                if struct is None:
+                    if model_item is not _UNPARSED:  # one count per message
+                        on_malformed(problem)
+                    struct_item = _UNPARSED
+                    uniform = False
+                else:
+                    struct_item = (channel, symbol, struct)
             if shared is None:
                 shared = targets
             elif targets is not shared:
                 uniform = False
-            entries.append((targets, raw_item, item))
+            entries.append((targets, raw_item, model_item, struct_item))
         if shared is None:
             return []
+        slot = _SLOT
         if uniform:
             # The common case: every message of the frame goes to the same consumers.
             # One list per form, shared by their inboxes (push never mutates it), so
             # the work per message no longer grows with the number of consumers.
-            models = [entry[2] for entry in entries]
-            raws = [entry[1] for entry in entries] if any(s.raw for s in shared) else models
-            return [sub for sub in shared if not sub.push(raws if sub.raw else models)]
+            lists: dict[int, list[Item]] = {}
+            overflowed: list[Inbox] = []
+            for sub in shared:
+                at = slot[sub.form]
+                items = lists.get(at)
+                if items is None:
+                    items = lists[at] = [entry[at] for entry in entries]
+                if not sub.push(items):
+                    overflowed.append(sub)
+            return overflowed
         batches: dict[Inbox, list[Item]] = {}
-        for targets, raw_item, item in entries:
-            for sub in targets:
-                if item is _UNPARSED and not sub.raw:
+        for entry in entries:
+            for sub in entry[0]:
+                item = entry[slot[sub.form]]
+                if item is _UNPARSED:
                     continue
                 batch = batches.get(sub)
                 if batch is None:
                     batches[sub] = batch = []
-                batch.append(raw_item if sub.raw else item)
+                batch.append(item)
         return [sub for sub, batch in batches.items() if not sub.push(batch)]
 
-    def _route(self, channel: str, symbol: str, raw: Mapping[str, Any]) -> _Route:
+    def _route(self, channel: str, symbol: str, message: Any) -> _Route:
         by_symbol = self._index.get(channel)
         if not by_symbol:
-            return (), False
+            return (), False, False
         if channel == "news":  # routed by the article's symbols; not cached
-            wanted = [s for s in (raw.get("symbols") or ()) if isinstance(s, str)] + ["*"]
+            if isinstance(message, dict):
+                symbols = message.get("symbols")
+            else:
+                symbols = getattr(message, "symbols", None)
+            wanted = [s for s in (symbols or ()) if isinstance(s, str)] + ["*"]
             found: dict[Inbox, None] = {}
             for wanted_symbol in wanted:
                 found.update(dict.fromkeys(by_symbol.get(wanted_symbol, ())))
-            targets = tuple(found)
-            return targets, any(not sub.raw for sub in targets)
+            return self._describe(tuple(found))
         found = dict.fromkeys(by_symbol.get(symbol, ()))
         found.update(dict.fromkeys(by_symbol.get("*", ())))
         targets = tuple(found)
         targets = self._target_sets.setdefault(targets, targets)
-        route = (targets, any(not sub.raw for sub in targets))
+        route = self._describe(targets)
         self._routes[(channel, symbol)] = route
         return route
+
+    @staticmethod
+    def _describe(targets: tuple[Inbox, ...]) -> _Route:
+        forms = {sub.form for sub in targets}
+        return targets, "model" in forms, "struct" in forms
