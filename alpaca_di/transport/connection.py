@@ -500,6 +500,13 @@ class Connection:
         level("connection.server_error", code=event.code, message=event.message)
         self.last_error = self._cause = error
 
+    @property
+    def decoded_forms(self) -> frozenset[str]:
+        """The forms data frames are decoded into now (``{"raw"}`` on the trading stream)."""
+        if isinstance(self._protocol, DataStreamProtocol):
+            return self._protocol.forms
+        return frozenset({"raw"})
+
     def decode_forms(self, forms: frozenset[str]) -> None:
         """Decode data frames into ``forms`` from the next frame on (``DataStreamProtocol.forms``).
 
