@@ -38,6 +38,7 @@ _PACKAGES = (
 # (row key, comparison, threshold, description): the targets, reported, never asserted.
 TARGETS: tuple[tuple[str, str, float, str], ...] = (
     ("ingest_parsed_1", "ratio>=", 1.2, "ingest, 1 consumer, parsed >= 1.2x alpaca-py"),
+    ("ingest_struct_1", "ratio>=", 5.0, "ingest, 1 consumer, typed structs >= 5x alpaca-py parsed"),
     ("ingest_parsed_10", "ratio>=", 0.8, "ingest, 10 consumers >= 0.8x alpaca-py's single handler"),
     ("ingest_parsed_100", "ratio>=", 0.25, "ingest, 100 consumers >= 0.25x alpaca-py"),
     ("latency_p99_5k", "ratio<=", 1.0, "latency p99 @ 5k msg/s no worse than alpaca-py"),

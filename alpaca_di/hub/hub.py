@@ -21,18 +21,18 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta, timezone
 from functools import partial
-from typing import TYPE_CHECKING, Any, Literal, TypedDict, overload
+from typing import Any
 
 import structlog
-from typing_extensions import Unpack
 
 from alpaca_di._aio import running_loop, wake
 from alpaca_di._check import check_seconds
 from alpaca_di.credentials import Credentials
 from alpaca_di.errors import ConnectionClosedError, ServerError, ServiceClosedError, describe_error
 from alpaca_di.hub.health import ConnectionHealth, StateTransition
-from alpaca_di.hub.inbox import Inbox, MessageForm, Pair, check_form
+from alpaca_di.hub.inbox import Inbox, MessageForm, Pair
 from alpaca_di.hub.routing import Router
+from alpaca_di.hub.subscribing import USE_DEFAULT, Subscriber, check_subscribe_form
 from alpaca_di.hub.subscription import Handler, Subscription
 from alpaca_di.protocol import (
     StreamKind,
@@ -46,57 +46,17 @@ from alpaca_di.transport.connection import Connection, ConnectionFactory, Upstre
 from alpaca_di.transport.options import ConnectionOptions, OverflowPolicy, check_overflow
 from alpaca_di.transport.states import ConnectionState
 
-if TYPE_CHECKING:
-    from alpaca_di.hub.subscription import ModelMessage
-    from alpaca_di.protocol.structs import MarketStruct
-
-__all__ = ["StateListener", "StreamHub", "SubscribeOptions"]
+__all__ = ["StateListener", "StreamHub"]
 
 StateListener = Callable[[ConnectionState, ConnectionState], None]
 
 # corrections and cancel errors ride on the trades subscription (Alpaca sends them
 # to every trades subscriber), so they count against the wire's trades entry.
-_USE_DEFAULT: Any = object()
 _log = structlog.get_logger("alpaca_di.hub")
 
 
 def _wire(pair: Pair) -> Pair:
     return (carrier_channel(pair[0]), pair[1])
-
-
-class SubscribeOptions(TypedDict, total=False):
-    """The keywords of :meth:`StreamHub.subscribe` besides ``handler``, ``raw`` and ``form``.
-
-    One place for the typed overloads (what a subscription delivers depends only
-    on the form), so a new keyword is added here once::
-
-        def subscribe_quotes(hub: StreamHub, **options: Unpack[SubscribeOptions]) -> None: ...
-    """
-
-    trades: Iterable[str] | str
-    quotes: Iterable[str] | str
-    bars: Iterable[str] | str
-    updated_bars: Iterable[str] | str
-    daily_bars: Iterable[str] | str
-    statuses: Iterable[str] | str
-    lulds: Iterable[str] | str
-    corrections: Iterable[str] | str
-    cancel_errors: Iterable[str] | str
-    orderbooks: Iterable[str] | str
-    news: Iterable[str] | str
-    trade_updates: bool
-    maxsize: int | None
-    overflow: OverflowPolicy | None
-
-
-def _form(raw: bool, form: MessageForm | None) -> MessageForm:
-    """The form asked for with ``form=`` or the older ``raw=True``; they must agree."""
-    if form is None:
-        return "raw" if raw else "model"
-    check_form(form)
-    if raw and form != "raw":
-        raise ValueError(f"raw=True contradicts form={form!r}: give one of them")
-    return form
 
 
 def _pending(subs: list[Inbox]) -> int:
@@ -109,7 +69,7 @@ def _pending(subs: list[Inbox]) -> int:
     return len(unconfirmed) + in_flight
 
 
-class StreamHub:
+class StreamHub(Subscriber):
     """One shared connection and all of its consumers.
 
     Thread-safe: subscribe, add, remove and close from any thread, from async
@@ -202,113 +162,18 @@ class StreamHub:
         """The event loop the connection runs on."""
         return self._loop
 
-    @overload
-    def subscribe(
+    def _subscribe(
         self,
-        handler: Handler | None = None,
+        handler: Handler | None,
+        channels: dict[str, Any],
         *,
-        raw: Literal[False] = False,
-        form: Literal["model"] | None = None,
-        **options: Unpack[SubscribeOptions],
-    ) -> Subscription[ModelMessage]: ...
-
-    @overload
-    def subscribe(
-        self,
-        handler: Handler | None = None,
-        *,
-        raw: Literal[False] = False,
-        form: Literal["struct"],
-        **options: Unpack[SubscribeOptions],
-    ) -> Subscription[MarketStruct]: ...
-
-    @overload
-    def subscribe(
-        self,
-        handler: Handler | None = None,
-        *,
-        raw: Literal[True],
-        form: Literal["raw"] | None = None,
-        **options: Unpack[SubscribeOptions],
-    ) -> Subscription[dict[str, Any]]: ...
-
-    @overload
-    def subscribe(
-        self,
-        handler: Handler | None = None,
-        *,
-        raw: bool = False,
-        form: Literal["raw"],
-        **options: Unpack[SubscribeOptions],
-    ) -> Subscription[dict[str, Any]]: ...
-
-    @overload
-    def subscribe(
-        self,
-        handler: Handler | None = None,
-        *,
-        raw: bool = False,
-        form: MessageForm | None = None,
-        **options: Unpack[SubscribeOptions],
-    ) -> Subscription[Any]: ...
-
-    def subscribe(
-        self,
-        handler: Handler | None = None,
-        *,
-        trades: Iterable[str] | str = (),
-        quotes: Iterable[str] | str = (),
-        bars: Iterable[str] | str = (),
-        updated_bars: Iterable[str] | str = (),
-        daily_bars: Iterable[str] | str = (),
-        statuses: Iterable[str] | str = (),
-        lulds: Iterable[str] | str = (),
-        corrections: Iterable[str] | str = (),
-        cancel_errors: Iterable[str] | str = (),
-        orderbooks: Iterable[str] | str = (),
-        news: Iterable[str] | str = (),
-        trade_updates: bool = False,
-        maxsize: int | None = _USE_DEFAULT,
-        overflow: OverflowPolicy | None = None,
-        raw: bool = False,
-        form: MessageForm | None = None,
+        trade_updates: bool,
+        maxsize: int | None,
+        overflow: OverflowPolicy | None,
+        raw: bool,
+        form: MessageForm | None,
     ) -> Subscription[Any]:
-        """Subscribe a consumer; returns its :class:`Subscription` at once.
-
-        Args:
-            handler: called with each message (sync or ``async def``); ``None`` to
-                read the subscription as an iterator instead.
-            trades, quotes, ...: symbols per channel (``"*"`` for all). Only the
-                channels of this hub's kind are accepted.
-            trade_updates: on the trading hub, receive order updates (never dropped).
-            maxsize: queue bound (default 10,000); ``None`` is unbounded, a memory
-                risk with a consumer slower than the feed.
-            overflow: ``drop_oldest`` (default), ``drop_newest``, ``conflate`` (keep
-                the latest per channel and symbol) or ``error`` (close the
-                subscription with :class:`SubscriptionOverflowError`).
-            form: what each message is: ``"model"`` (the default: alpaca-py's
-                models), ``"struct"`` (the typed fast form,
-                :mod:`alpaca_di.protocol.structs`: immutable, alpaca-py's attribute
-                names, several times cheaper) or ``"raw"`` (the decoded dicts,
-                shared, read-only). Trade updates have no struct form.
-            raw: ``raw=True`` is the older spelling of ``form="raw"``.
-
-        Typed by what it delivers: ``Subscription[ModelMessage]`` (alpaca-py's
-        models), ``Subscription[MarketStruct]`` with ``form="struct"``,
-        ``Subscription[dict[str, Any]]`` with ``form="raw"``; ``get()`` and
-        iteration return that type (narrow it with ``isinstance``).
-
-        Raises:
-            ValueError: an unknown channel for this kind, an invalid symbol, an
-                unknown ``form`` (or one ``raw=True`` contradicts).
-            ConnectionClosedError: the hub is closed.
-
-        Example::
-
-            sub = hub.subscribe(print, quotes=["AAPL"], trades="*", overflow="conflate")
-            with hub.subscribe(quotes=["AAPL"], form="struct") as fast:
-                quote = fast.get(timeout=5)      # alpaca_di.protocol.structs.Quote
-        """
+        """:meth:`subscribe`'s work, once its keywords are gathered (see ``Subscriber``)."""
         if self._closing:
             raise self._closed_error()
         if self._connection.state is ConnectionState.FAILED:
@@ -320,20 +185,7 @@ class StreamHub:
             raise TypeError("trade_updates must be True or False")
         if not isinstance(raw, bool):
             raise TypeError("raw must be True or False")
-        chosen = _form(raw, form)
-        channels = {
-            "trades": trades,
-            "quotes": quotes,
-            "bars": bars,
-            "updated_bars": updated_bars,
-            "daily_bars": daily_bars,
-            "statuses": statuses,
-            "lulds": lulds,
-            "corrections": corrections,
-            "cancel_errors": cancel_errors,
-            "orderbooks": orderbooks,
-            "news": news,
-        }
+        chosen = check_subscribe_form(raw, form)
         # Only the default (an empty tuple) means "not this channel": None, 0 or ""
         # are mistakes and get a clear error from _pairs().
         pairs = self._pairs(
@@ -344,7 +196,7 @@ class StreamHub:
             pairs.add(("trade_updates", "*"))
         if chosen == "struct" and self.kind is StreamKind.TRADING:
             raise ValueError('trade updates have no struct form: use form="model" or "raw"')
-        size = self.options.queue_maxsize if maxsize is _USE_DEFAULT else maxsize
+        size = self.options.queue_maxsize if maxsize is USE_DEFAULT else maxsize
         if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
             raise ValueError(f"maxsize must be a positive int or None, got {maxsize!r}")
         policy = self.options.overflow if overflow is None else overflow
