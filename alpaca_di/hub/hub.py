@@ -19,6 +19,7 @@ import concurrent.futures
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from datetime import datetime, timedelta, timezone
 from functools import partial
 from typing import Any
@@ -49,6 +50,7 @@ from alpaca_di.transport.states import ConnectionState
 __all__ = ["StateListener", "StreamHub"]
 
 StateListener = Callable[[ConnectionState, ConnectionState], None]
+_Change = tuple[Inbox, AbstractSet[Pair], bool]  # an inbox, pairs, add (else remove)
 
 # corrections and cancel errors ride on the trades subscription (Alpaca sends them
 # to every trades subscriber), so they count against the wire's trades entry.
@@ -118,7 +120,9 @@ class StreamHub(Subscriber):
         )
         self._connection: Upstream = self._new_connection(subscriptions=self._state, loop=loop)
         self._feed = _HubFeed(self)
-        self._shipments: dict[asyncio.AbstractEventLoop, list[tuple[Inbox, set[Pair], bool]]] = {}
+        self._shipments: dict[
+            asyncio.AbstractEventLoop, list[tuple[Inbox, AbstractSet[Pair], bool]]
+        ] = {}
         self._shipments_lock = threading.Lock()
         self._subs: set[Inbox] = set()
         self._router = Router()
@@ -211,7 +215,7 @@ class StreamHub(Subscriber):
         sub: Subscription[Any] = Subscription(
             self._feed, handler, inbox=inbox, consumer_loop=running_loop() or self._loop
         )
-        self._change(inbox, pairs, add=True)
+        self._change(inbox, inbox.held, add=True)
         if subscribed is not None:
             subscribed(sub)
         return sub
@@ -444,11 +448,12 @@ class StreamHub(Subscriber):
                     f"{channel} must be a symbol or an iterable of symbols, "
                     f"got {type(symbols).__name__}"
                 )
+            intern = self._router.intern  # one tuple per pair, however many hold it
             for symbol in symbols:
-                pairs.add((channel, validate_symbol(self.kind, symbol)))
+                pairs.add(intern((channel, validate_symbol(self.kind, symbol))))
         return pairs
 
-    def _change(self, sub: Inbox, pairs: set[Pair], *, add: bool) -> None:
+    def _change(self, sub: Inbox, pairs: AbstractSet[Pair], *, add: bool) -> None:
         with sub.lock:
             sub.pending_changes += 1  # confirmation waits for changes still in flight
         caller = running_loop()
@@ -473,7 +478,7 @@ class StreamHub(Subscriber):
             for sub, _pairs, _add in batch:
                 sub.close()
 
-    def _apply_all(self, batch: list[tuple[Inbox, set[Pair], bool]]) -> None:
+    def _apply_all(self, batch: list[_Change]) -> None:
         for sub, pairs, add in batch:
             self._apply(sub, pairs, add)
 
@@ -483,7 +488,7 @@ class StreamHub(Subscriber):
         except ConnectionClosedError:
             pass
 
-    def _apply(self, sub: Inbox, pairs: set[Pair], add: bool) -> None:
+    def _apply(self, sub: Inbox, pairs: AbstractSet[Pair], add: bool) -> None:
         try:
             self._apply_change(sub, pairs, add)
         finally:
@@ -491,7 +496,7 @@ class StreamHub(Subscriber):
                 sub.pending_changes -= 1
             self._notify()
 
-    def _apply_change(self, sub: Inbox, pairs: set[Pair], add: bool) -> None:
+    def _apply_change(self, sub: Inbox, pairs: AbstractSet[Pair], add: bool) -> None:
         if self._closing:
             sub.close()
             return
@@ -499,14 +504,15 @@ class StreamHub(Subscriber):
             return
         self._subs.add(sub)
         if add:
-            changed = pairs - sub.pairs
+            # A new subscription's pairs are its held frozenset: one object for both.
+            changed = pairs - sub.pairs if sub.pairs else pairs
+            self._router.add(sub, *changed)
             for pair in changed:
-                self._router.add(sub, pair)
                 wire = _wire(pair)
                 self._state.add(wire[0], (wire[1],))
                 if wire not in self._acked:
                     sub.unconfirmed.add(pair)
-            sub.pairs |= changed
+            sub.pairs = sub.pairs | changed if sub.pairs else frozenset(changed)
         else:
             changed = pairs & sub.pairs
             self._unindex(sub, changed, release=True)
@@ -551,10 +557,10 @@ class StreamHub(Subscriber):
             self._retired[1] += stats.dropped
             self._retired[2] += stats.errors
 
-    def _unindex(self, sub: Inbox, pairs: set[Pair], *, release: bool) -> None:
-        for pair in pairs:
-            self._router.remove(sub, pair)
-            if release:
+    def _unindex(self, sub: Inbox, pairs: AbstractSet[Pair], *, release: bool) -> None:
+        self._router.remove(sub, *pairs)
+        if release:
+            for pair in pairs:
                 wire = _wire(pair)
                 self._state.remove(wire[0], (wire[1],))
         sub.pairs -= pairs

@@ -136,7 +136,7 @@ class Inbox:
         self.held: frozenset[Pair] = frozenset(held)
         self.filtering = False
         # Owned by the hub's loop:
-        self.pairs: set[Pair] = set()
+        self.pairs: frozenset[Pair] = frozenset()  # replaced whole, never mutated
         self.unconfirmed: set[Pair] = set()
         self.rejection: BaseException | None = None
         self.pending_changes = 0
