@@ -126,6 +126,11 @@ def _explain(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc)[:120]}"
 
 
+def _array(count: int, elements: memoryview) -> bytes:
+    """A MessagePack array of ``count`` already-encoded ``elements`` (an array32 header)."""
+    return b"\xdd" + count.to_bytes(4, "big") + elements
+
+
 def _merge(kind: StreamKind, channels: Mapping[str, Iterable[str]]) -> dict[str, list[str]]:
     merged: dict[str, dict[str, None]] = {}
     for channel, symbols in channels.items():
@@ -349,7 +354,9 @@ class DataStreamProtocol:
         assert decoders is not None  # set with the "struct" form
         return decoders
 
-    def _receive_structs(self, frame: bytes | bytearray | memoryview) -> list[Event]:
+    def _receive_structs(
+        self, frame: bytes | bytearray | memoryview, offset: int = 0
+    ) -> list[Event]:
         """The fast path: the whole frame in one msgspec call, when it is all data."""
         decoders = self._struct_decoders()
         try:
@@ -360,7 +367,7 @@ class DataStreamProtocol:
                 elements = decoders.elements.decode(frame)
             except decoders.error:
                 return self._receive_raw(bytes(frame))  # names what is wrong with the frame
-            return self._read_elements(elements)
+            return self._read_elements(elements, offset)
         if not structs:
             return []
         raws: list[Any] | None = None
@@ -368,7 +375,7 @@ class DataStreamProtocol:
             try:
                 raws = msgpack.unpackb(frame)
             except Exception:  # msgspec read it, msgpack did not: let the slow path tell
-                return self._read_elements(decoders.elements.decode(frame))
+                return self._read_elements(decoders.elements.decode(frame), offset)
         channels = decoders.channels
         if self.kind is StreamKind.NEWS:
             if raws is None:
@@ -384,14 +391,47 @@ class DataStreamProtocol:
         return [DataBatch(messages, structs)]
 
     def _struct_slices(self, frame: bytes | bytearray | memoryview) -> Iterator[list[Event]]:
-        decoders = self._struct_decoders()
+        """A large frame ``SLICE`` elements at a time, each slice in one msgspec call.
+
+        msgspec has no streaming decoder, so a streaming unpacker only finds where
+        each slice's elements end (``skip()``, no objects built); the slice's bytes
+        behind an array header of its own are then decoded like a small frame.
+        """
+        unpacker = msgpack.Unpacker(max_buffer_size=max(len(frame), 1))
+        unpacker.feed(frame)
         try:
-            elements = decoders.elements.decode(frame)
-        except decoders.error:
-            yield self._receive_raw(bytes(frame))  # names what is wrong with the frame
+            count = unpacker.read_array_header()
+        except Exception:
+            yield self._receive_raw(bytes(frame))  # not an array: receive_raw names it
             return
-        for start in range(0, len(elements), SLICE):
-            yield self._read_elements(elements[start : start + SLICE], offset=start)
+        view = memoryview(frame)
+        start = unpacker.tell()
+        index = 0
+        while index < count:
+            size = min(SLICE, count - index)
+            done = 0
+            try:
+                for done in range(1, size + 1):  # noqa: B007 (done counts the skipped)
+                    unpacker.skip()
+            except Exception as exc:
+                good = done - 1  # the elements before the broken one, found again
+                rescan = msgpack.Unpacker(max_buffer_size=max(len(frame), 1))
+                rescan.feed(view[start:])
+                for _ in range(good):
+                    rescan.skip()
+                end = start + rescan.tell()
+                events = self._receive_structs(_array(good, view[start:end]), offset=index)
+                events.append(
+                    Malformed(
+                        f"undecodable MessagePack frame of {len(frame)} bytes at element "
+                        f"{index + done - 1} of {count}: {_explain(exc)}"
+                    )
+                )
+                yield events
+                return
+            end = unpacker.tell()
+            yield self._receive_structs(_array(size, view[start:end]), offset=index)
+            start, index = end, index + size
 
     def _read_elements(self, elements: list[msgspec.Raw], offset: int = 0) -> list[Event]:
         """Element by element, in the forms asked for now; the dict rules judge the rest."""

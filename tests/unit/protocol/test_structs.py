@@ -246,3 +246,15 @@ def test_forms_are_checked():
     protocol = DataStreamProtocol(StreamKind.STOCK)
     with pytest.raises(ValueError, match="subset"):
         protocol.forms = frozenset({"model"})
+
+
+def test_a_truncated_large_frame_delivers_what_precedes_the_break():
+    protocol = DataStreamProtocol(StreamKind.STOCK)
+    protocol.forms = frozenset({"struct"})
+    frame = msgpack.packb([STOCK[0]] * 4510)[:-30]
+    slices = list(protocol.receive_slices(frame))
+    delivered = sum(len(e.structs) for events in slices for e in events if isinstance(e, DataBatch))
+    assert delivered == 4509
+    last = slices[-1][-1]
+    assert isinstance(last, Malformed)
+    assert "at element 4509 of 4510" in last.reason
