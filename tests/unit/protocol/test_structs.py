@@ -12,7 +12,7 @@ import pytest
 
 from alpaca_di.protocol import DataBatch, DataStreamProtocol, Malformed, StreamKind, parse
 from alpaca_di.protocol import structs as S
-from alpaca_di.protocol.codec import SLICE_FRAME_BYTES
+from alpaca_di.protocol.codec import SLICE, SLICE_FRAME_BYTES
 
 TS = msgpack.Timestamp.from_unix_nano(1_704_209_400_123_456_000)  # whole microseconds
 WHEN = _dt.datetime(2024, 1, 2, 15, 30, 0, 123456, tzinfo=_dt.timezone.utc)
@@ -229,7 +229,7 @@ def test_a_large_frame_is_decoded_in_slices_in_the_struct_form():
     frame = msgpack.packb([STOCK[0]] * 5000)
     assert len(frame) >= SLICE_FRAME_BYTES
     slices = list(protocol.receive_slices(frame))
-    assert len(slices) == 5
+    assert len(slices) == 5000 // SLICE
     assert sum(len(batch.structs) for [batch] in slices) == 5000
 
 
