@@ -168,6 +168,7 @@ def run(ctx: Context) -> list[Row]:
         "raw_1": ("raw dicts, 1 consumer", "py_raw", "di_raw"),
         "parsed_10": ("parsed, 10 consumers", "py_parsed", "di_10"),
         "parsed_100": ("parsed, 100 consumers", "py_parsed", "di_100"),
+        "struct_100": ("typed structs, 100 consumers (vs parsed)", "py_parsed", "di_s100"),
     }
     rates = {
         suffix: Row(1, f"ingest_{suffix}", f"ingest {label}", "msg/s", "higher")
@@ -177,7 +178,7 @@ def run(ctx: Context) -> list[Row]:
         suffix: Row(1, f"ingest_cpu_{suffix}", f"ingest {label}: CPU per message", "us", "lower")
         for suffix, (label, _py, _di) in variants.items()
     }
-    for suffix, count in (("parsed_10", 10), ("parsed_100", 100)):
+    for suffix, count in (("parsed_10", 10), ("parsed_100", 100), ("struct_100", 100)):
         for row in (rates[suffix], cpus[suffix]):
             row.note = (
                 "alpaca-py: its single handler (no fan-out); "
@@ -193,6 +194,7 @@ def run(ctx: Context) -> list[Row]:
             "di_raw": measure_di(ctx, total, consumers=1, raw=True),
             "di_10": measure_di(ctx, total, consumers=10, raw=False),
             "di_100": measure_di(ctx, total, consumers=100, raw=False),
+            "di_s100": measure_di(ctx, total, consumers=100, raw=False, form="struct"),
         }
         for name, result in measured.items():
             emu_cpu.setdefault(name, []).append(result["emulator_cpu"])
