@@ -45,6 +45,14 @@ TARGETS: tuple[tuple[str, str, float, str], ...] = (
     ("idle_cpu_no_subscriptions", "di<", 0.01, "idle CPU < 1% of a core (no subscriptions)"),
     ("idle_cpu_quiet_subscriptions", "di<", 0.01, "idle CPU < 1% of a core (quiet subscription)"),
     ("shutdown_5", "di<", 100.0, "closing 5 idle connections < 100 ms"),
+    # issue 15's targets
+    ("ingest_parsed_1", "ratio>=", 2.0, "issue 15: ingest, 1 consumer, models >= 2x alpaca-py"),
+    ("ingest_parsed_10", "ratio>=", 1.5, "issue 15: ingest, 10 consumers >= 1.5x alpaca-py"),
+    ("ingest_parsed_100", "ratio>=", 0.6, "issue 15: ingest, 100 consumers >= 0.6x alpaca-py"),
+    ("latency_p99_5k", "ratio<=", 0.9, "issue 15: latency p99 @ 5k msg/s <= 0.9x alpaca-py"),
+    ("scale_tracemalloc", "di<", 80.0, "issue 15: 10k symbols x 100 subscriptions < 80 MB"),
+    ("big_frame_delay", "di<", 20.0, "issue 15: one 10 MiB frame delays another hub < 20 ms"),
+    ("big_frame_delay_struct", "di<", 20.0, "issue 15: the same, typed structs < 20 ms"),
 )
 
 
