@@ -1,7 +1,7 @@
 """One consumer's view of a shared stream: its symbols, its inbox, its handler.
 
 A :class:`Subscription` is created by :meth:`StreamHub.subscribe
-<alpaca_di.services.StreamHub.subscribe>`. The hub's reader appends to its
+<alpaca_di.hub.subscribing.Subscriber.subscribe>`. The hub's reader appends to its
 bounded :class:`~alpaca_di.hub.inbox.Inbox` and never waits for it; the
 consumer drains it with a handler (sync or async) or by iterating::
 
@@ -99,7 +99,7 @@ class Subscription(Generic[M]):
 
     Typed by what it delivers (``Subscription[MarketStruct]`` for
     ``hub.subscribe(..., form="struct")``; see :meth:`StreamHub.subscribe
-    <alpaca_di.hub.StreamHub.subscribe>`).
+    <alpaca_di.hub.subscribing.Subscriber.subscribe>`).
 
     A handler that raises an ``Exception`` is counted and the subscription goes on; one
     that raises ``SystemExit``, ``KeyboardInterrupt`` or ``GeneratorExit`` ends this

@@ -58,7 +58,7 @@ FAKE_SECRET = "fake-secret-not-a-real-key"  # noqa: S105 - a placeholder, not a 
 """The secret of the fakes (a placeholder, never sent anywhere)."""
 
 FakeSubscription = Subscription
-"""What :meth:`FakeStreamHub.subscribe` returns: a real :class:`~alpaca_di.hub.Subscription`."""
+"""What a fake hub's ``subscribe`` returns: a real :class:`~alpaca_di.hub.Subscription`."""
 
 _T = TypeVar("_T")
 _USE_DEFAULT: Any = object()
