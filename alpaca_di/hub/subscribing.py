@@ -11,7 +11,7 @@ live once, in :class:`SubscribeOptions`, so a new one is added in one place
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, overload
 
 from typing_extensions import Unpack
@@ -73,6 +73,10 @@ def check_subscribe_form(raw: bool, form: MessageForm | None) -> MessageForm:
 
 class Subscriber:
     """The typed ``subscribe`` every hub offers; subclasses implement ``_subscribe``."""
+
+    # ``_subscribe(handler, channels, *, trade_updates, maxsize, overflow, raw, form)``:
+    # the hub's work once the keywords are gathered (see ``StreamHub._subscribe``).
+    _subscribe: Callable[..., Subscription[Any]]
 
     @overload
     def subscribe(
@@ -203,16 +207,3 @@ class Subscriber:
             raw=raw,
             form=form,
         )
-
-    def _subscribe(
-        self,
-        handler: Handler | None,
-        channels: dict[str, Any],
-        *,
-        trade_updates: bool,
-        maxsize: int | None,
-        overflow: OverflowPolicy | None,
-        raw: bool,
-        form: MessageForm | None,
-    ) -> Subscription[Any]:
-        raise NotImplementedError
