@@ -613,7 +613,10 @@ class _Tap:
         if self._current():
             self._group.upstream_state(state, error)
 
-    def on_batch(self, messages: list[tuple[str, str, dict[str, Any]]]) -> None:
+    def on_batch(
+        self, messages: list[tuple[str, str, dict[str, Any]]], structs: list[Any] | None = None
+    ) -> None:
+        # The leader's connection decodes dicts only (they are what it publishes).
         if self._current():
             self._group.upstream_batch(messages)
 
