@@ -25,6 +25,7 @@ FIGURES: dict[str, str] = {
     "slow_consumer": "slow_consumer",
     "scale": "scale",
     "big_frame": "big_frame",
+    "failover": "failover",
     "startup": "startup",
 }
 """Figure name -> module in this package, in table order (figures 1 to 11)."""

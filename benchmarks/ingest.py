@@ -4,6 +4,8 @@ alpaca-py: ``StockDataStream(url_override=..., raw_data=False/True)`` with one a
 handler for ``quotes "*"``, ``run()`` in a thread. alpaca-di: a hub (sync mode, so
 the connection runs on the runtime thread) with 1, 10 or 100 async-handler
 consumers of ``quotes=["*"]``; each consumer must receive every message. The
+``struct_1`` row is alpaca-di's typed fast form (``form="struct"``) against
+alpaca-py's parsed models, the form it replaces. The
 emulator (another process) sends pre-encoded frames of ``batch_size`` quotes as
 fast as the client's socket takes them.
 
@@ -95,7 +97,13 @@ def measure_py(ctx: Context, total: int, *, raw: bool) -> dict[str, Any]:
 
 
 def measure_di(
-    ctx: Context, total: int, *, consumers: int, raw: bool, sync: bool = False
+    ctx: Context,
+    total: int,
+    *,
+    consumers: int,
+    raw: bool,
+    sync: bool = False,
+    form: str | None = None,
 ) -> dict[str, Any]:
     """One alpaca-di run with ``consumers`` subscriptions to ``quotes=["*"]``."""
     key = new_key()
@@ -106,7 +114,8 @@ def measure_di(
             handler = counting_handler(total, finish)
             if sync:
                 handler = _sync_version(handler)
-            subs.append(hub.subscribe(handler, quotes=["*"], maxsize=None, raw=raw))
+            chosen: Any = form or ("raw" if raw else "model")
+            subs.append(hub.subscribe(handler, quotes=["*"], maxsize=None, form=chosen))
         hub.wait_ready(10)
         for sub in subs:
             sub.wait_confirmed(10)
@@ -155,9 +164,11 @@ def run(ctx: Context) -> list[Row]:
     total = ctx.scale(200_000, 20_000)
     variants = {  # row suffix -> (label, alpaca-py measurement, alpaca-di measurement)
         "parsed_1": ("parsed, 1 consumer", "py_parsed", "di_parsed"),
+        "struct_1": ("typed structs, 1 consumer (vs alpaca-py parsed)", "py_parsed", "di_struct"),
         "raw_1": ("raw dicts, 1 consumer", "py_raw", "di_raw"),
         "parsed_10": ("parsed, 10 consumers", "py_parsed", "di_10"),
         "parsed_100": ("parsed, 100 consumers", "py_parsed", "di_100"),
+        "struct_100": ("typed structs, 100 consumers (vs parsed)", "py_parsed", "di_s100"),
     }
     rates = {
         suffix: Row(1, f"ingest_{suffix}", f"ingest {label}", "msg/s", "higher")
@@ -167,7 +178,7 @@ def run(ctx: Context) -> list[Row]:
         suffix: Row(1, f"ingest_cpu_{suffix}", f"ingest {label}: CPU per message", "us", "lower")
         for suffix, (label, _py, _di) in variants.items()
     }
-    for suffix, count in (("parsed_10", 10), ("parsed_100", 100)):
+    for suffix, count in (("parsed_10", 10), ("parsed_100", 100), ("struct_100", 100)):
         for row in (rates[suffix], cpus[suffix]):
             row.note = (
                 "alpaca-py: its single handler (no fan-out); "
@@ -178,10 +189,12 @@ def run(ctx: Context) -> list[Row]:
         measured: dict[str, dict[str, Any]] = {
             "py_parsed": measure_py(ctx, total, raw=False),
             "di_parsed": measure_di(ctx, total, consumers=1, raw=False),
+            "di_struct": measure_di(ctx, total, consumers=1, raw=False, form="struct"),
             "py_raw": measure_py(ctx, total, raw=True),
             "di_raw": measure_di(ctx, total, consumers=1, raw=True),
             "di_10": measure_di(ctx, total, consumers=10, raw=False),
             "di_100": measure_di(ctx, total, consumers=100, raw=False),
+            "di_s100": measure_di(ctx, total, consumers=100, raw=False, form="struct"),
         }
         for name, result in measured.items():
             emu_cpu.setdefault(name, []).append(result["emulator_cpu"])

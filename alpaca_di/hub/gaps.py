@@ -147,7 +147,7 @@ class BarSource(Protocol):
 
 
 def check_gap_options(
-    kind: StreamKind, gaps: object, backfill: object, *, has_source: bool
+    kind: StreamKind, gaps: object, backfill: object, *, form: str = "model", has_source: bool
 ) -> None:
     """Refuse ``gaps``/``backfill`` values (at ``subscribe()``) that cannot work, by name."""
     if not isinstance(gaps, bool):
@@ -160,6 +160,8 @@ def check_gap_options(
         raise ValueError(
             "gaps=True is for market data; trade updates missed are reconciled through REST"
         )
+    if backfill and form == "struct":
+        raise ValueError('backfill=True delivers models or raw dicts: use form="model" or "raw"')
     if backfill and not has_source:
         raise ValueError(
             "backfill=True needs a historical client and this hub has none: resolve the "

@@ -18,6 +18,7 @@ import asyncio
 import concurrent.futures
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from datetime import datetime, timedelta, timezone
 from functools import partial
 from typing import Any
@@ -31,8 +32,9 @@ from alpaca_di.errors import ConnectionClosedError, ServerError, ServiceClosedEr
 from alpaca_di.hub.consumers import ConsumerTally, check_consumer_name
 from alpaca_di.hub.gaps import BarSource, GapTracker, check_gap_options
 from alpaca_di.hub.health import ConnectionHealth, StateTransition
-from alpaca_di.hub.inbox import Inbox, Pair, pending_changes
+from alpaca_di.hub.inbox import Inbox, MessageForm, Pair, pending_changes
 from alpaca_di.hub.routing import Router
+from alpaca_di.hub.subscribing import USE_DEFAULT, Subscriber, check_subscribe_form
 from alpaca_di.hub.subscription import Handler, Subscription
 from alpaca_di.hub.waiting import Changes
 from alpaca_di.protocol import (
@@ -50,10 +52,10 @@ from alpaca_di.transport.states import ConnectionState
 __all__ = ["StateListener", "StreamHub"]
 
 StateListener = Callable[[ConnectionState, ConnectionState], None]
+_Change = tuple[Inbox, AbstractSet[Pair], bool]  # an inbox, pairs, add (else remove)
 
 # corrections and cancel errors ride on the trades subscription (Alpaca sends them
 # to every trades subscriber), so they count against the wire's trades entry.
-_USE_DEFAULT: Any = object()
 _log = structlog.get_logger("alpaca_di.hub")
 
 
@@ -61,7 +63,7 @@ def _wire(pair: Pair) -> Pair:
     return (carrier_channel(pair[0]), pair[1])
 
 
-class StreamHub:
+class StreamHub(Subscriber):
     """One shared connection and all of its consumers.
 
     Thread-safe: subscribe, add, remove and close from any thread, from async
@@ -110,7 +112,9 @@ class StreamHub:
         )
         self._connection: Upstream = self._new_connection(subscriptions=self._state, loop=loop)
         self._feed = _HubFeed(self)
-        self._shipments: dict[asyncio.AbstractEventLoop, list[tuple[Inbox, set[Pair], bool]]] = {}
+        self._shipments: dict[
+            asyncio.AbstractEventLoop, list[tuple[Inbox, AbstractSet[Pair], bool]]
+        ] = {}
         self._shipments_lock = threading.Lock()
         self._subs: set[Inbox] = set()
         self._router = Router()
@@ -156,84 +160,34 @@ class StreamHub:
         """The event loop the connection runs on."""
         return self._loop
 
-    def subscribe(
+    def _subscribe(
         self,
-        handler: Handler | None = None,
+        handler: Handler | None,
+        channels: dict[str, Any],
         *,
-        trades: Iterable[str] | str = (),
-        quotes: Iterable[str] | str = (),
-        bars: Iterable[str] | str = (),
-        updated_bars: Iterable[str] | str = (),
-        daily_bars: Iterable[str] | str = (),
-        statuses: Iterable[str] | str = (),
-        lulds: Iterable[str] | str = (),
-        corrections: Iterable[str] | str = (),
-        cancel_errors: Iterable[str] | str = (),
-        orderbooks: Iterable[str] | str = (),
-        news: Iterable[str] | str = (),
-        trade_updates: bool = False,
-        maxsize: int | None = _USE_DEFAULT,
-        overflow: OverflowPolicy | None = None,
-        raw: bool = False,
+        trade_updates: bool,
+        maxsize: int | None,
+        overflow: OverflowPolicy | None,
+        raw: bool,
+        form: MessageForm | None,
+        name: str | None,
         gaps: bool = False,
         backfill: bool = False,
-        name: str | None = None,
-    ) -> Subscription:
-        """Subscribe a consumer; returns its :class:`Subscription` at once.
-
-        Args:
-            handler: called with each message (sync or ``async def``); ``None`` to
-                read the subscription as an iterator instead.
-            trades, quotes, ...: symbols per channel (``"*"`` for all). Only the
-                channels of this hub's kind are accepted.
-            trade_updates: on the trading hub, receive order updates (never dropped).
-            maxsize: queue bound (default 10,000); ``None`` is unbounded, a memory
-                risk with a consumer slower than the feed.
-            overflow: ``drop_oldest`` (default), ``drop_newest``, ``conflate`` (keep
-                the latest per channel and symbol) or ``error`` (close the
-                subscription with :class:`SubscriptionOverflowError`).
-            raw: deliver the decoded dicts (shared, read-only) instead of
-                alpaca-py models.
-            gaps: also deliver a :class:`~alpaca_di.hub.gaps.GapNotice` in order
-                with the messages each time the connection was lost and restored.
-            backfill: then also the ``bars`` and ``daily_bars`` missed, fetched through
-                REST, marked, before live bars of the symbol resume; implies ``gaps``
-                (``docs/gaps-and-backfill.md``).
-            name: the consumer's name in metrics (1-64 of ``A-Za-z0-9_.:-``), the same
-                for every subscription of one component; unnamed ones count together.
-
-        Raises:
-            ValueError: an unknown channel for this kind, or an invalid symbol.
-            ConnectionClosedError: the hub is closed.
-
-        Example::
-
-            sub = hub.subscribe(print, quotes=["AAPL"], trades="*", overflow="conflate")
-        """
+    ) -> Subscription[Any]:
+        """:meth:`subscribe`'s work, once its keywords are gathered (see ``Subscriber``)."""
         if self._closing:
             raise self._closed_error()
         if self._connection.state is ConnectionState.FAILED:
             raise self._connection.last_error or ConnectionClosedError("connection failed")
         if handler is not None and not callable(handler):
             raise TypeError(f"handler must be callable or None, got {type(handler).__name__}")
+        handler, subscribed = self._wrap_handler(handler)
         if not isinstance(trade_updates, bool):
             raise TypeError("trade_updates must be True or False")
         if not isinstance(raw, bool):
             raise TypeError("raw must be True or False")
-        check_gap_options(self.kind, gaps, backfill, has_source=self._gaps.has_source)
-        channels = {
-            "trades": trades,
-            "quotes": quotes,
-            "bars": bars,
-            "updated_bars": updated_bars,
-            "daily_bars": daily_bars,
-            "statuses": statuses,
-            "lulds": lulds,
-            "corrections": corrections,
-            "cancel_errors": cancel_errors,
-            "orderbooks": orderbooks,
-            "news": news,
-        }
+        chosen = check_subscribe_form(raw, form)
+        check_gap_options(self.kind, gaps, backfill, form=chosen, has_source=self._gaps.has_source)
         # Only the default (an empty tuple) means "not this channel": None, 0 or ""
         # are mistakes and get a clear error from _pairs().
         pairs = self._pairs(
@@ -242,7 +196,9 @@ class StreamHub:
         if trade_updates:
             validate_channel(self.kind, "trade_updates")
             pairs.add(("trade_updates", "*"))
-        size = self.options.queue_maxsize if maxsize is _USE_DEFAULT else maxsize
+        if chosen == "struct" and self.kind is StreamKind.TRADING:
+            raise ValueError('trade updates have no struct form: use form="model" or "raw"')
+        size = self.options.queue_maxsize if maxsize is USE_DEFAULT else maxsize
         if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
             raise ValueError(f"maxsize must be a positive int or None, got {maxsize!r}")
         policy = self.options.overflow if overflow is None else overflow
@@ -250,17 +206,19 @@ class StreamHub:
         inbox = Inbox(
             maxsize=size,
             overflow=policy,
-            raw=raw,
+            form=chosen,
             held=pairs,
             never_drop=self.kind is StreamKind.TRADING,
             gaps=gaps,
             backfill=backfill,
             name=check_consumer_name(name),
         )
-        sub = Subscription(
+        sub: Subscription[Any] = Subscription(
             self._feed, handler, inbox=inbox, consumer_loop=running_loop() or self._loop
         )
-        self._change(inbox, pairs, add=True)
+        self._change(inbox, inbox.held, add=True)
+        if subscribed is not None:
+            subscribed(sub)
         return sub
 
     def use_history(self, source: BarSource) -> Callable[[], None]:
@@ -271,6 +229,12 @@ class StreamHub:
             remove = hub.use_history(HistoricalBarSource("stock", lambda: client, feed="iex"))
         """
         return self._gaps.use(source)
+
+    def _wrap_handler(
+        self, handler: Handler | None
+    ) -> tuple[Handler | None, Callable[[Subscription[Any]], None] | None]:
+        """For subclasses (the testing fake): wrap the handler; what to run once subscribed."""
+        return handler, None
 
     def forget_after_fork(self, loop: asyncio.AbstractEventLoop) -> None:
         """In a forked child: start over, idle, on ``loop`` (the child's runtime).
@@ -303,7 +267,7 @@ class StreamHub:
         self._state = SubscriptionState()
         self._connection = self._new_connection(subscriptions=self._state, loop=loop)
 
-    def attach(self, inbox: Inbox, **channels: Any) -> Subscription:
+    def attach(self, inbox: Inbox, **channels: Any) -> Subscription[Any]:
         """Route ``channels`` to an inbox the caller drains itself through its listener.
 
         For services built on a hub: the inbox's listener is told on the hub's
@@ -323,7 +287,9 @@ class StreamHub:
             raise self._connection.last_error or ConnectionClosedError("connection failed")
         pairs = self._pairs(channels)
         inbox.hold(pairs, add=True)
-        sub = Subscription(self._feed, None, inbox=inbox, consumer_loop=self._loop)
+        sub: Subscription[Any] = Subscription(
+            self._feed, None, inbox=inbox, consumer_loop=self._loop
+        )
         self._change(inbox, pairs, add=True)
         return sub
 
@@ -508,11 +474,12 @@ class StreamHub:
                     f"{channel} must be a symbol or an iterable of symbols, "
                     f"got {type(symbols).__name__}"
                 )
+            intern = self._router.intern  # one tuple per pair, however many hold it
             for symbol in symbols:
-                pairs.add((channel, validate_symbol(self.kind, symbol)))
+                pairs.add(intern((channel, validate_symbol(self.kind, symbol))))
         return pairs
 
-    def _change(self, sub: Inbox, pairs: set[Pair], *, add: bool) -> None:
+    def _change(self, sub: Inbox, pairs: AbstractSet[Pair], *, add: bool) -> None:
         with sub.lock:
             sub.pending_changes += 1  # confirmation waits for changes still in flight
         caller = running_loop()
@@ -537,7 +504,7 @@ class StreamHub:
             for sub, _pairs, _add in batch:
                 sub.close()
 
-    def _apply_all(self, batch: list[tuple[Inbox, set[Pair], bool]]) -> None:
+    def _apply_all(self, batch: list[_Change]) -> None:
         for sub, pairs, add in batch:
             self._apply(sub, pairs, add)
 
@@ -547,7 +514,7 @@ class StreamHub:
         except ConnectionClosedError:
             pass
 
-    def _apply(self, sub: Inbox, pairs: set[Pair], add: bool) -> None:
+    def _apply(self, sub: Inbox, pairs: AbstractSet[Pair], add: bool) -> None:
         try:
             self._apply_change(sub, pairs, add)
         finally:
@@ -555,7 +522,7 @@ class StreamHub:
                 sub.pending_changes -= 1
             self._notify()
 
-    def _apply_change(self, sub: Inbox, pairs: set[Pair], add: bool) -> None:
+    def _apply_change(self, sub: Inbox, pairs: AbstractSet[Pair], add: bool) -> None:
         if self._closing:
             sub.close()
             return
@@ -565,21 +532,31 @@ class StreamHub:
             self._subs.add(sub)
             self.consumers.track(sub)
         if add:
-            changed = pairs - sub.pairs
+            # A new subscription's pairs are its held frozenset: one object for both.
+            changed = pairs - sub.pairs if sub.pairs else pairs
+            self._router.add(sub, *changed)
             for pair in changed:
-                self._router.add(sub, pair)
                 wire = _wire(pair)
                 self._state.add(wire[0], (wire[1],))
                 if wire not in self._acked:
                     sub.unconfirmed.add(pair)
-            sub.pairs |= changed
+            sub.pairs = sub.pairs | changed if sub.pairs else frozenset(changed)
         else:
             changed = pairs & sub.pairs
             self._unindex(sub, changed, release=True)
         if changed:
-            self._router.changed()
+            self._routes_changed()
             self._connection.request_flush()
         self._start()
+
+    def _routes_changed(self) -> None:
+        """On the loop: forget cached routes; decode only the forms the consumers need now."""
+        self._router.changed()
+        # A direct connection decodes what is asked for (no dicts for struct-only
+        # consumers); other upstreams hand dicts over and structs are made from them.
+        decode_forms = getattr(self._connection, "decode_forms", None)
+        if decode_forms is not None:
+            decode_forms(self._router.forms())
 
     def _start(self) -> None:
         """On the loop: start the connection, once the previous socket of this key closed."""
@@ -601,7 +578,7 @@ class StreamHub:
         if sub in self._subs:
             self._subs.discard(sub)
             self._unindex(sub, set(sub.pairs), release=True)
-            self._router.changed()
+            self._routes_changed()
             self._connection.request_flush()
             stats = sub.stats()
             self._retired[0] += stats.delivered
@@ -610,10 +587,10 @@ class StreamHub:
             self._retired[3] += stats.gaps
             self._retired[4] += stats.backfilled
 
-    def _unindex(self, sub: Inbox, pairs: set[Pair], *, release: bool) -> None:
-        for pair in pairs:
-            self._router.remove(sub, pair)
-            if release:
+    def _unindex(self, sub: Inbox, pairs: AbstractSet[Pair], *, release: bool) -> None:
+        self._router.remove(sub, *pairs)
+        if release:
+            for pair in pairs:
                 wire = _wire(pair)
                 self._state.remove(wire[0], (wire[1],))
         sub.pairs -= pairs
@@ -628,8 +605,10 @@ class StreamHub:
 
     # -- the connection's listener interface (runs on the loop) ---------------------------
 
-    def on_batch(self, messages: list[tuple[str, str, dict[str, Any]]]) -> None:
-        for sub in self._router.dispatch(messages, self._connection.count_malformed):
+    def on_batch(
+        self, messages: list[tuple[str, str, dict[str, Any]]], structs: list[Any] | None = None
+    ) -> None:
+        for sub in self._router.dispatch(messages, self._connection.count_malformed, structs):
             self._forget(sub)  # overflowed under "error": closed
 
     def on_ack(self, channels: Mapping[str, tuple[str, ...]]) -> None:
@@ -661,7 +640,7 @@ class StreamHub:
             if dropped:
                 self._unindex(sub, dropped, release=False)
                 sub.rejection = error
-        self._router.changed()
+        self._routes_changed()
         self._notify()
 
     def on_state(

@@ -4,7 +4,7 @@ An :class:`Inbox` is what a hub routes messages to. The hub appends batches
 (never waiting), the consumer takes them; a listener hears when there is
 something to take and when the inbox closed::
 
-    inbox = Inbox(maxsize=1000, overflow="drop_oldest", raw=False, held={("quotes", "AAPL")})
+    inbox = Inbox(maxsize=1000, overflow="drop_oldest", form="model", held={("quotes", "AAPL")})
     inbox.push([("quotes", "AAPL", quote)])
     with inbox.lock:
         item = inbox.pop()              # ("quotes", "AAPL", quote), or None
@@ -22,19 +22,22 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 from alpaca_di.errors import SubscriptionOverflowError
 from alpaca_di.transport.options import OverflowPolicy
 
 __all__ = [
     "BAR_CHANNELS",
+    "FORMS",
     "NOTICE",
     "Inbox",
     "InboxListener",
     "Item",
+    "MessageForm",
     "Pair",
     "SubscriptionStats",
+    "check_form",
     "pending_changes",
 ]
 
@@ -45,6 +48,23 @@ NOTICE = "gap"
 """The channel of a gap notice in an inbox (no Alpaca channel has this name)."""
 BAR_CHANNELS = frozenset({"bars", "daily_bars"})
 """The channels whose last message per symbol a backfilling inbox remembers."""
+
+MessageForm = Literal["model", "struct", "raw"]
+"""What a subscription receives: alpaca-py ``model``s (the default), the typed fast
+form's ``struct``s (:mod:`alpaca_di.protocol.structs`) or the ``raw`` decoded dicts."""
+FORMS: tuple[MessageForm, ...] = get_args(MessageForm)
+
+
+def check_form(form: object) -> MessageForm:
+    """``form`` itself, or a ``ValueError`` naming the valid ones.
+
+    ::
+
+        check_form("struct")   # "struct"
+    """
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {', '.join(map(repr, FORMS))}; got {form!r}")
+    return form
 
 
 @dataclass(frozen=True)
@@ -92,6 +112,9 @@ class Inbox:
     notified on every push and on close. The membership fields (``pairs``,
     ``unconfirmed``, ``rejection``, ``pending_changes``) belong to the hub that
     routes to this inbox and are written on its loop.
+
+    ``form`` says what the inbox receives (see :data:`MessageForm`); ``raw=True``
+    is the older spelling of ``form="raw"``.
     """
 
     def __init__(
@@ -99,14 +122,16 @@ class Inbox:
         *,
         maxsize: int | None,
         overflow: OverflowPolicy,
-        raw: bool,
+        raw: bool = False,
+        form: MessageForm | None = None,
         held: Iterable[Pair] = (),
         never_drop: bool = False,
         gaps: bool = False,
         backfill: bool = False,
         name: str | None = None,
     ) -> None:
-        self.raw = raw
+        self.form: MessageForm = check_form(form) if form is not None else "raw" if raw else "model"
+        self.raw = self.form == "raw"
         self.name = name  # the consumer's name (metrics group by it); validated by the caller
         self.maxsize = None if never_drop else maxsize
         self.overflow: OverflowPolicy = overflow
@@ -128,7 +153,7 @@ class Inbox:
         self.held: frozenset[Pair] = frozenset(held)
         self.filtering = False
         # Owned by the hub's loop:
-        self.pairs: set[Pair] = set()
+        self.pairs: frozenset[Pair] = frozenset()  # replaced whole, never mutated
         self.unconfirmed: set[Pair] = set()
         self.rejection: BaseException | None = None
         self.pending_changes = 0

@@ -1,7 +1,7 @@
 """One consumer's view of a shared stream: its symbols, its inbox, its handler.
 
 A :class:`Subscription` is created by :meth:`StreamHub.subscribe
-<alpaca_di.services.StreamHub.subscribe>`. The hub's reader appends to its
+<alpaca_di.hub.subscribing.Subscriber.subscribe>`. The hub's reader appends to its
 bounded :class:`~alpaca_di.hub.inbox.Inbox` and never waits for it; the
 consumer drains it with a handler (sync or async) or by iterating::
 
@@ -29,19 +29,26 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Protocol
 
 import structlog
+from typing_extensions import TypeVar
 
 from alpaca_di._aio import is_async_callable, running_loop
 from alpaca_di.errors import ConnectionClosedError, describe_error
 from alpaca_di.hub.delivery import HandlerPool
-from alpaca_di.hub.inbox import Inbox, Item, Pair, SubscriptionStats
+from alpaca_di.hub.inbox import Inbox, Item, MessageForm, Pair, SubscriptionStats
 from alpaca_di.hub.latency import SAMPLE_EVERY, latency_observer, sample
 from alpaca_di.protocol import StreamKind
 from alpaca_di.transport.options import OverflowPolicy
 
-__all__ = ["Feed", "Handler", "Subscription", "SubscriptionStats"]
+if TYPE_CHECKING:
+    from alpaca_di.protocol.models import ModelMessage
+
+__all__ = ["Feed", "Handler", "ModelMessage", "Subscription", "SubscriptionStats"]
+
+M = TypeVar("M", covariant=True, default=Any)
+"""What a subscription delivers (``ModelMessage``, ``MarketStruct``, ``dict[str, Any]``)."""
 
 Handler = Callable[[Any], None] | Callable[[Any], Awaitable[None]]
 _BATCH = 256
@@ -88,8 +95,12 @@ class Feed(Protocol):
         ...
 
 
-class Subscription:
+class Subscription(Generic[M]):
     """A consumer's channels and symbols on one hub, with its own bounded queue.
+
+    Typed by what it delivers (``Subscription[MarketStruct]`` for
+    ``hub.subscribe(..., form="struct")``; see :meth:`StreamHub.subscribe
+    <alpaca_di.hub.subscribing.Subscriber.subscribe>`).
 
     A handler that raises an ``Exception`` is counted and the subscription goes on; one
     that raises ``SystemExit``, ``KeyboardInterrupt`` or ``GeneratorExit`` ends this
@@ -173,8 +184,13 @@ class Subscription:
 
     @property
     def raw(self) -> bool:
-        """Whether messages are the decoded dicts rather than alpaca-py models."""
+        """Whether messages are the decoded dicts (``form == "raw"``)."""
         return self._inbox.raw
+
+    @property
+    def form(self) -> MessageForm:
+        """What messages are: ``"model"``, ``"struct"`` or ``"raw"``."""
+        return self._inbox.form
 
     @property
     def maxsize(self) -> int | None:
@@ -239,7 +255,7 @@ class Subscription:
         """Async form of :meth:`wait_confirmed`."""
         await self._feed.confirmed(self._inbox, timeout)
 
-    def get(self, timeout: float | None = None) -> Any:
+    def get(self, timeout: float | None = None) -> M:
         """Return the next message, waiting up to ``timeout`` seconds.
 
         Raises ``TimeoutError`` when nothing came, :class:`ConnectionClosedError`
@@ -260,7 +276,8 @@ class Subscription:
                     inbox.delivered += 1
                     if latency_observer() is not None:
                         self._sample((item,))
-                    return item[2]
+                    message: M = item[2]
+                    return message
                 if inbox.error is not None:
                     raise inbox.error
                 if inbox.closed:
@@ -270,7 +287,7 @@ class Subscription:
                     raise TimeoutError(f"no message within {timeout} s")
                 inbox.ready.wait(remaining)
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[M]:
         """Yield messages until the subscription is closed."""
         while True:
             try:
@@ -278,12 +295,12 @@ class Subscription:
             except ConnectionClosedError:
                 return
 
-    def __aiter__(self) -> AsyncIterator[Any]:
+    def __aiter__(self) -> AsyncIterator[M]:
         if self._handler is not None:
             raise TypeError("async iteration is for subscriptions without a handler")
         return self._aiter()
 
-    async def _aiter(self) -> AsyncIterator[Any]:
+    async def _aiter(self) -> AsyncIterator[M]:
         inbox = self._inbox
         wakeup = self._wakeup
         if wakeup is None:
@@ -309,7 +326,7 @@ class Subscription:
             else:
                 await event.wait()
 
-    def __enter__(self) -> Subscription:
+    def __enter__(self) -> Subscription[M]:
         return self
 
     def __exit__(
@@ -320,7 +337,7 @@ class Subscription:
     ) -> None:
         self.close()
 
-    async def __aenter__(self) -> Subscription:
+    async def __aenter__(self) -> Subscription[M]:
         return self
 
     async def __aexit__(

@@ -15,9 +15,18 @@ asyncio transport is a thin shell around it::
             for channel, symbol, raw in event.messages:
                 quote = parse(channel, symbol, raw)
 
-Imports only the standard library, msgpack, alpaca-py's models and
+The typed fast form (:mod:`alpaca_di.protocol.structs`: ``Quote``, ``Trade``...,
+msgspec structs decoded straight from the frame) is here too::
+
+    protocol.forms = frozenset({"struct"})
+    for event in protocol.receive(incoming):
+        if isinstance(event, DataBatch):
+            for quote in event.structs:
+                print(quote.symbol, quote.bid_price)
+
+Imports only the standard library, msgpack, alpaca-py's models, msgspec and
 :mod:`alpaca_di.errors`; the models (and with them alpaca-py and pandas) only
-when :func:`parse` is first used.
+when :func:`parse` is first used, msgspec when a struct is.
 """
 
 from typing import TYPE_CHECKING
@@ -45,19 +54,48 @@ from alpaca_di.protocol.events import (
 )
 from alpaca_di.protocol.subscriptions import SubscriptionState
 
+_STRUCTS = (
+    "Bar",
+    "DailyBar",
+    "Luld",
+    "MarketStruct",
+    "News",
+    "Orderbook",
+    "OrderbookLevel",
+    "Quote",
+    "Trade",
+    "TradeCancel",
+    "TradeCorrection",
+    "TradingStatus",
+    "UpdatedBar",
+)
+
 __all__ = [
     "CHANNELS",
     "CHANNEL_BY_TYPE",
     "Authenticated",
+    "Bar",
+    "DailyBar",
     "DataBatch",
     "DataStreamProtocol",
     "Event",
+    "Luld",
     "Malformed",
+    "MarketStruct",
+    "News",
+    "Orderbook",
+    "OrderbookLevel",
+    "Quote",
     "ServerErrorEvent",
     "StreamKind",
     "SubscriptionAck",
     "SubscriptionState",
+    "Trade",
+    "TradeCancel",
+    "TradeCorrection",
+    "TradingStatus",
     "TradingStreamProtocol",
+    "UpdatedBar",
     "Welcome",
     "carrier_channel",
     "data_path",
@@ -70,5 +108,26 @@ __all__ = [
 
 if TYPE_CHECKING:
     from alpaca_di.protocol.models import parse
+    from alpaca_di.protocol.structs import (
+        Bar,
+        DailyBar,
+        Luld,
+        MarketStruct,
+        News,
+        Orderbook,
+        OrderbookLevel,
+        Quote,
+        Trade,
+        TradeCancel,
+        TradeCorrection,
+        TradingStatus,
+        UpdatedBar,
+    )
 
-__getattr__, __dir__ = lazy_exports(globals(), {"parse": "alpaca_di.protocol.models"})
+__getattr__, __dir__ = lazy_exports(
+    globals(),
+    {
+        "parse": "alpaca_di.protocol.models",
+        **dict.fromkeys(_STRUCTS, "alpaca_di.protocol.structs"),
+    },
+)

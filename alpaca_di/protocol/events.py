@@ -100,9 +100,17 @@ class DataBatch:
     article's ``symbols`` list is in ``raw``); trade updates use the order's symbol::
 
         DataBatch([("quotes", "AAPL", {"T": "q", "S": "AAPL", ...})])
+
+    When the protocol was asked for the struct form too
+    (:attr:`DataStreamProtocol.forms <alpaca_di.protocol.codec.DataStreamProtocol.forms>`),
+    ``structs`` is a list parallel to ``messages``: each message's struct of
+    :mod:`alpaca_di.protocol.structs`, or ``None`` where the message has none (a
+    value of the wrong type: raw consumers still get it). Without the raw form,
+    each ``raw`` is ``None``.
     """
 
-    messages: list[tuple[str, str, dict[str, Any]]]
+    messages: list[tuple[str, str, Any]]
+    structs: list[Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ import datetime as _dt
 import enum
 import functools
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal, TypeAlias, Union, get_args, get_origin
 
 from alpaca.data.mappings import (
     BAR_MAPPING,
@@ -53,12 +53,33 @@ from alpaca_di.errors import ProtocolError
 __all__ = [
     "BackfilledBar",
     "Lenient",
+    "ModelMessage",
     "ReconciledTradeUpdate",
     "is_lenient",
     "parse",
 ]
 
 _Parser = Callable[[str, Mapping[str, Any]], object]
+
+ModelMessage: TypeAlias = Union[  # noqa: UP007 (alpaca-py's classes, for any Python)
+    Trade,
+    Quote,
+    Bar,
+    TradingStatus,
+    TradeCorrection,
+    TradeCancel,
+    Orderbook,
+    News,
+    TradeUpdate,
+    dict[str, Any],
+]
+"""What a ``form="model"`` subscription delivers: alpaca-py's models (LULD bands,
+which alpaca-py has no model for, as a dict); narrow it with ``isinstance``::
+
+    message = sub.get()
+    if isinstance(message, Quote):
+        print(message.bid_price)
+"""
 
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
 _timedelta = _dt.timedelta

@@ -41,12 +41,18 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from alpaca_di.credentials import Credentials
-from alpaca_di.errors import ConfigurationError, describe_error
+from alpaca_di.errors import ConfigurationError, ProtocolError, describe_error
 from alpaca_di.protocol import StreamKind
 from alpaca_di.scaleout.client import RedisTarget, redis_client
 from alpaca_di.scaleout.leader import GroupLeader, LocalTap
 from alpaca_di.scaleout.options import SharingOptions, new_identity
-from alpaca_di.scaleout.wire import account_tag, demand_channel_pattern, tag_of_channel
+from alpaca_di.scaleout.wire import (
+    LeaderStatus,
+    account_tag,
+    demand_channel_pattern,
+    status_channel_pattern,
+    tag_of_channel,
+)
 from alpaca_di.transport.connection import Connection, ConnectionFactory
 from alpaca_di.transport.options import ConnectionOptions
 from alpaca_di.transport.runtime import Runtime
@@ -256,6 +262,7 @@ class Gateway:
                 "published": group.published,
                 "dropped": group.dropped,
                 "held": group.held,
+                "carried": group.publisher.carried,
                 "abandoned": group.publisher.abandoned,
             }
             for tag, group in list(self._groups.items())
@@ -337,8 +344,11 @@ class Gateway:
             await asyncio.sleep(next_at - now)
 
     async def _listen(self) -> None:
-        # One pattern subscription wakes the leader of whichever group's demand changed.
-        pattern = demand_channel_pattern(self.sharing.prefix)
+        # One pattern subscription wakes the leader of whichever group's demand changed;
+        # another wakes the candidates of a group whose leader just said goodbye (it
+        # released the lock: take over now, not at the next renewal tick).
+        demand = demand_channel_pattern(self.sharing.prefix)
+        status = status_channel_pattern(self.sharing.prefix).encode()
         delay = self.sharing.renew_interval
         bound = self.sharing.command_timeout
         mine = self._client
@@ -347,7 +357,7 @@ class Gateway:
             generation = self._link_generation
             pubsub = client.pubsub()
             try:
-                await asyncio.wait_for(pubsub.psubscribe(pattern), bound)
+                await asyncio.wait_for(pubsub.psubscribe(demand, status), bound)
                 # Wakes up every second: a link the ticker saw fail and recover is
                 # resubscribed (a silently dead pub/sub connection never raises).
                 while self._client is mine and self._link_generation == generation:
@@ -356,8 +366,12 @@ class Gateway:
                         continue
                     tag = tag_of_channel(cast(bytes, message["channel"]))
                     group = self._groups.get(tag) if tag else None
-                    if group is not None:
+                    if group is None:
+                        continue
+                    if message.get("pattern") != status:
                         group.recompute_soon()
+                    elif _farewell(message["data"]):
+                        group.take_over_soon()
             except (RedisError, OSError, asyncio.TimeoutError) as exc:
                 _log.debug("gateway.listener_lost", error=describe_error(exc))
             finally:
@@ -366,3 +380,11 @@ class Gateway:
                 except Exception as exc:
                     _log.debug("gateway.pubsub_close_failed", error=describe_error(exc))
             await asyncio.sleep(delay)
+
+
+def _farewell(data: bytes) -> bool:
+    """Whether a status message is a leader's farewell (it released the lock)."""
+    try:
+        return LeaderStatus.decode(data).state == "gone"
+    except ProtocolError:
+        return False  # the followers count malformed statuses; a candidate just ignores them

@@ -134,6 +134,7 @@ class GroupLeader:
         self._stepping: asyncio.Task[None] | None = None
         self._closing_connection: asyncio.Task[None] | None = None
         self._status_lock = asyncio.Lock()
+        self._tick_lock = asyncio.Lock()
         self._status_pending = False
         self._recompute_pending = False
         self._recompute_running = False
@@ -188,6 +189,25 @@ class GroupLeader:
 
     async def tick(self, client: Redis) -> None:
         """Acquire or renew the lock, then bring the upstream in line with the demand."""
+        async with self._tick_lock:  # the ticker's and a take-over's never interleave
+            await self._tick(client)
+
+    def take_over_soon(self) -> None:
+        """The group's leader released the lock: try to take it now (a candidate only)."""
+        if self.leading or self.retired:
+            return
+        self._spawn(self._take_over())
+
+    async def _take_over(self) -> None:
+        client = self._client()
+        if client is None:
+            return
+        try:
+            await asyncio.wait_for(self.tick(client), self.sharing.command_timeout)
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            self._log.debug("gateway.take_over_failed", error=describe_error(exc))
+
+    async def _tick(self, client: Redis) -> None:
         if self.retired:
             return
         if self._stepping is not None and not self._stepping.done():
@@ -274,9 +294,10 @@ class GroupLeader:
         recovering, self._recovering = self._recovering, None
         if recovering is not None and not recovering.done():
             recovering.cancel()
-        # Then let the publisher finish what the socket delivered (trade updates
-        # read before the close still reach the stream), bounded; what it cannot
-        # publish the next leader reads back through REST.
+        # Then let the publisher finish what the socket delivered, bounded: market
+        # data left then is dropped (counted); trade updates read before the close
+        # stay held under this term's epoch and reach the stream once Redis takes
+        # them, whoever leads by then (a fenced leader's link may be down now).
         await self.publisher.stop(self._flush_timeout(release))
         if release and self.elector is not None:
             try:
@@ -569,6 +590,8 @@ class GroupLeader:
         await self.step_down("no local registration left", release=True)
         for task in list(self._tasks):
             task.cancel()
+        # Trade updates an earlier term could not append yet get a last chance.
+        await self.publisher.close(self._flush_timeout(True))
         rest, self._rest = self._rest, None
         if rest is not None:
             close_rest_client(rest)
@@ -590,7 +613,10 @@ class _Tap:
         if self._current():
             self._group.upstream_state(state, error)
 
-    def on_batch(self, messages: list[tuple[str, str, dict[str, Any]]]) -> None:
+    def on_batch(
+        self, messages: list[tuple[str, str, dict[str, Any]]], structs: list[Any] | None = None
+    ) -> None:
+        # The leader's connection decodes dicts only (they are what it publishes).
         if self._current():
             self._group.upstream_batch(messages)
 

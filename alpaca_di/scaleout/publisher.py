@@ -5,17 +5,22 @@ which never blocks; one task per leadership term drains the outbox: market data
 to the group's pub/sub channel (merged into batches; past a bounded backlog the
 oldest is dropped, counted and logged), trade updates to the group's stream
 (numbered per term, kept in memory until Redis acknowledges the ``XADD``,
-retried with backoff while Redis is away, never dropped while the term lasts).
-A term that ends gets a bounded flush; trade updates still held then are
-counted in ``abandoned`` and left to the next leader's REST reconciliation
-(:mod:`alpaca_di.scaleout.recovery`).
+retried with backoff while Redis is away). A term that ends (the leader was
+fenced: Redis unreachable, a freeze, a lost lock) does not end that: what it
+read stays in the outbox under its own epoch and is appended once Redis is back,
+whoever leads by then (followers de-duplicate by ``(epoch, seq)``, and the new
+leader's REST reconciliation, :mod:`alpaca_di.scaleout.recovery`, covers what
+no socket read). Only :meth:`Publisher.close` (the group retires: the process
+shuts down) gives up, after a bounded flush; what it gives up is counted in
+``abandoned`` and logged.
 
 Example (what :class:`~alpaca_di.scaleout.leader.GroupLeader` does)::
 
     publisher = Publisher(StreamKind.STOCK, keys, sharing, client=lambda: client, log=log)
     publisher.start(epoch)                 # a term begins
     publisher.enqueue([("quotes", "AAPL", raw)])
-    await publisher.stop(flush_timeout=1.0)
+    await publisher.stop(flush_timeout=0.25)   # the term ends; trade updates carry on
+    await publisher.close(flush_timeout=1.0)   # the group retires
 """
 
 from __future__ import annotations
@@ -40,16 +45,19 @@ _MAX_BATCH = 2000  # messages merged into one pub/sub message
 _MAX_XADD = 500  # trade updates appended per pipeline
 _OUTBOX_LIMIT = 10_000  # queued batches before the oldest market data is dropped
 _RETRY_MAX = 1.0  # seconds: the longest pause between two XADD attempts
+_HELD_LIMIT = 200_000  # trade updates held for Redis before the oldest are given up
 
 
 class Publisher:
-    """One group's outbox and, while a term lasts, the task that drains it to Redis.
+    """One group's outbox and the task that drains it to Redis.
 
     ``client`` returns the gateway's current Redis client (``None`` once it
     stopped). ``published`` and ``dropped`` (market data only) count messages
-    over every term, ``abandoned`` the trade updates a term ended with that
-    Redis never acknowledged; :attr:`held` is what the outbox holds now. All
-    methods run on the gateway loop.
+    over every term, ``abandoned`` the trade updates Redis never acknowledged
+    and that were given up (at :meth:`close`, or past a bound of 200,000 held);
+    :attr:`held` is what the outbox holds now, ``carried`` the trade updates a
+    term ended with that were appended after it. All methods run on the gateway
+    loop.
     """
 
     def __init__(
@@ -67,23 +75,39 @@ class Publisher:
         self.published = 0
         self.dropped = 0
         self.abandoned = 0
+        self.carried = 0
         self._client = client
         self._log = log
         self._epoch = 0
-        self._outbox: deque[list[Any]] = deque()
+        self._trading = kind is StreamKind.TRADING
+        # Market data: batches of one term. Trade updates: (epoch, [(seq, ...)...]),
+        # across terms: an ended term's updates wait here until Redis takes them.
+        self._outbox: deque[Any] = deque()
+        self._held = 0
         self._update_seq = 0
         self._ready = asyncio.Event()
+        self._drained = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._closed = False
         self._overflows = 0
 
     def start(self, epoch: int) -> None:
-        """A leadership term begins: an empty outbox, sequence numbers from 1."""
+        """A leadership term begins: sequence numbers from 1 under ``epoch``.
+
+        Trade updates of an earlier term still held stay ahead of the new ones.
+        """
         self._epoch = epoch
-        self._outbox.clear()
         self._update_seq = 0
         self._stopping = False
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._closed = False
+        if not self._trading:
+            self._outbox.clear()
+        self._ensure_task()
+
+    def _ensure_task(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
 
     @property
     def epoch(self) -> int:
@@ -93,6 +117,8 @@ class Publisher:
     @property
     def held(self) -> int:
         """Messages queued that Redis has not taken yet (trade updates: not acknowledged)."""
+        if self._trading:
+            return self._held
         return sum(len(batch) for batch in self._outbox)
 
     def enqueue(self, messages: list[tuple[str, str, dict[str, Any]]]) -> list[Any]:
@@ -102,13 +128,19 @@ class Publisher:
         (an empty list for market data).
         """
         outbox = self._outbox
-        if self.kind is StreamKind.TRADING:
+        if self._trading:
             # Numbered per term: a retried XADD (reply lost) is recognised by followers.
             numbered: list[Any] = []
             for channel, symbol, raw in messages:
                 self._update_seq += 1
                 numbered.append((self._update_seq, channel, symbol, raw))
-            outbox.append(numbered)
+            outbox.append((self._epoch, numbered))
+            self._held += len(numbered)
+            self._drained.clear()
+            while self._held > _HELD_LIMIT and len(outbox) > 1:
+                _epoch, oldest = outbox.popleft()
+                self._held -= len(oldest)
+                self._give_up(len(oldest), "held_limit")
             self._ready.set()
             return numbered
         if len(outbox) >= _OUTBOX_LIMIT:
@@ -127,49 +159,97 @@ class Publisher:
         return []
 
     async def stop(self, flush_timeout: float) -> None:
-        """End the term: let the task publish what is queued (bounded), then empty the outbox."""
-        task, self._task = self._task, None
-        if task is not None:
-            self._stopping = True
-            self._ready.set()
-            await asyncio.wait({task}, timeout=flush_timeout)
-            if not task.done():
-                task.cancel()
-                await asyncio.wait({task}, timeout=0.5)
-            lost = self.held
-            if lost:
-                trading = self.kind is StreamKind.TRADING
-                if trading:
-                    self.abandoned += lost
-                else:
-                    self.dropped += lost
-                self._log.warning(
-                    "gateway.unpublished",
-                    messages=lost,
-                    kind=self.kind.value,
-                    epoch=self._epoch,
-                    recovery="the next leader's REST reconciliation" if trading else None,
-                )
+        """End the term: let the task publish what is queued (bounded).
+
+        Market data still queued then is dropped (counted). Trade updates are
+        kept, under the ended term's epoch, and appended as soon as Redis takes
+        them, whoever leads by then.
+        """
+        if self._trading:
+            if self._held:
+                self._ready.set()
+                try:
+                    await asyncio.wait_for(self._drained.wait(), flush_timeout)
+                except asyncio.TimeoutError:
+                    self.carried += self._held
+                    self._log.warning(
+                        "gateway.updates_carried_over",
+                        messages=self._held,
+                        epoch=self._epoch,
+                        reason="Redis has not taken them yet: appended once it does",
+                    )
+            return
+        await self._end_task(flush_timeout)
+        lost = self.held
+        if lost:
+            self.dropped += lost
+            self._log.warning(
+                "gateway.unpublished",
+                messages=lost,
+                kind=self.kind.value,
+                why="stepped_down",
+                epoch=self._epoch,
+            )
         self._outbox.clear()
+
+    async def close(self, flush_timeout: float) -> None:
+        """The group retires: publish what is held (bounded), give up the rest (counted)."""
+        self._closed = True
+        await self._end_task(flush_timeout)
+        lost = self.held
+        self._outbox.clear()
+        self._held = 0
+        if lost and self._trading:
+            self._give_up(lost, "closed")
+        elif lost:
+            self.dropped += lost
+
+    def _give_up(self, lost: int, why: str) -> None:
+        self.abandoned += lost
+        self._log.warning(
+            "gateway.unpublished",
+            messages=lost,
+            kind=self.kind.value,
+            why=why,
+            recovery="the next leader's REST reconciliation",
+        )
+
+    async def _end_task(self, flush_timeout: float) -> None:
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stopping = True
+        self._ready.set()
+        if self._outbox:
+            await asyncio.wait({task}, timeout=flush_timeout)
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.5)
 
     async def _run(self) -> None:
         ready = self._ready
         while True:
-            await ready.wait()
+            if not self._outbox:
+                self._drained.set()
+                if self._stopping and not self._trading:
+                    return
+                if self._closed:
+                    return
+                await ready.wait()
             ready.clear()
             client = self._client()
             bound = self.sharing.command_timeout
             failures = 0
             while self._outbox and client is not None:
                 try:
-                    await asyncio.wait_for(self._drain(client, self._epoch), bound)
+                    await asyncio.wait_for(self._drain(client), bound)
                     if failures:
                         self._log.info("gateway.xadd_resumed", attempts=failures + 1)
                     failures = 0
                 except (RedisError, OSError, asyncio.TimeoutError) as exc:
-                    if self._stopping:
+                    if self._stopping and not self._trading:
                         return
-                    if self.kind is StreamKind.TRADING:
+                    if self._trading:
                         # Kept in the outbox: retried with backoff until Redis takes them.
                         failures += 1
                         if failures in (1, 10) or failures % 100 == 0:
@@ -186,23 +266,23 @@ class Publisher:
                         self.dropped += sum(len(batch) for batch in self._outbox)
                         self._outbox.clear()
                         self._log.warning("gateway.publish_failed", error=describe_error(exc))
-            if self._stopping:
-                return
+            if client is None and self._outbox:
+                return  # the gateway stopped: close() counts what is left
 
-    async def _drain(self, client: Redis, epoch: int) -> None:
+    async def _drain(self, client: Redis) -> None:
         outbox = self._outbox
-        if self.kind is StreamKind.TRADING:
-            batches: list[list[Any]] = []
+        if self._trading:
+            batches: list[tuple[int, list[Any]]] = []
             count = 0
             for batch in outbox:  # a long backlog goes in slices, each bounded in time
-                if batches and count + len(batch) > _MAX_XADD:
+                if batches and count + len(batch[1]) > _MAX_XADD:
                     break
                 batches.append(batch)
-                count += len(batch)
+                count += len(batch[1])
             maxlen = self.sharing.stream_maxlen
             async with client.pipeline(transaction=False) as pipe:
-                for batch in batches:
-                    for seq, channel, symbol, raw in batch:
+                for epoch, numbered in batches:
+                    for seq, channel, symbol, raw in numbered:
                         pipe.xadd(
                             self.keys.updates,
                             update_entry(epoch, seq, channel, symbol, raw),
@@ -212,12 +292,14 @@ class Publisher:
                 # Bounded in length by MAXLEN, in time by the readers' cursor lifetime.
                 pipe.pexpire(self.keys.updates, int(self.sharing.cursor_ttl * 1000))
                 await pipe.execute()
-            for _ in batches:  # only now: a failed XADD keeps them for the retry
-                outbox.popleft()
+            for batch in batches:  # only now: a failed XADD keeps them for the retry
+                if outbox and outbox[0] is batch:  # (unless given up meanwhile: held limit)
+                    outbox.popleft()
+                    self._held -= len(batch[1])
             self.published += count
             return
         messages: list[Any] = []
         while outbox and len(messages) < _MAX_BATCH:
             messages.extend(outbox.popleft())
-        await client.publish(self.keys.data_channel, encode_batch(epoch, messages))
+        await client.publish(self.keys.data_channel, encode_batch(self._epoch, messages))
         self.published += len(messages)

@@ -71,6 +71,7 @@ __all__ = [
     "error_from_record",
     "error_record",
     "is_permanent",
+    "status_channel_pattern",
     "stream_position",
     "tag_of_channel",
     "update_entry",
@@ -154,8 +155,20 @@ def demand_channel_pattern(prefix: str) -> str:
 
     demand_channel_pattern("alpaca-di")    # 'alpaca-di:*:ch:demand'
     """
+    return _channel_pattern(prefix, "demand")
+
+
+def status_channel_pattern(prefix: str) -> str:
+    """The ``PSUBSCRIBE`` pattern of every group's status channel under ``prefix``::
+
+    status_channel_pattern("alpaca-di")    # 'alpaca-di:*:ch:status'
+    """
+    return _channel_pattern(prefix, "status")
+
+
+def _channel_pattern(prefix: str, name: str) -> str:
     escaped = "".join("\\" + c if c in "*?[]\\" else c for c in prefix)
-    return f"{escaped}:*:ch:demand"
+    return f"{escaped}:*:ch:{name}"
 
 
 def tag_of_channel(channel: bytes) -> str | None:

@@ -47,7 +47,7 @@ from alpaca_di.protocol.models import parse
 from alpaca_di.testing import messages
 from alpaca_di.testing._signal import Signal
 from alpaca_di.testing.memory import MemoryUpstream
-from alpaca_di.transport.options import ConnectionOptions, OverflowPolicy
+from alpaca_di.transport.options import ConnectionOptions
 from alpaca_di.transport.states import ConnectionState
 
 __all__ = ["FAKE_KEY_ID", "FAKE_SECRET", "FakeStreamHub", "FakeSubscription"]
@@ -58,7 +58,7 @@ FAKE_SECRET = "fake-secret-not-a-real-key"  # noqa: S105 - a placeholder, not a 
 """The secret of the fakes (a placeholder, never sent anywhere)."""
 
 FakeSubscription = Subscription
-"""What :meth:`FakeStreamHub.subscribe` returns: a real :class:`~alpaca_di.hub.Subscription`."""
+"""What a fake hub's ``subscribe`` returns: a real :class:`~alpaca_di.hub.Subscription`."""
 
 _T = TypeVar("_T")
 _USE_DEFAULT: Any = object()
@@ -176,64 +176,20 @@ class FakeStreamHub(StreamHub):
 
     # -- the StreamHub API, with handlers the fake can wait for ----------------------------
 
-    def subscribe(
-        self,
-        handler: Handler | None = None,
-        *,
-        trades: Iterable[str] | str = (),
-        quotes: Iterable[str] | str = (),
-        bars: Iterable[str] | str = (),
-        updated_bars: Iterable[str] | str = (),
-        daily_bars: Iterable[str] | str = (),
-        statuses: Iterable[str] | str = (),
-        lulds: Iterable[str] | str = (),
-        corrections: Iterable[str] | str = (),
-        cancel_errors: Iterable[str] | str = (),
-        orderbooks: Iterable[str] | str = (),
-        news: Iterable[str] | str = (),
-        trade_updates: bool = False,
-        maxsize: int | None = _USE_DEFAULT,
-        overflow: OverflowPolicy | None = None,
-        raw: bool = False,
-        gaps: bool = False,
-        backfill: bool = False,
-        name: str | None = None,
-    ) -> Subscription:
-        """Subscribe exactly as on :meth:`StreamHub.subscribe <alpaca_di.hub.StreamHub.subscribe>`.
-
-        Example::
-
-            sub = hub.subscribe(print, quotes=["AAPL"], trades="*")
-        """
+    def _wrap_handler(
+        self, handler: Handler | None
+    ) -> tuple[Handler | None, Callable[[Subscription[Any]], None] | None]:
+        """Subscribe exactly as on any hub, with handlers the fake can wait for."""
         consumer = _Consumer(handles=handler is not None, loop=None)
         wrapped = self._fake_wrap(handler, consumer) if callable(handler) else handler
-        extra: dict[str, Any] = {} if maxsize is _USE_DEFAULT else {"maxsize": maxsize}
-        sub = super().subscribe(
-            wrapped,
-            trades=trades,
-            quotes=quotes,
-            bars=bars,
-            updated_bars=updated_bars,
-            daily_bars=daily_bars,
-            statuses=statuses,
-            lulds=lulds,
-            corrections=corrections,
-            cancel_errors=cancel_errors,
-            orderbooks=orderbooks,
-            news=news,
-            trade_updates=trade_updates,
-            overflow=overflow,
-            raw=raw,
-            gaps=gaps,
-            backfill=backfill,
-            name=name,
-            **extra,
-        )
-        self._fake_track(consumer, sub)
-        self._fake_ship()
-        return sub
 
-    def attach(self, inbox: Inbox, **channels: Any) -> Subscription:
+        def subscribed(sub: Subscription[Any]) -> None:
+            self._fake_track(consumer, sub)
+            self._fake_ship()
+
+        return wrapped, subscribed
+
+    def attach(self, inbox: Inbox, **channels: Any) -> Subscription[Any]:
         """Route ``channels`` to an inbox drained by its own listener, as on any hub.
 
         Counted in what ``push`` returns; its listener runs inside the push (on the
@@ -376,7 +332,7 @@ class FakeStreamHub(StreamHub):
 
     # -- internals -------------------------------------------------------------------------
 
-    def _fake_track(self, consumer: _Consumer, sub: Subscription) -> None:
+    def _fake_track(self, consumer: _Consumer, sub: Subscription[Any]) -> None:
         consumer.sub = sub
         with self._fake_signal.cond:
             consumers = [c for c in self._fake_consumers if c.sub is not None]

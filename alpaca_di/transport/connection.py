@@ -39,6 +39,7 @@ from alpaca_di.errors import (
 from alpaca_di.protocol import (
     Authenticated,
     DataBatch,
+    DataStreamProtocol,
     Event,
     Malformed,
     ServerErrorEvent,
@@ -68,8 +69,14 @@ class ConnectionListener(Protocol):
     ) -> None:
         """The connection moved to ``state``."""
 
-    def on_batch(self, messages: list[tuple[str, str, dict[str, Any]]]) -> None:
-        """Decoded data messages of one frame, in wire order. Must not block."""
+    def on_batch(
+        self, messages: list[tuple[str, str, dict[str, Any]]], structs: list[Any] | None = None
+    ) -> None:
+        """Decoded data messages of one frame, in wire order. Must not block.
+
+        ``structs`` only when :meth:`Connection.decode_forms` asked for them (see
+        :class:`~alpaca_di.protocol.events.DataBatch`).
+        """
 
     def on_ack(self, channels: Mapping[str, tuple[str, ...]]) -> None:
         """The server confirmed its full subscription state."""
@@ -463,7 +470,10 @@ class Connection:
                 if self._cause is not None:  # data flows again: that error is history
                     self._cause = None
                 self.messages_received += len(event.messages)
-                listener.on_batch(event.messages)
+                if event.structs is None:
+                    listener.on_batch(event.messages)
+                else:
+                    listener.on_batch(event.messages, event.structs)
                 self._backoff.reset()
             elif isinstance(event, SubscriptionAck):
                 if self._pending_replies:
@@ -489,6 +499,24 @@ class Connection:
         level = self._log.warning if isinstance(error, SlowClientError) else self._log.error
         level("connection.server_error", code=event.code, message=event.message)
         self.last_error = self._cause = error
+
+    @property
+    def decoded_forms(self) -> frozenset[str]:
+        """The forms data frames are decoded into now (``{"raw"}`` on the trading stream)."""
+        if isinstance(self._protocol, DataStreamProtocol):
+            return self._protocol.forms
+        return frozenset({"raw"})
+
+    def decode_forms(self, forms: frozenset[str]) -> None:
+        """Decode data frames into ``forms`` from the next frame on (``DataStreamProtocol.forms``).
+
+        The hub asks for what its consumers need: ``{"struct"}`` alone builds no
+        dict at all. The trading stream's JSON has one form: ignored there::
+
+            connection.decode_forms(frozenset({"raw", "struct"}))
+        """
+        if isinstance(self._protocol, DataStreamProtocol):
+            self._protocol.forms = forms
 
     def health_fields(self) -> dict[str, Any]:
         """A direct WebSocket adds nothing to the health report."""

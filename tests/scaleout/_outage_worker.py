@@ -5,7 +5,8 @@ Runs under ``multiprocessing`` (spawn), builds its hubs through
 queue every trade update its ``TradingService`` subscriber receives and every
 quote. Its ``TradingService`` has no REST client of its own: what it receives
 comes through the scale-out alone (the leader's memory, the Redis stream, and
-the leader's REST reconciliation). Obeys ``health`` and ``stop`` commands.
+the leader's REST reconciliation). Obeys ``health``, ``groups`` (its gateway's
+:meth:`~alpaca_di.scaleout.gateway.Gateway.groups`, by kind) and ``stop`` commands.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ def run_outage_worker(index: int, config: dict[str, Any], commands: Any, results
         if command == "health":
             report = [c.model_dump(mode="json") for c in registry.health().connections]
             results.put(("health", index, report))
+        elif command == "groups":  # what this process's leader candidate holds, per kind
+            groups = registry.gateway.groups() if registry.gateway is not None else {}
+            results.put(("groups", index, {g["kind"]: g for g in groups.values()}))
         elif command == "stop":
             break
     quotes.close()

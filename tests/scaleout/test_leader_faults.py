@@ -14,6 +14,12 @@ port (never the shared one on 6379). Real signals:
   socket: the deployment recovers while the old leader stays frozen.
 * SIGTERM the leader: it releases the lock right after its close frame (a
   ``gone`` farewell status, not an expiry), and a follower takes over.
+* At a connection limit of 10 (the server would accept a second session):
+  SIGTERM one leader, SIGKILL the next: never two authenticated sessions at
+  once (the emulator's ``max_concurrent``). A leader frozen past the lock TTL
+  is the one fault where that cannot hold: its socket stays open at the server
+  while the new leader connects (only the server can tell it is gone); the test
+  shows two sessions, the frozen one fenced out, and one again after SIGCONT.
 
 Every wait is a condition with a deadline; the freeze lasts until a condition
 (enough 406s counted) holds. Timings are printed, never asserted.
@@ -37,7 +43,7 @@ from typing import Any
 import pytest
 import redis
 from _freeze_worker import run_freeze_worker
-from _scaleout_support import KEY, SECRET, WorkerReports
+from _scaleout_support import KEY, SECRET, WorkerReports, stop_workers
 
 from alpaca_di.emulator import AlpacaEmulator
 from alpaca_di.scaleout.wire import LeaderStatus
@@ -173,8 +179,9 @@ class Deployment:
 
 @pytest.fixture
 def deployment(request: pytest.FixtureRequest) -> Iterator[Deployment]:
+    """Three workers, quotes flowing, the leader known; ``param``: the connection limit (1)."""
     started = time.monotonic()
-    emulator = AlpacaEmulator(connection_limit=1)
+    emulator = AlpacaEmulator(connection_limit=getattr(request, "param", 1))
     emulator.start()
     server = RedisServer()
     ctx = multiprocessing.get_context("spawn")
@@ -206,20 +213,7 @@ def deployment(request: pytest.FixtureRequest) -> Iterator[Deployment]:
         yield deploy
     finally:
         try:
-            for proc in procs:  # a stopped process first resumes, then goes
-                if proc.pid is not None and proc.is_alive():
-                    try:
-                        os.kill(proc.pid, signal.SIGCONT)
-                    except ProcessLookupError:
-                        pass
-            for i, proc in enumerate(procs):
-                if proc.is_alive():
-                    commands[i].put("stop")
-            for proc in procs:
-                proc.join(10)
-                if proc.is_alive():
-                    proc.kill()
-                    proc.join(5)
+            stop_workers(procs, commands)
             results.close()
             emulator.stop()
         finally:
@@ -362,3 +356,74 @@ def test_c_sigterm_hands_over_with_a_release_not_a_ttl(deployment: Deployment) -
     finally:
         pubsub.close()
         client.close()
+
+
+@pytest.mark.parametrize("deployment", [10], indirect=True)
+def test_d_at_a_limit_of_10_handover_and_crash_never_overlap_two_sessions(
+    deployment: Deployment,
+) -> None:
+    deploy = deployment
+    counters = deploy.emulator.counters
+    first = deploy.leader
+    os.kill(deploy.procs[first].pid, signal.SIGTERM)  # type: ignore[arg-type]
+    deploy.results.require(lambda: first in deploy.results.stopped, 15, "the first leader stops")
+    live = [i for i in range(WORKERS) if i != first]
+    deploy.quotes_reach(live, 20, "quotes after the SIGTERM handover")
+    rows = deploy.health(live)
+    (second,) = [i for i, row in rows.items() if row["role"] == "leader"]
+
+    deploy.procs[second].kill()  # SIGKILL: the kernel closes its socket, the lock expires
+    deploy.procs[second].join(10)
+    (last,) = [i for i in live if i != second]
+    deploy.quotes_reach([last], 30, "quotes after the SIGKILL failover")
+    row = deploy.health([last])[last]
+    assert row["role"] == "leader", row
+    assert row["state"] == "connected", row
+    for i in range(WORKERS):
+        assert "failed" not in deploy.seen_states[i], (i, deploy.seen_states[i])
+    seen = counters(KEY, IEX)
+    assert seen.connections_accepted == 3, seen
+    assert seen.max_concurrent == 1, seen
+    assert seen.rejections.get(406, 0) == 0, seen
+    print(
+        f"\nlimit 10: SIGTERM of worker {first}, SIGKILL of worker {second}, worker {last} "
+        f"leads; sessions accepted {seen.connections_accepted}, most at once "
+        f"{seen.max_concurrent}"
+    )
+
+
+@pytest.mark.parametrize("deployment", [10], indirect=True)
+def test_e_at_a_limit_of_10_a_frozen_leader_is_the_one_fault_with_two_sessions(
+    deployment: Deployment,
+) -> None:
+    deploy = deployment
+    old = deploy.leader
+    pid = deploy.procs[old].pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    # Its lock expires; a follower takes over and connects while the frozen socket is
+    # still open at the server, which accepts a second session at this limit.
+    deploy.quotes_reach(deploy.followers(), 30, "quotes reach the live workers")
+    assert _stopped(pid)
+    during = deploy.emulator.counters(KEY, IEX)
+    assert during.open == 2, during
+    assert during.max_concurrent == 2, during
+
+    os.kill(pid, signal.SIGCONT)  # its fence is overdue: it closes its socket at once
+    deploy.emulator.wait_until(
+        lambda: deploy.emulator.counters(KEY, IEX).open == 1,
+        15,
+        message="the woken leader closed its socket",
+    )
+    deploy.quotes_reach(list(range(WORKERS)), 30, "quotes reach every worker after SIGCONT")
+    rows = deploy.health(list(range(WORKERS)))
+    assert [i for i, row in rows.items() if row["role"] == "leader"] != [old]
+    for i, row in rows.items():
+        assert row["state"] == "connected", (i, row)
+        assert "failed" not in deploy.seen_states[i], (i, deploy.seen_states[i])
+    after = deploy.emulator.counters(KEY, IEX)
+    print(
+        f"\nlimit 10, frozen leader: sessions open while frozen {during.open} (most at once "
+        f"{after.max_concurrent}); after SIGCONT open {after.open}, close frames "
+        f"{after.close_frames_received}"
+    )

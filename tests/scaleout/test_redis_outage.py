@@ -20,20 +20,14 @@ import socket
 import subprocess
 import threading
 import time
-from collections import Counter, defaultdict
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import redis
 from _outage_worker import run_outage_worker
-from _scaleout_support import KEY, SECRET, WorkerReports
-from alpaca.trading.client import TradingClient
-from alpaca.trading.enums import OrderSide, TimeInForce
-from alpaca.trading.requests import MarketOrderRequest
+from _scaleout_support import KEY, SECRET, OrderFlow, OrderReports, stop_workers
 
 from alpaca_di.emulator import AlpacaEmulator
-from alpaca_di.services.trading.orders import FINAL_EVENTS
 from alpaca_di.testing.messages import quote
 
 pytestmark = [
@@ -100,57 +94,6 @@ class RedisServer:
             self.proc.wait(10)
 
 
-class Results(WorkerReports):
-    """What the workers report: trade updates, quotes, health."""
-
-    def __init__(self, source: Any) -> None:
-        self.updates: dict[int, list[tuple[str, str, bool]]] = defaultdict(list)
-        self.received: dict[int, list[tuple[float, str]]] = defaultdict(list)
-        self.quotes: dict[int, list[int]] = defaultdict(list)
-        self.health: dict[int, list[dict[str, Any]]] = {}
-        super().__init__(source)
-
-    def record(self, kind: str, index: int, item: tuple[Any, ...]) -> None:
-        if kind == "update":
-            self.updates[index].append((item[2], item[3], item[4]))
-            self.received[index].append((time.monotonic(), item[3]))
-        elif kind == "quote":
-            self.quotes[index].append(item[3])
-        elif kind == "health":
-            self.health[index] = item[2]
-
-    def fills(self, index: int) -> set[str]:
-        return {order for order, event, _r in self.updates[index] if event == "fill"}
-
-
-class OrderFlow:
-    """Market orders through REST at a steady pace (each: ``new`` then ``fill``)."""
-
-    def __init__(self, api_url: str) -> None:
-        self._client = TradingClient(KEY, SECRET, url_override=api_url)
-        self.submitted: list[tuple[float, str]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _run(self) -> None:
-        side = OrderSide.BUY
-        while not self._stop.is_set():
-            order = self._client.submit_order(
-                MarketOrderRequest(symbol="AAPL", qty=1, side=side, time_in_force=TimeInForce.DAY)
-            )
-            self.submitted.append((time.monotonic(), str(order.id)))
-            side = OrderSide.SELL if side is OrderSide.BUY else OrderSide.BUY
-            self._stop.wait(0.1)  # the producer's pace (~20 updates/s), not synchronisation
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(10)
-
-
 @pytest.fixture
 def emulator() -> Iterator[AlpacaEmulator]:
     with AlpacaEmulator() as emu:
@@ -182,7 +125,7 @@ def test_no_final_order_state_is_lost_when_redis_restarts_empty(
         )
         for i in range(WORKERS)
     ]
-    results = Results(results_queue)
+    results = OrderReports(results_queue)
     flow = OrderFlow(emulator.api_url)
     try:
         for proc in procs:
@@ -247,28 +190,7 @@ def test_no_final_order_state_is_lost_when_redis_restarts_empty(
         expected = {oid for _at, oid in flow.submitted}
 
         # Every fill reaches every worker, exactly once.
-        complete = results.wait(
-            lambda: all(expected <= results.fills(i) for i in range(WORKERS)),
-            30,
-        )
-        with results.cond:
-            missing = {i: len(expected - results.fills(i)) for i in range(WORKERS)}
-            counts = {
-                i: Counter((o, e) for o, e, _r in results.updates[i] if e in FINAL_EVENTS)
-                for i in range(WORKERS)
-            }
-            reconciled = {
-                i: sum(1 for _o, e, r in results.updates[i] if e == "fill" and r)
-                for i in range(WORKERS)
-            }
-        assert complete, (
-            f"fills missing per worker {missing} of {len(expected)} orders "
-            f"({len(during)} submitted during the outage)"
-        )
-        for i in range(WORKERS):
-            twice = [final for final, n in counts[i].items() if n != 1]
-            assert not twice, f"worker {i}: final states delivered more than once: {twice[:5]}"
-            assert set(counts[i]) == {(oid, "fill") for oid in expected}, f"worker {i}"
+        reconciled = results.check_fills_once(expected, WORKERS, 30)
 
         # Market data resumes through the new leader (a quote per attempt until all see one).
         deadline = time.monotonic() + 20
@@ -285,7 +207,7 @@ def test_no_final_order_state_is_lost_when_redis_restarts_empty(
             assert emulator.counters(KEY, path).max_concurrent == 1, path
         print(
             f"\nredis outage: {len(expected)} orders, {len(during)} submitted while Redis was "
-            f"down ({killed_after} before the kill); fills missing per worker {missing}; "
+            f"down ({killed_after} before the kill); "
             f"reconciled fills per worker {reconciled}; most updates held by the leader "
             f"during the outage: {held_max}; fills received while Redis was down per worker "
             f"{in_outage} (trading leader: worker {leader}, from its memory); "
@@ -294,14 +216,7 @@ def test_no_final_order_state_is_lost_when_redis_restarts_empty(
     finally:
         try:
             flow.stop()
-            for i, proc in enumerate(procs):
-                if proc.is_alive():
-                    commands[i].put("stop")
-            for proc in procs:
-                proc.join(10)
-                if proc.is_alive():
-                    proc.kill()
-                    proc.join(5)
+            stop_workers(procs, commands)
             results.close()
         finally:
             server.kill()  # whatever failed above: never leave a redis-server behind

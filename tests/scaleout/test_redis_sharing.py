@@ -439,6 +439,9 @@ def test_a_leader_holds_trade_updates_while_redis_is_away_and_appends_them_after
         ).wait_confirmed(10)
         assert emulator.push_trade_update(KEY, _update(0)) == 1
         got_f.wait_for(1)
+        # The follower can read the entry before the leader has the XADD's reply: wait
+        # for that too, or a cut in between leaves it held (and retried) as well.
+        wait_for(lambda: health_of(leader, lease.hub).unpublished == 0, 10, "update 0 acked")
 
         proxy.cut()
         for seq in range(1, 6):
@@ -458,6 +461,44 @@ def test_a_leader_holds_trade_updates_while_redis_is_away_and_appends_them_after
         assert [u["seq"] for u in got_l.wait_for(7)] == list(range(7))  # once each
         assert emulator.counters(KEY, STREAM).connections_accepted == 1  # never fenced
         leader.close_all()  # before the proxy goes
+
+
+def test_a_candidate_takes_over_as_soon_as_the_leader_says_goodbye(
+    emulator: AlpacaEmulator,
+    registries: Callable[..., RedisConnectionRegistry],
+    rclient: redis.Redis,
+    redis_prefix: str,
+) -> None:
+    url = emulator.data_url(IEX)
+    keys = SharingKeys(redis_prefix, account_tag(CREDS, url))
+    # Renewals a minute apart: a candidate that waited for its next tick would sit idle
+    # for up to a minute; the leader's farewell wakes it instead.
+    slow = {"lock_ttl": 180.0, "renew_interval": 60.0}
+    leaving = registries(**slow)
+    leaving.acquire(CREDS, "stock", url, OPTIONS).hub.subscribe(
+        Recorder(), quotes=["AAPL"]
+    ).wait_confirmed(10)
+    assert rclient.get(keys.leader).decode() == leaving.identity
+    standby = registries(**slow)
+    got = Recorder()
+    standby.acquire(CREDS, "stock", url, OPTIONS).hub.subscribe(
+        got, quotes=["AAPL"]
+    ).wait_confirmed(10)
+
+    leaving.close_all()  # releases the lock after its close frame, with a farewell
+    wait_for(
+        lambda: (rclient.get(keys.leader) or b"").decode() == standby.identity,
+        10,
+        "the candidate took the released lock",
+    )
+    emulator.wait_until(
+        lambda: emulator.subscriptions(KEY, IEX)["quotes"] == {"AAPL"},
+        10,
+        message="the new leader subscribed",
+    )
+    emulator.publish(IEX, [quote("AAPL", bid_size=3)])
+    assert got.wait_for(1)[-1].bid_size == 3
+    assert emulator.counters(KEY, IEX).max_concurrent == 1
 
 
 def test_a_leader_whose_lock_is_taken_steps_down_at_once(

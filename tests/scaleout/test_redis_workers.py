@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import redis
-from _scaleout_support import KEY, REDIS_URL, SECRET, WorkerReports
+from _scaleout_support import KEY, REDIS_URL, SECRET, WorkerReports, stop_workers
 from _scaleout_worker import run_worker
 
 from alpaca_di.credentials import Credentials
@@ -254,14 +254,7 @@ def test_four_processes_share_one_connection_and_survive_a_leader_kill(
             f"test took {time.monotonic() - started:.1f} s"
         )
     finally:
-        for i, proc in enumerate(procs):
-            if proc.is_alive():
-                commands[i].put("stop")
-        for proc in procs:
-            proc.join(10)
-            if proc.is_alive():
-                proc.kill()
-                proc.join(5)
+        stop_workers(procs, commands)
         results.close()
         client.close()
 

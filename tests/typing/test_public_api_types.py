@@ -38,6 +38,7 @@ from alpaca_di import (
     register_metrics,
     serve_health,
 )
+from alpaca_di.protocol.models import ModelMessage
 from alpaca_di.providers.metrics import AlpacaMetrics
 from alpaca_di.providers.streams import init_stock_stream
 from alpaca_di.testing import FakeOrderUpdates, FakePriceSource, FakeStreamHub, FakeSubscription
@@ -106,7 +107,7 @@ def test_fakes_satisfy_the_protocols() -> None:
 def test_fake_hub_api_mirrors_the_hub() -> None:
     hub = FakeStreamHub("stock")
     sub = hub.subscribe(print, quotes=["AAPL"], maxsize=None, overflow="conflate")
-    assert_type(sub, FakeSubscription)
+    assert_type(sub, FakeSubscription[ModelMessage])
     assert_type(sub.stats, SubscriptionStats)
     assert_type(hub.push_quote("AAPL"), int)
     hub.wait_ready(1.0)

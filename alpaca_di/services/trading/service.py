@@ -531,7 +531,8 @@ class TradingService:
                 record.finals.add(event)
             self._seq += 1
             record.by_event[event] = (self._seq, update)
-            record.last = update
+            if event in FINAL_EVENTS or not record.finals:  # a late `new` never unsettles it
+                record.last = update
             self._counts["updates"] += 1
             if reconciled:
                 self._counts["reconciled"] += 1

@@ -82,3 +82,61 @@ def test_news_is_routed_by_the_articles_string_symbols() -> None:
     article = {"T": "n", "symbols": [["odd"], "AAPL"], "headline": "h"}
     router.dispatch([("news", "", article)], on_malformed=print)
     assert drain(box) == [article]
+
+
+def struct_inbox(*pairs: tuple[str, str]) -> Inbox:
+    return Inbox(maxsize=None, overflow="error", form="struct", held=set(pairs))
+
+
+def test_symbols_held_by_the_same_inboxes_share_one_holder_set() -> None:
+    router = Router()
+    boxes = [inbox() for _ in range(3)]
+    pairs = [router.intern(("quotes", f"S{n}")) for n in range(50)]
+    for box in boxes:
+        router.add(box, *pairs)
+    holder_sets = {id(router._index["quotes"][symbol]) for _, symbol in pairs}
+    assert len(holder_sets) == 1
+    assert len(router._holder_sets) == 1  # the partial sets of the build-up are gone
+    router.remove(boxes[0], *pairs[:10])
+    assert len(router._holder_sets) == 2
+    for box in boxes:
+        router.remove(box, *pairs)
+    assert router._index["quotes"] == {}
+    assert router._holder_sets == {}
+    assert router._pairs == {}  # the interned tuples went with their last holder
+
+
+def test_a_pair_is_one_tuple_however_many_hold_it() -> None:
+    router = Router()
+    first = router.intern(("quotes", "AAPL"))
+    assert router.intern(("quotes", "AAP" + "L")) is first
+
+
+def test_forms_follow_the_inboxes_routed_to() -> None:
+    router = Router()
+    assert router.forms() == {"raw"}
+    fast = struct_inbox(("quotes", "AAPL"))
+    router.add(fast, ("quotes", "AAPL"))
+    assert router.forms() == {"struct"}
+    model = inbox(("quotes", "AAPL"))
+    router.add(model, ("quotes", "AAPL"))
+    assert router.forms() == {"raw", "struct"}
+    router.remove(model, ("quotes", "AAPL"))
+    assert router.forms() == {"struct"}
+
+
+def test_structs_are_made_from_dicts_when_the_upstream_gives_dicts_only() -> None:
+    router = Router()
+    fast, other = struct_inbox(("quotes", "AAPL")), struct_inbox(("quotes", "*"))
+    router.add(fast, ("quotes", "AAPL"))
+    router.add(other, ("quotes", "*"))
+    bad = {**quote("AAPL"), "bp": "not a price"}
+    malformed: list[str] = []
+    router.dispatch(
+        [("quotes", "AAPL", quote("AAPL", bid=3.0)), ("quotes", "AAPL", bad)], malformed.append
+    )
+    [mine], [theirs] = drain(fast), drain(other)
+    assert mine is theirs
+    assert mine.bid_price == 3.0
+    assert len(malformed) == 1
+    assert "quotes" in malformed[0]

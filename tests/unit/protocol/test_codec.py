@@ -662,22 +662,25 @@ def test_a_large_frame_is_decoded_in_slices_with_the_same_messages() -> None:
     from alpaca_di.protocol.codec import SLICE, SLICE_FRAME_BYTES
 
     protocol = DataStreamProtocol(StreamKind.STOCK)
-    frame = pack(_big_quotes(2 * SLICE + 500))
+    frame = pack(_big_quotes(20 * SLICE + SLICE // 2))
     assert len(frame) >= SLICE_FRAME_BYTES
     slices = list(protocol.receive_slices(frame))
-    assert [sum(len(b.messages) for b in batches(s)) for s in slices] == [SLICE, SLICE, 500]
+    counts = [sum(len(b.messages) for b in batches(s)) for s in slices]
+    assert counts == [SLICE] * 20 + [SLICE // 2]
     sliced = [m for s in slices for b in batches(s) for m in b.messages]
     whole = [m for b in batches(protocol.receive(frame)) for m in b.messages]
     assert sliced == whole
 
 
 def test_slices_are_decoded_lazily() -> None:
+    from alpaca_di.protocol.codec import SLICE
+
     protocol = DataStreamProtocol(StreamKind.STOCK)
     good = pack(_big_quotes(3_000))
     truncated = good[: len(good) * 2 // 3]  # the last third never arrives
     slices = protocol.receive_slices(truncated)
     first = next(slices)  # decodes one slice, not the whole frame
-    assert sum(len(b.messages) for b in batches(first)) == 1_000
+    assert sum(len(b.messages) for b in batches(first)) == SLICE
     rest = list(slices)
     reasons = [reason for events in rest for reason in malformed(events)]
     assert len(reasons) == 1

@@ -182,6 +182,19 @@ def test_final_states_are_delivered_once(service: TradingService, hub: FakeHub) 
     assert service.stats().updates == 2
 
 
+def test_a_late_update_after_the_final_state_does_not_replace_it(
+    service: TradingService, hub: FakeHub
+) -> None:
+    """A previous leader's carried-over ``new`` may arrive after the new leader's ``fill``."""
+    oid = str(uuid.uuid4())
+    fill = update(oid, "fill", "filled", filled="5")
+    feed(hub, fill)
+    feed(hub, update(oid, "new", "new"))
+    assert service.last_update(oid) is fill
+    assert service.wait_for_order(oid, timeout=1) is fill
+    assert service.wait_for_order(oid, events=["new"], timeout=1).event == "new"
+
+
 def test_remembered_updates_resolve_waits_and_the_latest_match_wins(
     service: TradingService, hub: FakeHub
 ) -> None:
