@@ -75,12 +75,11 @@ def sample(kind: str, endpoint: str, message: Any) -> None:
     observer = _observer
     if observer is None:
         return
-    sent = message_time(message)
-    if sent is None:
-        return
-    try:
-        observer(kind, endpoint, max(0.0, time.time() - sent))
-    except Exception:  # a broken observer must never cost a delivery; it is logged
+    try:  # a message without a usable time, or a broken observer, never costs a delivery
+        sent = message_time(message)
+        if sent is not None:
+            observer(kind, endpoint, max(0.0, time.time() - sent))
+    except Exception:
         _log.exception("latency.observer_failed")
 
 

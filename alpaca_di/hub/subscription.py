@@ -389,9 +389,9 @@ class Subscription(Generic[M]):
         delivered = 0
         with inbox.lock:
             batch = inbox.take(_BATCH)
-        if batch and latency_observer() is not None:
-            self._sample(batch)
-        try:
+        try:  # whatever fails below, the finally re-arms the drain: never a stuck consumer
+            if batch and latency_observer() is not None:
+                self._sample(batch)
             for item in batch:
                 if inbox.closed:
                     break
@@ -429,10 +429,10 @@ class Subscription(Generic[M]):
                 if not inbox.closed:
                     await event.wait()
                 continue
-            if latency_observer() is not None:
-                self._sample(batch)
             delivered = 0
             try:
+                if latency_observer() is not None:
+                    self._sample(batch)
                 for item in batch:
                     if inbox.closed:
                         return

@@ -12,7 +12,7 @@ Run ``alpaca-di demo`` (or ``python -m alpaca_di demo``, or ``make demo``). It
    built from ``container.health()`` and the emulator's own counters: one
    socket per endpoint, the consumers sharing each, messages received and
    dropped;
-4. after ``--duration`` seconds (default 15) or Ctrl-C, stops the components,
+4. ``--duration`` seconds (default 15) after the components started, or at Ctrl-C, stops them,
    calls ``shutdown_resources()`` and prints the final health report.
 
 On a terminal the view redraws in place (``rich.live``); otherwise (pipes, CI)
@@ -80,7 +80,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--duration",
         type=_positive,
         default=15.0,
-        help="seconds to run before shutting down (default 15; Ctrl-C ends earlier)",
+        help="seconds to run once the components started (default 15; Ctrl-C ends earlier)",
     )
     parser.add_argument(
         "--json",
@@ -192,6 +192,9 @@ class _Demo:
         # must not take a lock the interrupted main thread may hold (Event.set would).
         self.interrupted = False
         self.t0 = time.monotonic()
+        # --duration counts from the components' start: a slow start-up (a loaded
+        # machine, an emulator coming up) never eats the run itself.
+        self.running_since: float | None = None
         self.phase = "starting"
         self.emulator: AlpacaEmulator | None = None
         self.outage: StagedOutage | None = None
@@ -289,6 +292,7 @@ class _Demo:
                     self.say(self.failure)
                 break
             self.components.append(component)
+        self.running_since = time.monotonic()
         self._loop()
         self._end_outage()
         final = self._final(app.alpaca.health())
@@ -307,7 +311,7 @@ class _Demo:
             or self.args.no_drop
             or self.staged
             or self.first_price_at is None
-            or self.elapsed() < self.duration * 0.3
+            or self.elapsed() < self._ends_at() - self.duration * 0.7
             or not all(c.ready for c in report.connections if c.kind == "stock")
         ):
             return
@@ -366,8 +370,15 @@ class _Demo:
         if self.interrupted:
             self.say("Ctrl-C: ending the run...")
 
+    def _ends_at(self) -> float:
+        """When the run ends, on the ``elapsed()`` clock: ``--duration`` after the start."""
+        started = self.elapsed() if self.running_since is None else self.running_since - self.t0
+        return started + self.duration
+
     def _over(self) -> bool:
-        return self.interrupted or self.failure is not None or self.elapsed() >= self.duration
+        if self.interrupted or self.failure is not None:
+            return True
+        return self.running_since is not None and self.elapsed() >= self._ends_at()
 
     def _stop_components(self) -> None:
         if self.components:
@@ -435,7 +446,7 @@ class _Demo:
             target=self.target.description,
             phase=self.phase,
             elapsed=now,
-            duration=self.duration,
+            ends_at=self._ends_at(),
             health=report,
             server=self._server(report),
             users=self._users(),

@@ -68,7 +68,7 @@ class Snapshot:
     target: str
     phase: str
     elapsed: float
-    duration: float
+    ends_at: float  # on the elapsed clock
     health: HealthReport
     server: Mapping[str, ServerView] | None
     users: Mapping[str, Sequence[str]]
@@ -228,7 +228,7 @@ def _events_table(snapshot: Snapshot) -> Table:
 
 def render(snapshot: Snapshot) -> RenderableType:
     """The live view: status, prices, events, connections."""
-    remaining = max(snapshot.duration - snapshot.elapsed, 0.0)
+    remaining = max(snapshot.ends_at - snapshot.elapsed, 0.0)
     status = Text.assemble(
         (snapshot.phase, "bold cyan"),
         f"   {snapshot.elapsed:.1f} s elapsed, {remaining:.1f} s left   ",
