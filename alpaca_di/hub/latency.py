@@ -15,19 +15,18 @@ minus the server's timestamp: clock skew between the two hosts is included.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 import structlog
+
+from alpaca_di.protocol.times import message_time
 
 __all__ = [
     "SAMPLE_EVERY",
     "LatencyObserver",
     "latency_observer",
-    "message_time",
     "set_latency_observer",
 ]
 
@@ -39,8 +38,6 @@ SAMPLE_EVERY = 64
 
 _observer: LatencyObserver | None = None
 _log = structlog.get_logger("alpaca_di.latency")
-_TIME_FIELDS = ("timestamp", "t", "created_at", "updated_at")
-_FRACTION = re.compile(r"\.\d{7,}")
 
 
 def set_latency_observer(observer: LatencyObserver | None) -> None:
@@ -56,20 +53,6 @@ def latency_observer() -> LatencyObserver | None:
     return _observer
 
 
-def message_time(message: Any) -> float | None:
-    """The server's timestamp of ``message`` in seconds since the epoch, if it has one.
-
-    Reads alpaca-py models (``timestamp``, ``created_at`` for news), typed structs
-    with the same names, and raw dicts (``t``, ``timestamp``, ``created_at``: a
-    msgpack ``Timestamp``, a datetime, RFC 3339 text or integer nanoseconds).
-    """
-    for field in _TIME_FIELDS:
-        value = message.get(field) if isinstance(message, dict) else getattr(message, field, None)
-        if value is not None:
-            return _seconds(value)
-    return None
-
-
 def sample(kind: str, endpoint: str, message: Any) -> None:
     """Time ``message`` now and report it to the observer (a no-op without one)."""
     observer = _observer
@@ -78,24 +61,6 @@ def sample(kind: str, endpoint: str, message: Any) -> None:
     try:  # a message without a usable time, or a broken observer, never costs a delivery
         sent = message_time(message)
         if sent is not None:
-            observer(kind, endpoint, max(0.0, time.time() - sent))
+            observer(kind, endpoint, max(0.0, time.time() - sent.timestamp()))
     except Exception:
         _log.exception("latency.observer_failed")
-
-
-def _seconds(value: Any) -> float | None:
-    if isinstance(value, datetime):
-        return value.timestamp()
-    to_unix = getattr(value, "to_unix", None)  # msgpack.Timestamp
-    if callable(to_unix):
-        return float(to_unix())
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value / 1e9 if value > 10**12 else float(value)
-    if isinstance(value, str):
-        # Alpaca sends nanoseconds; datetime parses at most microseconds.
-        text = _FRACTION.sub(lambda m: m.group(0)[:7], value.replace("Z", "+00:00"), count=1)
-        try:
-            return datetime.fromisoformat(text).timestamp()
-        except ValueError:
-            return None
-    return None

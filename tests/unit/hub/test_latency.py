@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from types import SimpleNamespace
 
-import msgpack
 import pytest
 
 from alpaca_di.hub import latency
-from alpaca_di.hub.latency import message_time, sample, set_latency_observer
+from alpaca_di.hub.latency import sample, set_latency_observer
 
 AT = datetime(2026, 1, 5, 14, 30, 0, 123456, tzinfo=timezone.utc)
 
@@ -20,28 +18,6 @@ def _no_observer() -> Iterator[None]:
     previous = latency.latency_observer()
     yield
     set_latency_observer(previous)
-
-
-@pytest.mark.parametrize(
-    "message",
-    [
-        SimpleNamespace(timestamp=AT),  # alpaca-py models, typed structs
-        {"t": msgpack.Timestamp.from_datetime(AT)},  # raw msgpack dicts
-        {"t": "2026-01-05T14:30:00.123456789Z"},  # raw JSON, nanoseconds
-        {"timestamp": AT.isoformat()},  # raw trade updates
-        {"created_at": int(AT.timestamp() * 1e9)},  # integer nanoseconds
-        SimpleNamespace(created_at=AT),  # news models
-    ],
-)
-def test_the_server_time_is_read_from_every_form(message: object) -> None:
-    seconds = message_time(message)
-    assert seconds is not None
-    assert abs(seconds - AT.timestamp()) < 1e-6
-
-
-@pytest.mark.parametrize("message", [{}, {"t": "not a time"}, object(), {"t": [1]}])
-def test_a_message_without_a_usable_time_has_none(message: object) -> None:
-    assert message_time(message) is None
 
 
 def test_a_sample_reports_now_minus_the_server_time() -> None:
