@@ -2,9 +2,10 @@
 
 What it shows:
 
-* ``await app.init_resources()`` inside the running loop: alpaca-di's
-  connections then run on this loop (no extra thread), and
-  ``await app.shutdown_resources()`` closes them.
+* ``await init_resources(app)`` inside the running loop (alpaca-di's typed
+  wrapper of ``app.init_resources()``): the sockets run on alpaca-di's runtime
+  thread, async handlers on this loop, and ``await shutdown_resources(app)``
+  closes them.
 * An ``async def`` handler (``QuoteBoard.on_quote``): it runs on the loop that
   subscribed it -- the script checks that it never ran anywhere else.
 * ``async for`` over a subscription without a handler (``count_trades``).
@@ -39,6 +40,7 @@ from alpaca.trading.requests import MarketOrderRequest
 from dependency_injector import containers, providers
 
 from alpaca_di import AlpacaContainer, AlpacaManager, HealthReport, PricingService, StreamHub
+from alpaca_di.containers import init_resources, shutdown_resources
 from alpaca_di.testing import AlpacaEmulator
 
 KEY_ID = "PKEXAMPLE0000002"
@@ -118,8 +120,9 @@ async def run(trades: int) -> int:
     async with AlpacaEmulator(rate=200, seed=2) as emulator:  # served by this loop too
         app = App()
         app.config.alpaca.from_dict(emulator_config(emulator))
-        # Inside a running loop both calls return awaitables (the stub says Optional).
-        await app.init_resources()  # type: ignore[misc]
+        # alpaca-di's helpers await what init_resources() returns inside a running loop
+        # (dependency-injector's stubs type it as None, so a bare await needs a cast).
+        await init_resources(app)
         try:
             board: QuoteBoard = app.board()
             board.start()
@@ -134,7 +137,7 @@ async def run(trades: int) -> int:
             report: HealthReport = app.alpaca.health()
             board.stop()
         finally:
-            await app.shutdown_resources()  # type: ignore[misc]
+            await shutdown_resources(app)
 
         # The server's view: the sockets were closed with close frames (bounded wait).
         paths = ("/v2/iex", "/stream")

@@ -6,8 +6,7 @@ See :class:`AlpacaContainer` for the providers and a usage example, and
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Mapping
 from typing import Any
 
 from dependency_injector import containers, providers
@@ -41,7 +40,7 @@ from alpaca_di.providers.streams import (
 from alpaca_di.scaleout.registry import registry_for
 from alpaca_di.settings import AlpacaSettings, settings_from_mapping
 
-__all__ = ["AlpacaContainer", "container_health", "lifespan", "settings_from_config"]
+__all__ = ["AlpacaContainer", "container_health", "settings_from_config"]
 
 
 def settings_from_config(config: Mapping[str, Any] | None) -> AlpacaSettings:
@@ -280,38 +279,3 @@ class AlpacaContainer(containers.DeclarativeContainer):
         news_stream.provider,
         trading_stream.provider,
     )
-
-
-def lifespan(
-    container: containers.Container,
-    resource_type: type[providers.Resource[Any]] = providers.Resource,
-) -> Callable[[Any], AbstractAsyncContextManager[None]]:
-    """An ASGI lifespan (FastAPI, Starlette) that inits and shuts down ``container``.
-
-    Equivalent to dependency-injector's
-    ``dependency_injector.ext.starlette.Lifespan``, as a plain function::
-
-        from fastapi import FastAPI
-        from alpaca_di.containers import lifespan
-
-        container = App()
-        app = FastAPI(lifespan=lifespan(container))
-        container.wire(modules=[__name__])
-
-    Resources initialised here run on the server's event loop; shutdown awaits
-    their cleanup and runs even when the application failed.
-    """
-
-    @asynccontextmanager
-    async def _lifespan(app: Any) -> AsyncIterator[None]:
-        result = container.init_resources(resource_type)
-        if result is not None:
-            await result
-        try:
-            yield
-        finally:
-            result = container.shutdown_resources(resource_type)
-            if result is not None:
-                await result
-
-    return _lifespan

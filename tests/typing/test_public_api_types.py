@@ -193,3 +193,26 @@ class MeasuredApp(App):
 def test_metrics_and_logging_are_typed() -> None:
     assert callable(_metrics_and_logging)
     assert MeasuredApp.metrics is not None
+
+
+def test_awaitable_init_and_shutdown_helpers_type_check() -> None:
+    """``await init_resources(app)`` needs no ``type: ignore`` (the stubs' call does)."""
+    import asyncio
+
+    from alpaca_di.containers import init_resources, shutdown_resources
+
+    class App(containers.DeclarativeContainer):
+        config = providers.Configuration()
+        alpaca = providers.Container(AlpacaContainer, config=config.alpaca)
+
+    async def main() -> None:
+        app = App()
+        app.config.alpaca.from_dict(
+            {"api_key": "PKTYPING00000001", "secret_key": "typing-secret-placeholder-1234"}
+        )
+        assert_type(await init_resources(app), None)
+        assert app.alpaca().stock_stream().closed is False
+        await shutdown_resources(app)
+        assert app.alpaca().stock_stream.initialized is False
+
+    asyncio.run(main())
