@@ -214,7 +214,7 @@ class Consumer:
         sequences = emulator.sequences(KEY, IEX)
         with self.cond:
             done = self.cond.wait_for(
-                lambda: self.lossy or not self.missing(pairs, sequences), timeout
+                lambda: self._dropped() or not self.missing(pairs, sequences), timeout
             )
             if not done:
                 self.violation(f"never received {self.missing(pairs, sequences)} (last, due)")
@@ -395,7 +395,7 @@ async def _async_actor(world: Churn, index: int, helpers: concurrent.futures.Exe
         assert consumer is not None
         due = await sequences()
         deadline = loop.time() + WAIT
-        while not consumer.lossy and consumer.missing(pairs, due):
+        while not consumer._dropped() and consumer.missing(pairs, due):
             progress.clear()
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -520,7 +520,11 @@ def test_churn_under_load_keeps_every_consumer_exact(
         everything = [Consumer("all-trades", raw=False), Consumer("all-quotes", raw=True)]
         for consumer, channel in zip(everything, CHANNELS, strict=True):
             consumer.will_hold({(channel, "*")})
-            consumer.sub = hub.subscribe(consumer.check, raw=consumer.raw, **{channel: "*"})
+            # Unbounded: they must see every number. A bounded queue may drop (counted)
+            # under load, and a pair whose generation stopped would never be completed.
+            consumer.sub = hub.subscribe(
+                consumer.check, raw=consumer.raw, maxsize=None, **{channel: "*"}
+            )
             consumer.sub.wait_confirmed(WAIT)
             consumer.confirmed(set(), {})
         sent_before = emulator.counters(KEY, IEX).messages_sent
