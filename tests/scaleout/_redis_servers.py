@@ -132,3 +132,36 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.kill()
         self._log.close()
+
+
+class PrivateRedis:
+    """A plain ``redis-server`` on a spare port that a fault test kills and starts again.
+
+    Every start is a new, empty process on the same port (Redis restarted with
+    nothing on disk)::
+
+        redis_server = PrivateRedis(tmp_path)
+        redis_server.start()
+        redis_server.kill()       # SIGKILL
+        redis_server.start()      # back, empty
+    """
+
+    def __init__(self, cwd: Path) -> None:
+        (self.port,) = spare_ports(1)
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._cwd = cwd
+        self._server: RedisServer | None = None
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=2, socket_connect_timeout=2)
+
+    def start(self) -> None:
+        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        self._server = RedisServer(args, cwd=self._cwd, name="redis", client=self.client)
+        self._server.wait_ready()
+
+    def kill(self) -> None:
+        """SIGKILL (a crash); the log of that process is closed."""
+        if self._server is not None:
+            self._server.kill()
+            self._server.stop()

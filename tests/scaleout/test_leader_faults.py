@@ -31,18 +31,16 @@ import multiprocessing
 import os
 import shutil
 import signal
-import socket
-import subprocess
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from _freeze_worker import run_freeze_worker
+from _redis_servers import PrivateRedis
 from _scaleout_support import KEY, SECRET, WorkerReports, stop_workers
 
 from alpaca_di.emulator import AlpacaEmulator
@@ -64,45 +62,6 @@ SHARING = {
     "command_timeout": 1.0,
 }
 GRACE = 0.2  # a short 406 grace window: the scale-out leader must not honour it
-_NEVER = threading.Event()
-
-
-class RedisServer:
-    """A throw-away ``redis-server`` on a spare port."""
-
-    def __init__(self) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        assert self.port != 6379
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 10
-        client = self.client()
-        try:
-            while True:
-                try:
-                    if client.ping():
-                        return
-                except (redis.RedisError, OSError):
-                    if time.monotonic() > deadline or self.proc.poll() is not None:
-                        raise
-                _NEVER.wait(0.05)  # polling period of the start-up check, bounded above
-        finally:
-            client.close()
-
-    def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url, socket_connect_timeout=1, socket_timeout=1)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
 
 
 class Results(WorkerReports):
@@ -123,7 +82,7 @@ class Results(WorkerReports):
 @dataclass
 class Deployment:
     emulator: AlpacaEmulator
-    server: RedisServer
+    server: PrivateRedis
     procs: list[Any]
     commands: list[Any]
     results: Results
@@ -178,12 +137,13 @@ class Deployment:
 
 
 @pytest.fixture
-def deployment(request: pytest.FixtureRequest) -> Iterator[Deployment]:
+def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Deployment]:
     """Three workers, quotes flowing, the leader known; ``param``: the connection limit (1)."""
     started = time.monotonic()
     emulator = AlpacaEmulator(connection_limit=getattr(request, "param", 1))
     emulator.start()
-    server = RedisServer()
+    server = PrivateRedis(tmp_path)
+    server.start()
     ctx = multiprocessing.get_context("spawn")
     results_queue = ctx.Queue()
     commands = [ctx.Queue() for _ in range(WORKERS)]

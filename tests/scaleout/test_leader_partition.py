@@ -45,7 +45,7 @@ import pytest
 import redis
 from _outage_worker import run_outage_worker
 from _proxy import TcpProxy
-from _redis_servers import RedisServer, spare_ports
+from _redis_servers import PrivateRedis
 from _scaleout_support import KEY, SECRET, OrderFlow, OrderReports, stop_workers
 
 from alpaca_di.emulator import AlpacaEmulator
@@ -131,20 +131,14 @@ def _stream_entries(client: redis.Redis) -> list[tuple[int, int]]:
 
 
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[tuple[RedisServer, int]]:
+def redis_server(tmp_path: Path) -> Iterator[tuple[PrivateRedis, int]]:
     """A private redis-server on a spare port: (server, port)."""
-    (port,) = spare_ports(1)
-    server = RedisServer(
-        ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        cwd=tmp_path,
-        name="redis",
-        client=lambda: redis.Redis(port=port, socket_timeout=2, socket_connect_timeout=2),
-    )
+    server = PrivateRedis(tmp_path)
     try:
-        server.wait_ready()
-        yield server, port
+        server.start()
+        yield server, server.port
     finally:
-        server.stop()
+        server.kill()
 
 
 @pytest.mark.parametrize(
@@ -153,7 +147,7 @@ def redis_server(tmp_path: Path) -> Iterator[tuple[RedisServer, int]]:
     ids=["cut-1", "cut-10", "freeze-1"],
 )
 def test_a_leader_cut_off_past_the_lock_ttl_loses_no_fill(
-    fault: str, limit: int, redis_server: tuple[RedisServer, int]
+    fault: str, limit: int, redis_server: tuple[PrivateRedis, int]
 ) -> None:
     started = time.monotonic()
     server, port = redis_server

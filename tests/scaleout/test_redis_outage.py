@@ -15,16 +15,13 @@ from __future__ import annotations
 
 import multiprocessing
 import shutil
-import signal
-import socket
-import subprocess
-import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-import redis
 from _outage_worker import run_outage_worker
+from _redis_servers import PrivateRedis
 from _scaleout_support import KEY, SECRET, OrderFlow, OrderReports, stop_workers
 
 from alpaca_di.emulator import AlpacaEmulator
@@ -45,53 +42,6 @@ SHARING = {
     "heartbeat_ttl": 1.0,
     "command_timeout": 1.0,
 }
-_NEVER = threading.Event()
-
-
-class RedisServer:
-    """A throw-away ``redis-server`` on a spare port: kill it, start it again empty."""
-
-    def __init__(self) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5, socket_timeout=0.5)
-        try:
-            while True:
-                try:
-                    if client.ping():
-                        return
-                except (redis.RedisError, OSError):
-                    if time.monotonic() > deadline or self.proc.poll() is not None:
-                        raise
-                _NEVER.wait(0.05)  # polling period of the start-up check, bounded above
-        finally:
-            client.close()
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
 
 
 @pytest.fixture
@@ -102,10 +52,10 @@ def emulator() -> Iterator[AlpacaEmulator]:
 
 
 def test_no_final_order_state_is_lost_when_redis_restarts_empty(
-    emulator: AlpacaEmulator,
+    emulator: AlpacaEmulator, tmp_path: Path
 ) -> None:
     started = time.monotonic()
-    server = RedisServer()
+    server = PrivateRedis(tmp_path)
     server.start()
     ctx = multiprocessing.get_context("spawn")
     results_queue = ctx.Queue()

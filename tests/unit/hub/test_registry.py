@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -122,24 +124,37 @@ def test_handovers_wait_for_a_slow_close_before_connecting_again(
     assert counters.connections_accepted >= handovers // 4
 
 
-def test_a_release_that_gives_up_waiting_still_gates_the_next_socket(creds: Credentials) -> None:
-    """``release(timeout)`` returns before a slow close ends; the key's next socket waits."""
+def _after_a_slow_close(
+    creds: Credentials, scenario: Callable[[ConnectionRegistry, str], object]
+) -> Any:
+    """Run ``scenario`` against a server that takes 0.3 s to answer a close, limit 1.
+
+    Another hub's lease keeps the runtime thread, so a slow close runs to its
+    end whatever the scenario gave up on. Returns the key's counters.
+    """
     with AlpacaEmulator(connection_limit=1, close_reply_delay=0.3) as emu:
-        url = emu.data_url(IEX)
         registry = ConnectionRegistry()
-        # Another hub's lease keeps the runtime thread, so the slow close runs to its end.
         keeper = registry.acquire(creds, StreamKind.STOCK, emu.data_url("/v2/sip"), OPTIONS)
         try:
-            lease = registry.acquire(creds, StreamKind.STOCK, url, OPTIONS)
-            lease.hub.wait_ready(DEADLINE)
-            lease.release(timeout=0.01)
-            again = registry.acquire(creds, StreamKind.STOCK, url, OPTIONS)
-            again.hub.wait_ready(DEADLINE)
-            again.release()
+            scenario(registry, emu.data_url(IEX))
         finally:
             keeper.release()
             registry.close_all()
-        counters = emu.counters(KEY, IEX)
+        return emu.counters(KEY, IEX)
+
+
+def test_a_release_that_gives_up_waiting_still_gates_the_next_socket(creds: Credentials) -> None:
+    """``release(timeout)`` returns before a slow close ends; the key's next socket waits."""
+
+    def scenario(registry: ConnectionRegistry, url: str) -> None:
+        lease = registry.acquire(creds, StreamKind.STOCK, url, OPTIONS)
+        lease.hub.wait_ready(DEADLINE)
+        lease.release(timeout=0.01)
+        again = registry.acquire(creds, StreamKind.STOCK, url, OPTIONS)
+        again.hub.wait_ready(DEADLINE)
+        again.release()
+
+    counters = _after_a_slow_close(creds, scenario)
     assert counters.rejections.get(406, 0) == 0
     assert counters.max_concurrent == 1
     assert counters.connections_accepted == 2
@@ -160,16 +175,7 @@ def test_a_cancelled_arelease_still_closes_and_gates_the_next_socket(creds: Cred
         assert lease.hub.closed
         await again.arelease()
 
-    with AlpacaEmulator(connection_limit=1, close_reply_delay=0.3) as emu:
-        url = emu.data_url(IEX)
-        registry = ConnectionRegistry()
-        keeper = registry.acquire(creds, StreamKind.STOCK, emu.data_url("/v2/sip"), OPTIONS)
-        try:
-            asyncio.run(scenario(registry, url))
-        finally:
-            keeper.release()
-            registry.close_all()
-        counters = emu.counters(KEY, IEX)
+    counters = _after_a_slow_close(creds, lambda reg, url: asyncio.run(scenario(reg, url)))
     assert counters.rejections.get(406, 0) == 0
     assert counters.max_concurrent == 1
     assert counters.connections_accepted == 2
