@@ -8,8 +8,10 @@ import signal
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
+
+from alpaca_di.testing.messages import quote
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 KEY = "PKSCALEOUT0001"
@@ -208,3 +210,22 @@ class OrderFlow:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(10)
+
+
+def quotes_reach(
+    emulator: Any,
+    reports: Any,
+    marks: Iterator[int],
+    indexes: list[int],
+    timeout: float,
+    what: str,
+) -> None:
+    """Publish a fresh AAPL quote per attempt (``bid_size`` = the next mark) until every
+    worker in ``indexes`` reported it; ``reports.quotes[i]`` holds worker i's marks."""
+    deadline = time.monotonic() + timeout
+    for mark in marks:
+        emulator.publish("/v2/iex", [quote("AAPL", bid_size=mark)])
+        if reports.wait(lambda m=mark: all(m in reports.quotes[i] for i in indexes), 0.5):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"within {timeout} s: {what}")

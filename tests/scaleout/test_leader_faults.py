@@ -27,6 +27,7 @@ Every wait is a condition with a deadline; the freeze lasts until a condition
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import shutil
@@ -41,11 +42,10 @@ from typing import Any
 import pytest
 from _freeze_worker import run_freeze_worker
 from _redis_servers import PrivateRedis
-from _scaleout_support import KEY, SECRET, WorkerReports, stop_workers
+from _scaleout_support import KEY, SECRET, WorkerReports, quotes_reach, stop_workers
 
 from alpaca_di.emulator import AlpacaEmulator
 from alpaca_di.scaleout.wire import LeaderStatus
-from alpaca_di.testing.messages import quote
 
 pytestmark = [
     pytest.mark.redis,
@@ -88,7 +88,7 @@ class Deployment:
     results: Results
     prefix: str
     leader: int = -1
-    mark: int = 1000
+    marks: Iterator[int] = field(default_factory=lambda: itertools.count(1001))
     seen_states: dict[int, set[str]] = field(default_factory=lambda: defaultdict(set))
 
     def health(self, indexes: list[int], timeout: float = 10) -> dict[int, dict[str, Any]]:
@@ -107,20 +107,8 @@ class Deployment:
         return rows
 
     def quotes_reach(self, indexes: list[int], timeout: float, what: str) -> None:
-        """Publish a fresh quote per attempt until every worker in ``indexes`` got one."""
-        deadline = time.monotonic() + timeout
-        while True:
-            self.mark += 1
-            mark = self.mark
-            self.emulator.publish(IEX, [quote("AAPL", bid_size=mark)])
-            with self.results.cond:
-                got = self.results.cond.wait_for(
-                    lambda m=mark: all(m in self.results.quotes[i] for i in indexes), 0.5
-                )
-            if got:
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"within {timeout} s: {what}")
+        """A fresh quote per attempt until every worker in ``indexes`` got one."""
+        quotes_reach(self.emulator, self.results, self.marks, indexes, timeout, what)
 
     def find_leader(self) -> int:
         rows = self.health(list(range(WORKERS)))

@@ -32,6 +32,7 @@ it had read, and every fill reaches every worker exactly once.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import shutil
@@ -46,11 +47,10 @@ import redis
 from _outage_worker import run_outage_worker
 from _proxy import TcpProxy
 from _redis_servers import PrivateRedis
-from _scaleout_support import KEY, SECRET, OrderFlow, OrderReports, stop_workers
+from _scaleout_support import KEY, SECRET, OrderFlow, OrderReports, quotes_reach, stop_workers
 
 from alpaca_di.emulator import AlpacaEmulator
 from alpaca_di.scaleout.wire import decode_update_entry
-from alpaca_di.testing.messages import quote
 
 pytestmark = [
     pytest.mark.redis,
@@ -77,7 +77,7 @@ class Deployment:
         self.emulator = emulator
         self.results = results
         self.commands = commands
-        self.mark = 1000
+        self.marks = itertools.count(1001)  # quote marks: bid_size of each fresh quote
 
     def ask(self, what: str, indexes: list[int]) -> None:
         """Send ``what`` (health, groups) to ``indexes`` and wait for every answer."""
@@ -110,18 +110,8 @@ class Deployment:
             }
 
     def quotes_reach(self, indexes: list[int], timeout: float, what: str) -> None:
-        """Publish a fresh quote per attempt until every worker in ``indexes`` got one."""
-        deadline = time.monotonic() + timeout
-        while True:
-            self.mark += 1
-            mark = self.mark
-            self.emulator.publish(IEX, [quote("AAPL", bid_size=mark)])
-            if self.results.wait(
-                lambda m=mark: all(m in self.results.quotes[i] for i in indexes), 0.5
-            ):
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"within {timeout} s: {what}")
+        """A fresh quote per attempt until every worker in ``indexes`` got one."""
+        quotes_reach(self.emulator, self.results, self.marks, indexes, timeout, what)
 
 
 def _stream_entries(client: redis.Redis) -> list[tuple[int, int]]:

@@ -13,6 +13,7 @@ receive the ``fill`` of every order exactly once, and quotes must flow again.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import shutil
 import time
@@ -22,10 +23,9 @@ from pathlib import Path
 import pytest
 from _outage_worker import run_outage_worker
 from _redis_servers import PrivateRedis
-from _scaleout_support import KEY, SECRET, OrderFlow, OrderReports, stop_workers
+from _scaleout_support import KEY, SECRET, OrderFlow, OrderReports, quotes_reach, stop_workers
 
 from alpaca_di.emulator import AlpacaEmulator
-from alpaca_di.testing.messages import quote
 
 pytestmark = [
     pytest.mark.redis,
@@ -143,16 +143,8 @@ def test_no_final_order_state_is_lost_when_redis_restarts_empty(
         reconciled = results.check_fills_once(expected, WORKERS, 30)
 
         # Market data resumes through the new leader (a quote per attempt until all see one).
-        deadline = time.monotonic() + 20
-        mark = 1000
-        while not all(mark in results.quotes[i] for i in range(WORKERS)):
-            assert time.monotonic() < deadline, "quotes did not resume in every worker"
-            mark += 1
-            emulator.publish(IEX, [quote("AAPL", bid_size=mark)])
-            results.wait(
-                lambda m=mark: all(m in results.quotes[i] for i in range(WORKERS)),
-                0.5,
-            )
+        workers = list(range(WORKERS))
+        quotes_reach(emulator, results, itertools.count(1001), workers, 20, "quotes resume")
         for path in (IEX, "/stream"):
             assert emulator.counters(KEY, path).max_concurrent == 1, path
         print(
