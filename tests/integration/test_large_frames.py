@@ -64,10 +64,19 @@ def test_a_quote_on_another_hub_is_delivered_while_a_huge_frame_is_worked_throug
 
     async def on_flood(message: Any) -> None:
         # Runs on the shared loop once the reader first yields: the probe goes out
-        # only after the big frame is being worked through.
+        # only after the big frame is being worked through. Holding the loop here
+        # until the server has written it takes the emulator's GIL turns out of the
+        # race: the probe is then waiting on the other socket, and with the rest of
+        # the frame still to decode (hundreds of slices) it is read between two.
         if not probed:
             probed.append(True)
+            sent = emulator.counters(KEY, SIP).frames_sent
             emulator.publish(SIP, [quote("PROBE", bid=1.0)], key_id=KEY)
+            emulator.wait_until(
+                lambda: emulator.counters(KEY, SIP).frames_sent > sent,
+                DEADLINE,
+                message="the probe written to the other hub's socket",
+            )
 
     flood = big.subscribe(on_flood, quotes=["*"], overflow="conflate")  # every one parsed
 
