@@ -64,12 +64,13 @@ def test_two_hundred_orders_through_ten_drops_reach_their_final_state_once(
     manager = container.alpaca_manager()
     trading = container.trading_service()
     finals: Counter[str] = Counter()
-    lock = threading.Lock()
+    lock = threading.Condition()
 
     def on_update(update: TradeUpdate) -> None:
         if _event(update) in FINAL_EVENTS:
             with lock:
                 finals[str(update.order.id)] += 1
+                lock.notify_all()
 
     sub = trading.subscribe(on_update)
     sub.wait_confirmed(WAIT)
@@ -151,6 +152,9 @@ def test_two_hundred_orders_through_ten_drops_reach_their_final_state_once(
     }
     assert results == expected
     with lock:
+        # The subscriber's handler runs on the pool after the service recorded the
+        # state that wait_for_order() returned: wait for it, then count.
+        lock.wait_for(lambda: all(finals[key] >= 1 for key in results), WAIT)
         assert all(finals[key] == 1 for key in results), {
             key: finals[key] for key in results if finals[key] != 1
         }
