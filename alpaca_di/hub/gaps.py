@@ -46,9 +46,11 @@ __all__ = [
     "MAX_BACKFILL_BARS",
     "MAX_BACKFILL_SYMBOLS",
     "BarSource",
+    "FetchedBars",
     "GapNotice",
     "GapTracker",
     "check_gap_options",
+    "window_start",
 ]
 
 MAX_BACKFILL_SYMBOLS = 100
@@ -146,6 +148,35 @@ class BarSource(Protocol):
         ...
 
 
+class FetchedBars(dict[str, list[Mapping[str, Any]]]):
+    """A :meth:`BarSource.fetch_bars` answer that can say it stopped at a bound.
+
+    A plain mapping is enough for a source; this one also carries ``truncated``
+    (more bars were missed than the source returns), which the subscriptions'
+    follow-up notice then reports, as when a fetch returns ``limit`` bars::
+
+        FetchedBars({"AAPL": rows}, truncated=True)
+    """
+
+    def __init__(self, rows: Mapping[str, list[Mapping[str, Any]]], *, truncated: bool = False):
+        super().__init__(rows)
+        self.truncated = truncated
+
+
+def window_start(channel: str, last_bar: datetime | None, since: datetime) -> datetime:
+    """Where the backfill of a ``bars``/``daily_bars`` pair starts.
+
+    Just after its last bar received; without one, at the start of the bar period
+    of ``since`` (the last message's time, or the loss's)::
+
+        window_start("bars", None, datetime(2024, 1, 2, 14, 30, 25, tzinfo=timezone.utc))
+        # 14:30:00
+    """
+    if last_bar is not None:
+        return last_bar + _AFTER  # REST windows are inclusive
+    return since - (since - _EPOCH) % _PERIODS[channel]
+
+
 def check_gap_options(
     kind: StreamKind, gaps: object, backfill: object, *, form: str = "model", has_source: bool
 ) -> None:
@@ -160,8 +191,6 @@ def check_gap_options(
         raise ValueError(
             "gaps=True is for market data; trade updates missed are reconciled through REST"
         )
-    if backfill and form == "struct":
-        raise ValueError('backfill=True delivers models or raw dicts: use form="model" or "raw"')
     if backfill and not has_source:
         raise ValueError(
             "backfill=True needs a historical client and this hub has none: resolve the "
@@ -204,10 +233,18 @@ class GapTracker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._on_overflow = on_overflow  # a release overflowed under "error": closed
 
-    def use(self, source: BarSource) -> Callable[[], None]:
-        """Fetch backfills through ``source`` (the latest one given wins); returns a remover."""
+    def use(
+        self, source: BarSource, share: Callable[[BarSource], BarSource] | None = None
+    ) -> Callable[[], None]:
+        """Fetch backfills through ``source`` (the latest one given wins); returns a remover.
+
+        ``share`` wraps it first: an upstream that receives backfills from elsewhere
+        (the Redis scale-out's leader) keeps ``source`` for what only it missed.
+        """
         if not callable(getattr(source, "fetch_bars", None)):
             raise TypeError(f"source must have fetch_bars(), got {type(source).__name__}")
+        if share is not None:
+            source = share(source)
         self._sources.append(source)
 
         def remove() -> None:
@@ -301,11 +338,7 @@ class GapTracker:
         for pair in wanted[:MAX_BACKFILL_SYMBOLS]:
             seen = loss.last_bars.get(pair)
             stamp = message_time(seen[2]) if seen is not None else None
-            if stamp is not None:
-                starts[pair] = stamp + _AFTER
-            else:  # no bar of it yet: from the bar period of its last message
-                since = last or loss.lost_at
-                starts[pair] = since - (since - _EPOCH) % _PERIODS[pair[0]]
+            starts[pair] = window_start(pair[0], stamp, last or loss.lost_at)
         return starts, skipped
 
     async def _backfill(self, plans: list[_Plan]) -> None:
@@ -331,7 +364,7 @@ class GapTracker:
                     "gaps.backfill_failed", endpoint=self.endpoint, channel=channel,
                     error=failed[(channel, start)],
                 )
-        forms: dict[tuple[Pair, datetime, bool], list[Item]] = {}
+        forms: dict[tuple[Pair, datetime, str], list[Item]] = {}
         for plan in plans:
             try:
                 self._deliver(plan, fetched, failed, forms)
@@ -358,11 +391,15 @@ class GapTracker:
         plan: _Plan,
         fetched: Mapping[tuple[str, datetime], Mapping[str, Sequence[Mapping[str, Any]]]],
         failed: Mapping[tuple[str, datetime], str],
-        forms: dict[tuple[Pair, datetime, bool], list[Item]],
+        forms: dict[tuple[Pair, datetime, str], list[Item]],
     ) -> None:
         sub = plan.sub
         errors: dict[str, set[Pair]] = {}
-        truncated = {key for key, rows in fetched.items() if _count(rows) >= MAX_BACKFILL_BARS}
+        truncated = {
+            key
+            for key, rows in fetched.items()
+            if getattr(rows, "truncated", False) or _count(rows) >= MAX_BACKFILL_BARS
+        }
         for pair, start in plan.starts.items():
             key = (pair[0], start)
             if key in failed:
@@ -378,9 +415,9 @@ class GapTracker:
         for pair, start in plan.starts.items():
             rows = fetched.get((pair[0], start))
             if rows is not None:
-                cached = (pair, start, sub.raw)
+                cached = (pair, start, sub.form)
                 if cached not in forms:
-                    forms[cached] = _items(pair, rows.get(pair[1], ()), start, raw=sub.raw)
+                    forms[cached] = _items(pair, rows.get(pair[1], ()), start, form=sub.form)
                 items.extend(_before(forms[cached], sub.first_held(pair)))
         if not sub.release(plan.starts, items, _order):
             self._on_overflow(sub)
@@ -396,10 +433,16 @@ def _count(rows: Mapping[str, Sequence[Any]]) -> int:
 
 
 def _items(
-    pair: Pair, rows: Iterable[Mapping[str, Any]], start: datetime, *, raw: bool
+    pair: Pair, rows: Iterable[Mapping[str, Any]], start: datetime, *, form: str
 ) -> list[Item]:
-    """The fetched bars of one pair as inbox items (marked), ascending, each time once."""
+    """The fetched bars of one pair as inbox items (marked), ascending, each time once.
+
+    ``form`` is the subscription's: a ``model`` is a ``BackfilledBar``, a ``struct``
+    a :class:`~alpaca_di.protocol.structs.BackfilledBar` (``BackfilledDailyBar``),
+    a ``raw`` dict carries ``"backfilled": True``.
+    """
     from alpaca_di.protocol.models import parse  # loaded with the first hub already
+    from alpaca_di.protocol.structs import backfilled
 
     channel, symbol = pair
     items: list[Item] = []
@@ -416,12 +459,15 @@ def _items(
             "t": msgpack.Timestamp.from_datetime(stamp),
             "backfilled": True,
         }
-        if raw:
+        if form == "raw":
             items.append((channel, symbol, message))
             continue
         try:
-            items.append((channel, symbol, parse(channel, symbol, message)))
-        except ProtocolError as exc:
+            if form == "struct":
+                items.append((channel, symbol, backfilled(channel, message)))
+            else:
+                items.append((channel, symbol, parse(channel, symbol, message)))
+        except (ProtocolError, ValueError) as exc:
             _log.warning("gaps.backfill_malformed", channel=channel, symbol=symbol, error=str(exc))
     return items
 

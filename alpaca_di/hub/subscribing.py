@@ -182,7 +182,7 @@ class Subscriber:
                 (so the items are the form's messages or ``GapNotice``).
             backfill: then also the ``bars`` and ``daily_bars`` missed, fetched through
                 REST, marked, before live bars of the symbol resume; implies ``gaps``
-                (``docs/gaps-and-backfill.md``); forms ``model`` and ``raw``.
+                (``docs/gaps-and-backfill.md``); in every form (a struct: ``BackfilledBar``).
 
         Typed by what it delivers: ``Subscription[ModelMessage]`` (alpaca-py's
         models), ``Subscription[MarketStruct]`` with ``form="struct"``,

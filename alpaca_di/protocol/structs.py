@@ -360,3 +360,48 @@ def from_raw(channel: str, raw: Mapping[str, Any]) -> Any:
     except Exception as exc:
         raise ValueError(f"{type(exc).__name__}: {str(exc)[:120]}") from None
     return _decoder_of(channel).decode(data)
+
+
+# -- backfilled bars (the gap tracker's, never decoded from a frame) ------------------------
+
+
+class BackfilledBar(Bar, tag="b+backfilled", frozen=True, gc=False):
+    """A minute bar the stream missed (the connection was down), fetched through REST.
+
+    A :class:`Bar` in every other respect: check ``getattr(bar, "backfilled", False)``
+    (or ``isinstance(bar, BackfilledBar)``). Delivered only to ``form="struct"``
+    subscriptions made with ``backfill=True`` (``docs/gaps-and-backfill.md``)::
+
+        if getattr(bar, "backfilled", False):
+            log.info("recovered after a disconnect", symbol=bar.symbol)
+    """
+
+    backfilled: bool = True
+
+
+class BackfilledDailyBar(DailyBar, tag="d+backfilled", frozen=True, gc=False):
+    """A daily bar fetched through REST after a gap; a :class:`DailyBar`, ``backfilled`` True."""
+
+    backfilled: bool = True
+
+
+_CHANNEL_OF[BackfilledBar] = "bars"
+_CHANNEL_OF[BackfilledDailyBar] = "daily_bars"
+_BACKFILLED_OF: dict[str, type[Any]] = {"bars": BackfilledBar, "daily_bars": BackfilledDailyBar}
+
+
+def backfilled(channel: str, raw: Mapping[str, Any]) -> Any:
+    """The marked struct of a backfilled bar given as a dict (``bars`` or ``daily_bars``).
+
+    Raises as :func:`from_raw` does; ``ValueError`` for another channel::
+
+        backfilled("bars", {"T": "b", "S": "AAPL", "t": stamp, "o": 1.0, ...})  # BackfilledBar
+    """
+    cls = _BACKFILLED_OF.get(channel)
+    if cls is None:
+        raise ValueError(f"only bars and daily_bars are backfilled, not {channel!r}")
+    bar = from_raw(channel, raw)
+    return cls(**{name: getattr(bar, name) for name in bar.__struct_fields__})
+
+
+__all__ += ["BackfilledBar", "BackfilledDailyBar", "backfilled"]

@@ -21,6 +21,7 @@ from dependency_injector import providers
 
 from alpaca_di import AlpacaContainer, BackfilledBar, ConnectionRegistry, GapNotice, StreamHub
 from alpaca_di.credentials import Credentials
+from alpaca_di.protocol import structs
 from alpaca_di.testing import AlpacaEmulator, FakeHistoricalDataClient, Recorder
 from alpaca_di.transport import ConnectionOptions
 
@@ -299,3 +300,52 @@ def test_a_source_answering_nonsense_is_a_notice_and_holds_nothing_back(
     remove()
     with pytest.raises(TypeError, match="fetch_bars"):
         hub.use_history(object())  # type: ignore[arg-type]
+
+
+def test_struct_subscribers_get_marked_bar_structs_in_order_then_live_ones(
+    clocked_emu: AlpacaEmulator, clocked_container: AlpacaContainer
+) -> None:
+    hub = clocked_container.stock_stream()
+    got = Recorder()
+    hub.subscribe(got, bars=SYMBOLS, daily_bars=["AAPL"], backfill=True, form="struct"
+                  ).wait_confirmed(DEADLINE)
+    clocked_emu.advance(minutes=1, symbols=SYMBOLS)
+    got.wait_for(2, DEADLINE)
+    missed = outage(clocked_emu, close_frame=False, minutes=3, symbols=SYMBOLS)
+    messages = got.wait_for(2 + 1 + 6, DEADLINE)
+    after = clocked_emu.advance(minutes=1, symbols=SYMBOLS)
+    messages = got.wait_for(2 + 1 + 6 + 2, DEADLINE)
+
+    assert all(type(bar) is structs.Bar for bar in messages[:2])
+    notice = messages[2]
+    assert isinstance(notice, GapNotice)
+    assert notice.backfill
+    filled = messages[3:9]
+    assert all(type(bar) is structs.BackfilledBar and bar.backfilled for bar in filled)
+    assert all(isinstance(bar, structs.Bar) for bar in filled)
+    assert all(structs.channel_of(bar) == "bars" for bar in filled)
+    assert sorted(map(key, filled)) == sorted(map(wire_key, missed))
+    assert [bar.timestamp for bar in filled] == sorted(bar.timestamp for bar in filled)
+    assert {(bar.symbol, bar.close) for bar in filled} == {(b["S"], b["c"]) for b in missed}
+    live = messages[9:]
+    assert all(type(bar) is structs.Bar for bar in live)
+    assert sorted(map(key, live)) == sorted(map(wire_key, after))
+    keys = [key(bar) for bar in messages if not isinstance(bar, GapNotice)]
+    assert len(keys) == len(set(keys))
+
+
+def test_struct_daily_bars_are_backfilled_as_marked_daily_bar_structs(
+    clocked_emu: AlpacaEmulator, clocked_container: AlpacaContainer
+) -> None:
+    hub = clocked_container.stock_stream()
+    got = Recorder()
+    hub.subscribe(got, daily_bars=["AAPL"], backfill=True, form="struct").wait_confirmed(DEADLINE)
+    clocked_emu.advance(days=1, symbols=["AAPL"])
+    got.wait_for(1, DEADLINE)
+    missed = outage(clocked_emu, close_frame=True, days=2, symbols=["AAPL"])
+    messages = got.wait_for(1 + 1 + 2, DEADLINE)
+    assert type(messages[0]) is structs.DailyBar
+    assert isinstance(messages[1], GapNotice)
+    assert [key(bar) for bar in messages[2:]] == [wire_key(bar) for bar in missed]
+    assert all(type(bar) is structs.BackfilledDailyBar for bar in messages[2:])
+    assert all(isinstance(bar, structs.DailyBar) and bar.backfilled for bar in messages[2:])
