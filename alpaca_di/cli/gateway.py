@@ -99,7 +99,12 @@ def run_gateway(
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
-    gateway = Gateway(connection, sharing=sharing, rest_url=settings.resolved_api_url)
+    gateway = Gateway(
+        connection,
+        sharing=sharing,
+        rest_url=settings.resolved_api_url,
+        data_url=settings.resolved_data_url,
+    )
     credentials = settings.credentials()
     try:
         lines = []

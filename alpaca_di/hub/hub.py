@@ -32,7 +32,7 @@ from alpaca_di.errors import ConnectionClosedError, ServerError, ServiceClosedEr
 from alpaca_di.hub.consumers import ConsumerTally, check_consumer_name
 from alpaca_di.hub.gaps import BarSource, GapTracker, check_gap_options
 from alpaca_di.hub.health import ConnectionHealth, StateTransition
-from alpaca_di.hub.inbox import Inbox, MessageForm, Pair, pending_changes
+from alpaca_di.hub.inbox import BAR_CHANNELS, Inbox, MessageForm, Pair, pending_changes
 from alpaca_di.hub.routing import Router
 from alpaca_di.hub.subscribing import USE_DEFAULT, Subscriber, check_subscribe_form
 from alpaca_di.hub.subscription import Handler, Subscription
@@ -227,8 +227,21 @@ class StreamHub(Subscriber):
         Example::
 
             remove = hub.use_history(HistoricalBarSource("stock", lambda: client, feed="iex"))
+
+        Behind the Redis scale-out the group's leader backfills each of its gaps
+        once for every process; ``source`` fetches only what this process alone missed.
         """
-        return self._gaps.use(source)
+        return self._gaps.use(source, getattr(self._connection, "shared_backfill", None))
+
+    def backfill_pairs(self) -> set[Pair]:
+        """On the loop: the wire's bar pairs some ``backfill=True`` subscription holds."""
+        return {
+            _wire(pair)
+            for sub in self._subs
+            if sub.backfill and not sub.closed
+            for pair in sub.pairs
+            if pair[0] in BAR_CHANNELS
+        }
 
     def _wrap_handler(
         self, handler: Handler | None

@@ -11,7 +11,10 @@ In the leader's own process, trade updates also arrive at once from the
 leader's memory (:meth:`RedisUpstream.local_updates`), whatever Redis does.
 
 The Redis keys and encodings it reads and writes are in
-:mod:`alpaca_di.scaleout.wire`.
+:mod:`alpaca_di.scaleout.wire`. A gap of the leader's socket reaches the hub as
+a loss and a restore (also when no status said ``reconnecting``: the status
+counts gaps), and the hub's backfill reads the leader's one fetch of it
+(:class:`~alpaca_di.scaleout.backfill.SharedBarSource`).
 
 Example (what :func:`alpaca_di.scaleout.registry.redis_registry` wires up)::
 
@@ -24,13 +27,15 @@ Example (what :func:`alpaca_di.scaleout.registry.redis_registry` wires up)::
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
 
 from alpaca_di._aio import wake
 from alpaca_di.credentials import Credentials
@@ -44,17 +49,20 @@ from alpaca_di.errors import (
     error_for_code,
 )
 from alpaca_di.protocol import StreamKind, SubscriptionState
+from alpaca_di.scaleout.backfill import SharedBarSource
 from alpaca_di.scaleout.client import RedisTarget, redis_client
 from alpaca_di.scaleout.options import SharingOptions, new_identity
 from alpaca_di.scaleout.updates import UpdateReader
 from alpaca_di.scaleout.wire import (
     SLOT_HELD,
+    GapRecord,
     LeaderStatus,
     Pair,
     SharingKeys,
     account_tag,
     decode_batch,
     encode_demand,
+    encode_wants,
     error_from_record,
     is_permanent,
 )
@@ -62,6 +70,9 @@ from alpaca_di.transport.backoff import Backoff, ExponentialBackoff
 from alpaca_di.transport.connection import ConnectionListener
 from alpaca_di.transport.options import ConnectionOptions
 from alpaca_di.transport.states import ConnectionState, StateHistory
+
+if TYPE_CHECKING:
+    from alpaca_di.hub.gaps import BarSource
 
 __all__ = ["RedisUpstream", "mask_redis_url"]
 
@@ -156,6 +167,16 @@ class RedisUpstream:
         self._demand_version = 0
         self._demand_waiter: asyncio.Future[None] | None = None
         self._lag_ms: float | None = None
+        # Gaps of the leader's socket (per term): the last counted and filled, where
+        # this upstream's loss began, and the one leader gap its last restore followed.
+        self._gap_epoch = 0
+        self._gap_seen = 0
+        self._filled_seen = 0
+        self._loss_mark: tuple[int, int, bool] | None = None
+        self._restored: tuple[int, int] | None = None
+        self._status_waiters: list[asyncio.Future[None]] = []
+        self._records: dict[tuple[int, int], GapRecord | None] = {}
+        self._wants: list[Pair] = []
         self._updates = UpdateReader(
             self.keys,
             self.sharing,
@@ -282,6 +303,9 @@ class RedisUpstream:
             self.last_error = error
         if state is ConnectionState.RECONNECTING:
             self.reconnects += 1
+            if previous is ConnectionState.CONNECTED and self._loss_mark is None:
+                # Redis up: the leader's socket was lost (its gap count will grow).
+                self._loss_mark = (self._gap_epoch, self._gap_seen, self._redis_up)
         log = self._log.warning if state is ConnectionState.FAILED else self._log.info
         log(
             "redis.state",
@@ -313,8 +337,9 @@ class RedisUpstream:
             # The ack confirms our pairs only once the leader has applied our latest
             # demand: an older ack may predate an unsubscribe we caused.
             seen = status.seen.get(self.member, -1) >= self._demand_version
-            if seen and status.ack != self._forwarded_ack:
+            if seen and status.ack != self._forwarded_ack and self._restore_ready(status):
                 self._forwarded_ack = status.ack
+                self._resolve_loss()
                 self._listener.on_ack(status.ack)
             return
         if self._redis_up and status is None:
@@ -322,6 +347,26 @@ class RedisUpstream:
         self._set_state(
             ConnectionState.RECONNECTING if self._ever_connected else ConnectionState.CONNECTING
         )
+
+    def _restore_ready(self, status: LeaderStatus) -> bool:
+        """Whether ``status.ack`` confirms the session after a loss (the hub restores on it).
+
+        After a loss of the leader's socket, its status says ``connected`` before the
+        server confirmed the subscriptions again (the ack still empty): the restore
+        waits for the status that counts the gap (or, from a leader that does not
+        count gaps, carries an ack again).
+        """
+        mark = self._loss_mark
+        if mark is None or not mark[2] or mark[0] != self._gap_epoch:
+            return True
+        return status.gap > mark[1] or bool(status.ack)
+
+    def _resolve_loss(self) -> None:
+        mark, self._loss_mark = self._loss_mark, None
+        if mark is not None:
+            # One leader gap alone in this loss (same term): its record is ours to read.
+            alone = mark[:2] == (self._gap_epoch, self._gap_seen - 1)
+            self._restored = (self._gap_epoch, self._gap_seen) if alone else None
 
     def _leader_error(self, status: LeaderStatus | None) -> BaseException | None:
         """The error the leader's status reports, rebuilt; ``None`` while it is connected."""
@@ -357,9 +402,97 @@ class RedisUpstream:
             if new_term and self.state is ConnectionState.CONNECTED:
                 # A new leader means a new upstream session: acks start over.
                 self._set_state(ConnectionState.RECONNECTING)
+            elif (
+                status.epoch == self._gap_epoch
+                and status.gap > self._gap_seen
+                and self.state is ConnectionState.CONNECTED
+            ):
+                # The leader's socket dropped and came back between two statuses we
+                # saw: a loss and a restore all the same (gap notice, backfill).
+                self._set_state(ConnectionState.RECONNECTING)
+            self._count_gaps(status)
             if status.rejected:
                 self._apply_rejections(status.rejected)
         self._evaluate()
+
+    def _count_gaps(self, status: LeaderStatus) -> None:
+        if status.epoch != self._gap_epoch:
+            self._gap_epoch, self._gap_seen, self._filled_seen = status.epoch, 0, 0
+            self._records.clear()
+        self._gap_seen = max(self._gap_seen, status.gap)
+        self._filled_seen = max(self._filled_seen, status.filled)
+        waiters, self._status_waiters = self._status_waiters, []
+        for waiter in waiters:
+            wake(waiter)
+
+    # -- backfill through the leader -----------------------------------------------------
+
+    def shared_backfill(self, fallback: BarSource) -> BarSource:
+        """The hub's bar source: the leader's one fetch of a gap, ``fallback`` for the rest."""
+        return SharedBarSource(self, fallback)
+
+    def restored_gap(self) -> tuple[int, int] | None:
+        """``(epoch, gap)`` of the leader gap the last restore followed, if it was one alone.
+
+        ``None`` when the loss was this process's alone (its Redis link), spanned a
+        new leader's term or several gaps: the hub's own REST source fetches then.
+        """
+        return self._restored
+
+    def gap_record(self, gap: tuple[int, int]) -> GapRecord | None:
+        """The leader's record of ``gap``, waiting for it up to ``backfill_timeout`` (a thread).
+
+        ``None`` when it cannot be had (a new leader, or the record is gone): the
+        caller fetches for itself.
+
+        Raises:
+            TimeoutError: the leader did not write it in time.
+        """
+        if self._loop.is_running() and _on_loop(self._loop):
+            raise RuntimeError("gap_record() blocks: call it from a thread, not the hub's loop")
+        if gap in self._records:
+            return self._records[gap]
+        timeout = self.sharing.backfill_timeout
+        future = asyncio.run_coroutine_threadsafe(self._await_record(gap, timeout), self._loop)
+        try:
+            return future.result(timeout + self.sharing.command_timeout + 1.0)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise TimeoutError(
+                f"the group's leader did not publish its backfill within {timeout} s"
+            ) from None
+
+    async def _await_record(self, gap: tuple[int, int], timeout: float) -> GapRecord | None:
+        epoch, seq = gap
+        deadline = self._loop.time() + timeout
+        while True:
+            if self._gap_epoch != epoch:
+                return None  # a new leader: it knows nothing of this gap
+            client = self._client
+            if self._filled_seen >= seq and client is not None and self._redis_up:
+                try:
+                    raw = await asyncio.wait_for(
+                        client.get(self.keys.gap(epoch, seq)), self.sharing.command_timeout
+                    )
+                except (RedisError, OSError, asyncio.TimeoutError) as exc:
+                    self._log.debug("redis.gap_record_failed", error=describe_error(exc))
+                else:
+                    record = GapRecord.decode(_bytes(raw)) if raw else None
+                    self._records[gap] = record  # None: expired, or Redis restarted empty
+                    return record
+            remaining = deadline - self._loop.time()
+            if remaining <= 0:
+                raise TimeoutError(
+                    f"the group's leader did not publish its backfill within {timeout} s"
+                )
+            # Statuses come with every renewal: each one re-checks (bounded by the deadline).
+            waiter: asyncio.Future[None] = self._loop.create_future()
+            self._status_waiters.append(waiter)
+            timer = self._loop.call_later(min(remaining, self.sharing.lock_ttl), wake, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
 
     def _apply_rejections(self, rejected: tuple[tuple[str, str, int, str], ...]) -> None:
         count = self.subscriptions.count
@@ -516,7 +649,13 @@ class RedisUpstream:
             return  # the session start publishes the whole set
         # The demand record is this upstream's "wire".
         to_subscribe, to_unsubscribe = self.subscriptions.take_delta()
+        wants = self._backfill_wants()
         if not to_subscribe and not to_unsubscribe:
+            if wants != self._wants:  # the same pairs, another wish: refresh the record
+                self._demand_dirty = True
+                waiter = self._demand_waiter
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
             return
         if to_unsubscribe:
             # As over a socket: the last ack no longer covers what we withdrew.
@@ -527,6 +666,10 @@ class RedisUpstream:
         waiter = self._demand_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _backfill_wants(self) -> list[Pair]:
+        pairs = getattr(self._listener, "backfill_pairs", None)
+        return sorted(pairs()) if callable(pairs) else []
 
     def _demand(self) -> list[Pair]:
         return [
@@ -546,6 +689,11 @@ class RedisUpstream:
                 encode_demand(self._demand_version, self._demand()),
                 px=ttl_ms,
             )
+            self._wants = wants = self._backfill_wants()
+            if wants:  # beside the demand: a leader that predates backfill reads it unchanged
+                pipe.set(keys.wants(self.member), encode_wants(wants), px=ttl_ms)
+            else:
+                pipe.delete(keys.wants(self.member))
             if notify:
                 pipe.publish(keys.demand_channel, self.member)
             await pipe.execute()
@@ -578,7 +726,7 @@ class RedisUpstream:
     async def _withdraw(self, client: Redis) -> None:
         keys = self.keys
         async with client.pipeline(transaction=True) as pipe:
-            pipe.delete(keys.demand(self.member))
+            pipe.delete(keys.demand(self.member), keys.wants(self.member))
             pipe.hdel(keys.members, self.member)
             pipe.publish(keys.demand_channel, self.member)
             await pipe.execute()
@@ -606,6 +754,13 @@ async def _first_failure(tasks: list[asyncio.Task[None]], session: _Session) -> 
         if not task.cancelled() and task.exception() is not None:
             raise cast(BaseException, task.exception())
     raise ConnectionError("a Redis reader stopped")
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
 
 
 async def _close_client(client: Redis) -> None:

@@ -79,6 +79,10 @@ class Gateway:
         rest_url: the trading REST API of the accounts (``settings.resolved_api_url``):
             a trading leader reads back through it what no socket saw after a
             takeover (:mod:`alpaca_di.scaleout.recovery`); ``None`` skips that.
+        data_url: the market-data REST API (``settings.resolved_data_url``): a
+            stock or crypto leader backfills each gap of its socket through it,
+            once for the group (:mod:`alpaca_di.scaleout.backfill`); ``None``
+            leaves every follower to fetch its own.
 
     Example::
 
@@ -97,9 +101,11 @@ class Gateway:
         identity: str | None = None,
         connection_factory: ConnectionFactory = Connection,
         rest_url: str | None = None,
+        data_url: str | None = None,
     ) -> None:
         self.redis_url = redis_url
         self.rest_url = rest_url
+        self.data_url = data_url
         self.sharing = sharing or SharingOptions()
         self.identity = identity or new_identity()
         self._connection_factory = connection_factory
@@ -161,6 +167,7 @@ class Gateway:
                 connection_factory=self._connection_factory,
                 client=self._current_client,
                 rest_url=self.rest_url if kind is StreamKind.TRADING else None,
+                data_url=self.data_url,
             )
             self._groups[tag] = group
         loop.call_soon_threadsafe(self._ensure_main, loop)

@@ -16,7 +16,8 @@ Trade updates are also handed at once, from memory, to this process's own
 consumers (:meth:`GroupLeader.attach`), whatever Redis does; and each time the
 trading socket starts listening, the leader reads back through REST what no
 socket saw (:mod:`alpaca_di.scaleout.recovery`) and publishes it as reconciled
-updates.
+updates. A market-data leader backfills the bars each gap of its socket lost,
+once for the whole group (:mod:`alpaca_di.scaleout.backfill`).
 
 :class:`~alpaca_di.scaleout.gateway.Gateway` runs one per registered group.
 """
@@ -36,6 +37,7 @@ from redis.exceptions import RedisError
 from alpaca_di.credentials import Credentials
 from alpaca_di.errors import ConnectionLimitError, ServerError, describe_error
 from alpaca_di.protocol import StreamKind, SubscriptionState
+from alpaca_di.scaleout.backfill import LeaderBackfill, history_source
 from alpaca_di.scaleout.election import LeaderElector
 from alpaca_di.scaleout.options import SharingOptions
 from alpaca_di.scaleout.publisher import Publisher
@@ -51,6 +53,7 @@ from alpaca_di.scaleout.wire import (
     Pair,
     SharingKeys,
     decode_demand,
+    decode_wants,
     error_record,
 )
 from alpaca_di.transport.connection import ConnectionFactory, Upstream
@@ -100,6 +103,7 @@ class GroupLeader:
         connection_factory: ConnectionFactory,
         client: Callable[[], Redis | None],
         rest_url: str | None = None,
+        data_url: str | None = None,
     ) -> None:
         self.sharing = sharing
         self.rest_url = rest_url
@@ -146,6 +150,12 @@ class GroupLeader:
             kind=kind.value, endpoint=endpoint, fingerprint=credentials.fingerprint, group=tag
         )
         self.publisher = Publisher(kind, self.keys, sharing, client=client, log=self._log)
+        source, self._close_history = None, None
+        if data_url is not None and kind in (StreamKind.STOCK, StreamKind.CRYPTO):
+            source, self._close_history = history_source(kind, credentials, data_url, options.feed)
+        self.backfill = LeaderBackfill(
+            self.keys, sharing, source, client=client, log=self._log, filled=self._status_soon
+        )
 
     @property
     def published(self) -> int:
@@ -240,6 +250,7 @@ class GroupLeader:
         self.rejected = {}
         self._log.info("gateway.leading", epoch=epoch, identity=self.identity)
         self.publisher.start(epoch)
+        self.backfill.start(epoch)
         self._fence = asyncio.get_running_loop().create_task(self._fence_loop(self.term))
         self._status_soon()
 
@@ -282,6 +293,7 @@ class GroupLeader:
         fence, self._fence = self._fence, None
         if fence is not None and fence is not asyncio.current_task():
             fence.cancel()
+        self.backfill.stop()
         self._log.info("gateway.stepping_down", reason=reason, epoch=self.epoch)
         if connection is not None:
             try:
@@ -347,9 +359,19 @@ class GroupLeader:
         keys = self.keys
         names = await client.hkeys(keys.members)
         members = [m.decode() if isinstance(m, bytes) else str(m) for m in names]
-        values = await client.mget([keys.demand(m) for m in members]) if members else []
+        names_of = [keys.demand(m) for m in members] + [keys.wants(m) for m in members]
+        values = await client.mget(names_of) if members else []
         if not self.leading or self.term != term:
             return
+        values, wanted = values[: len(members)], values[len(members) :]
+        wants: set[Pair] = set()
+        for member, value in zip(members, wanted, strict=True):
+            if value is not None:
+                try:
+                    wants |= decode_wants(value if isinstance(value, bytes) else value.encode())
+                except Exception as exc:
+                    self._log.warning("gateway.bad_wants", member=member, error=describe_error(exc))
+        self.backfill.wants = wants
         union: set[Pair] = set()
         dead: list[str] = []
         seen: dict[str, int] = {}
@@ -389,6 +411,7 @@ class GroupLeader:
                 self.ack = {}
                 self.error = None
                 self.state = ConnectionState.IDLE
+                self.backfill.idle()
                 self._log.info("gateway.upstream_closed", reason="no live demand")
                 self._status_soon()
             return True
@@ -437,6 +460,8 @@ class GroupLeader:
 
     def upstream_state(self, state: ConnectionState, error: BaseException | None) -> None:
         """The upstream socket changed state; its last error travels with the status."""
+        if self.state is ConnectionState.CONNECTED and state is not ConnectionState.CONNECTED:
+            self.backfill.lost(self.ack)  # before the ack is forgotten: what the loss hit
         self.state = state
         if state is ConnectionState.CONNECTED:
             self.error = None
@@ -457,6 +482,8 @@ class GroupLeader:
 
     def upstream_batch(self, messages: list[tuple[str, str, dict[str, Any]]]) -> None:
         """A decoded frame: queue it for Redis, hand trade updates to local consumers."""
+        if self.kind is not StreamKind.TRADING:
+            self.backfill.observe(messages)
         numbered = self.publisher.enqueue(messages)
         if numbered:
             epoch = self.publisher.epoch
@@ -470,6 +497,8 @@ class GroupLeader:
         """The server confirmed its full subscription state."""
         listening = bool(self.ack.get("trade_updates"))
         self.ack = {channel: tuple(symbols) for channel, symbols in channels.items()}
+        if self.state is ConnectionState.CONNECTED:
+            self.backfill.restored()  # a gap: counted in the status, fetched once
         self._status_soon()
         if self.kind is StreamKind.TRADING and channels.get("trade_updates") and not listening:
             # A socket (re)started listening: what happened before it is read back via REST.
@@ -548,6 +577,8 @@ class GroupLeader:
             error=error_record(self.error) if self.state is not ConnectionState.CONNECTED else None,
             seen=dict(self.seen),
             limit_rejections=self.limit_rejections,
+            gap=self.backfill.gap,
+            filled=self.backfill.filled,
         )
 
     async def _renew(self, elector: LeaderElector) -> bool:
@@ -595,6 +626,8 @@ class GroupLeader:
         rest, self._rest = self._rest, None
         if rest is not None:
             close_rest_client(rest)
+        if self._close_history is not None:
+            self._close_history()
 
 
 class _Tap:

@@ -55,6 +55,9 @@ class SharingOptions:
         reconcile_lookback: seconds a new trading leader reads orders back through
             REST when the trade-update stream holds nothing to start from (Redis
             restarted empty, or a first leader).
+        backfill_timeout: seconds a follower waits for the leader's backfill of a
+            gap (the leader fetches the missed bars once, through REST, with
+            backoff on ``429``) before its subscriptions get a notice saying so.
 
     Example::
 
@@ -71,6 +74,7 @@ class SharingOptions:
     consumer_id: str | None = None
     command_timeout: float = 2.0
     reconcile_lookback: float = 600.0
+    backfill_timeout: float = 60.0
 
     def __post_init__(self) -> None:
         if not is_word(self.prefix):
@@ -86,6 +90,7 @@ class SharingOptions:
             "cursor_ttl",
             "command_timeout",
             "reconcile_lookback",
+            "backfill_timeout",
         ):
             if not is_seconds(getattr(self, name)):
                 raise ConfigurationError(f"{name} must be a positive number of seconds")

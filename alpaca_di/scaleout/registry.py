@@ -107,6 +107,7 @@ class RedisConnectionRegistry(ConnectionRegistry):
         candidate: bool = True,
         runtime: Runtime | None = None,
         rest_url: str | None = None,
+        data_url: str | None = None,
     ) -> None:
         _import_redis_modules()
         from alpaca_di.scaleout.gateway import Gateway
@@ -119,7 +120,13 @@ class RedisConnectionRegistry(ConnectionRegistry):
         self.sharing = sharing or SharingOptions()
         self.identity = new_identity()
         self.gateway: Gateway | None = (
-            Gateway(self.redis, sharing=self.sharing, identity=self.identity, rest_url=rest_url)
+            Gateway(
+                self.redis,
+                sharing=self.sharing,
+                identity=self.identity,
+                rest_url=rest_url,
+                data_url=data_url,
+            )
             if candidate
             else None
         )
@@ -397,6 +404,7 @@ def redis_registry(
             sharing=sharing,
             candidate=candidate,
             rest_url=settings.resolved_api_url,
+            data_url=settings.resolved_data_url,
         )
         return registry
 

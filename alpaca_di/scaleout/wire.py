@@ -14,6 +14,8 @@ no key holds a secret or a raw key id)::
     P:{T}:status          the leader's LeaderStatus (upstream state, ack, rejections)
     P:{T}:members         hash: member id -> registration time
     P:{T}:demand:<member> a member's wanted (channel, symbol) pairs, expiring (heartbeat)
+    P:{T}:wants:<member>  the bar pairs of that demand it wants backfilled after a gap
+    P:{T}:gap:<epoch>:<n> the leader's backfill of its n-th gap of that term (GapRecord, TTL)
     P:{T}:updates         stream of trade updates (XADD MAXLEN ~), read with XREAD
     P:{T}:cursor:<id>     a reader's last stream id, so a restarted reader resumes
     P:{T}:ch:data         pub/sub: msgpack batches [epoch, sent_ms, [[channel, symbol, raw]...]]
@@ -56,6 +58,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SLOT_HELD",
+    "GapRecord",
     "LeaderStatus",
     "Pair",
     "SharingKeys",
@@ -64,10 +67,12 @@ __all__ = [
     "decode_demand",
     "decode_update",
     "decode_update_entry",
+    "decode_wants",
     "demand_channel_pattern",
     "encode_batch",
     "encode_demand",
     "encode_update",
+    "encode_wants",
     "error_from_record",
     "error_record",
     "is_permanent",
@@ -124,6 +129,14 @@ class SharingKeys:
     def demand(self, member: str) -> str:
         """One member's demand (expiring)."""
         return f"{self.base}:demand:{member}"
+
+    def wants(self, member: str) -> str:
+        """The bar pairs one member wants backfilled (expiring with its demand)."""
+        return f"{self.base}:wants:{member}"
+
+    def gap(self, epoch: int, seq: int) -> str:
+        """The leader's :class:`GapRecord` of gap ``seq`` of term ``epoch`` (expiring)."""
+        return f"{self.base}:gap:{epoch}:{seq}"
 
     @property
     def updates(self) -> str:
@@ -224,6 +237,23 @@ def decode_demand(data: bytes) -> tuple[int, set[Pair]]:
         return int(version), {(str(channel), str(symbol)) for channel, symbol in items}
     except Exception as exc:
         raise ProtocolError(f"undecodable demand record: {type(exc).__name__}") from None
+
+
+def encode_wants(pairs: list[Pair]) -> bytes:
+    """Encode the bar pairs a member wants backfilled (a record of its own, next to its
+    demand, so a leader that predates backfill reads the demand unchanged)::
+
+    encode_wants([("bars", "AAPL")])
+    """
+    return cast(bytes, msgpack.packb(sorted(pairs)))
+
+
+def decode_wants(data: bytes) -> set[Pair]:
+    """Decode :func:`encode_wants`; raises ``ProtocolError`` on garbage."""
+    try:
+        return {(str(channel), str(symbol)) for channel, symbol in msgpack.unpackb(data)}
+    except Exception as exc:
+        raise ProtocolError(f"undecodable backfill wants: {type(exc).__name__}") from None
 
 
 def encode_batch(epoch: int, messages: list[Any]) -> bytes:
@@ -376,6 +406,10 @@ class LeaderStatus:
             is seen.
         limit_rejections: the 406 replies the leader's socket got this term (a
             previous leader's socket holding the slot).
+        gap: how many times this term the leader's socket was lost and its
+            subscriptions confirmed again: a follower that sees it grow had a gap,
+            even if it never saw a status saying ``reconnecting``.
+        filled: the last gap whose :class:`GapRecord` the leader has written.
 
     Example::
 
@@ -391,6 +425,8 @@ class LeaderStatus:
     error: tuple[str, int | None, str] | None = None
     seen: Mapping[str, int] = field(default_factory=dict)
     limit_rejections: int = 0
+    gap: int = 0
+    filled: int = 0
 
     def encode(self) -> bytes:
         """msgpack bytes of this status."""
@@ -407,6 +443,8 @@ class LeaderStatus:
                     "error": list(self.error) if self.error else None,
                     "seen": dict(self.seen),
                     "limited": self.limit_rejections,
+                    "gap": self.gap,
+                    "filled": self.filled,
                 }
             ),
         )
@@ -429,6 +467,64 @@ class LeaderStatus:
                 error=(str(error[0]), error[1], str(error[2])) if error else None,
                 seen={str(m): int(v) for m, v in (record.get("seen") or {}).items()},
                 limit_rejections=int(record.get("limited") or 0),
+                gap=int(record.get("gap") or 0),
+                filled=int(record.get("filled") or 0),
             )
         except Exception as exc:
             raise ProtocolError(f"undecodable leader status: {type(exc).__name__}") from None
+
+
+@dataclass(frozen=True)
+class GapRecord:
+    """The leader's backfill of one gap of its socket, for every follower to read.
+
+    Attributes:
+        bars: per wanted (channel, symbol), the window start the leader fetched
+            from (just after the last bar it published) and the bars, ascending,
+            in the stream's keys (``t`` a msgpack Timestamp).
+        errors: per (channel, symbol), why its fetch failed.
+        truncated: the pairs whose window held more bars than one fetch returns.
+
+    Example::
+
+        record = GapRecord({("bars", "AAPL"): (start, [{"t": stamp, "c": 1.0}])})
+        GapRecord.decode(record.encode()) == record
+    """
+
+    bars: Mapping[Pair, tuple[msgpack.Timestamp, list[dict[str, Any]]]] = field(
+        default_factory=dict
+    )
+    errors: Mapping[Pair, str] = field(default_factory=dict)
+    truncated: frozenset[Pair] = frozenset()
+
+    def encode(self) -> bytes:
+        """msgpack bytes of this record."""
+        return cast(
+            bytes,
+            msgpack.packb(
+                {
+                    "v": 1,
+                    "bars": [[c, s, start, rows] for (c, s), (start, rows) in self.bars.items()],
+                    "errors": [[c, s, why] for (c, s), why in self.errors.items()],
+                    "truncated": sorted(self.truncated),
+                }
+            ),
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> GapRecord:
+        """Parse :meth:`encode` output; ``ProtocolError`` on garbage."""
+        try:
+            record = msgpack.unpackb(data)
+            bars = {}
+            for channel, symbol, start, rows in record["bars"]:
+                if not isinstance(start, msgpack.Timestamp) or not isinstance(rows, list):
+                    raise TypeError("bars entry")
+                bars[(str(channel), str(symbol))] = (start, [dict(row) for row in rows])
+            return cls(
+                bars=bars,
+                errors={(str(c), str(s)): str(why) for c, s, why in record["errors"]},
+                truncated=frozenset((str(c), str(s)) for c, s in record["truncated"]),
+            )
+        except Exception as exc:
+            raise ProtocolError(f"undecodable gap record: {type(exc).__name__}") from None
