@@ -497,8 +497,12 @@ class GroupLeader:
         """The server confirmed its full subscription state."""
         listening = bool(self.ack.get("trade_updates"))
         self.ack = {channel: tuple(symbols) for channel, symbols in channels.items()}
-        if self.state is ConnectionState.CONNECTED:
-            self.backfill.restored()  # a gap: counted in the status, fetched once
+        if self.state is ConnectionState.CONNECTED and self.backfill.restored():
+            # A gap, counted in the status and fetched once. What the new session
+            # reads waits for that status: followers restore (gap notice, held bars)
+            # before its first message reaches them.
+            self.publisher.hold()
+            self._spawn(self._announce_gap(self.term))
         self._status_soon()
         if self.kind is StreamKind.TRADING and channels.get("trade_updates") and not listening:
             # A socket (re)started listening: what happened before it is read back via REST.
@@ -609,6 +613,12 @@ class GroupLeader:
             return
         if not held and self.term == term:
             await self.step_down("another process holds the lock", release=False)
+
+    async def _announce_gap(self, term: int) -> None:
+        try:
+            await self._send_status(term)  # bounded by command_timeout
+        finally:
+            self.publisher.release()
 
     def _spawn(self, coroutine: Any) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coroutine)

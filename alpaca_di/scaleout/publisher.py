@@ -91,6 +91,9 @@ class Publisher:
         self._stopping = False
         self._closed = False
         self._overflows = 0
+        # Market data: how many queued batches may go while a gap's status is on its
+        # way (None: no hold). What the socket read after the restore waits for it.
+        self._hold_at: int | None = None
 
     def start(self, epoch: int) -> None:
         """A leadership term begins: sequence numbers from 1 under ``epoch``.
@@ -101,6 +104,7 @@ class Publisher:
         self._update_seq = 0
         self._stopping = False
         self._closed = False
+        self._hold_at = None
         if not self._trading:
             self._outbox.clear()
         self._ensure_task()
@@ -108,6 +112,22 @@ class Publisher:
     def _ensure_task(self) -> None:
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def hold(self) -> None:
+        """Market data: publish what is queued now, nothing queued from now on until
+        :meth:`release` (the leader's status announcing a restored gap goes first,
+        so a follower restores before the session's first message reaches it)."""
+        if not self._trading:
+            self._hold_at = len(self._outbox)
+
+    def release(self) -> None:
+        """End a :meth:`hold`: what was queued meanwhile is published."""
+        if self._hold_at is not None:
+            self._hold_at = None
+            self._ready.set()
+
+    def _publishable(self) -> bool:
+        return bool(self._outbox) and (self._hold_at is None or self._hold_at > 0)
 
     @property
     def epoch(self) -> int:
@@ -145,6 +165,8 @@ class Publisher:
             return numbered
         if len(outbox) >= _OUTBOX_LIMIT:
             lost = len(outbox.popleft())
+            if self._hold_at:
+                self._hold_at -= 1
             self.dropped += lost
             self._overflows += 1
             if self._overflows in (1, 10) or self._overflows % 1000 == 0:
@@ -229,8 +251,9 @@ class Publisher:
     async def _run(self) -> None:
         ready = self._ready
         while True:
-            if not self._outbox:
-                self._drained.set()
+            if not self._publishable():
+                if not self._outbox:
+                    self._drained.set()
                 if self._stopping and not self._trading:
                     return
                 if self._closed:
@@ -240,7 +263,7 @@ class Publisher:
             client = self._client()
             bound = self.sharing.command_timeout
             failures = 0
-            while self._outbox and client is not None:
+            while self._publishable() and client is not None:
                 try:
                     await asyncio.wait_for(self._drain(client), bound)
                     if failures:
@@ -265,6 +288,8 @@ class Publisher:
                     else:
                         self.dropped += sum(len(batch) for batch in self._outbox)
                         self._outbox.clear()
+                        if self._hold_at is not None:
+                            self._hold_at = 0  # still held: what comes next waits
                         self._log.warning("gateway.publish_failed", error=describe_error(exc))
             if client is None and self._outbox:
                 return  # the gateway stopped: close() counts what is left
@@ -299,7 +324,12 @@ class Publisher:
             self.published += count
             return
         messages: list[Any] = []
-        while outbox and len(messages) < _MAX_BATCH:
+        limit = self._hold_at
+        taken = 0
+        while outbox and len(messages) < _MAX_BATCH and (limit is None or taken < limit):
             messages.extend(outbox.popleft())
+            taken += 1
+        if self._hold_at is not None:
+            self._hold_at -= taken
         await client.publish(self.keys.data_channel, encode_batch(self._epoch, messages))
         self.published += len(messages)

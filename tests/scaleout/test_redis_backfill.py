@@ -243,6 +243,57 @@ def test_every_follower_gets_the_gap_backfilled_from_one_fetch_by_the_leader(
     assert clocked_emu.stats().market_data_requests - requests == 1
 
 
+def _check_sequence(
+    deployment: Deployment,
+    before: list[dict[str, Any]],
+    missed: list[dict[str, Any]],
+    after: list[dict[str, Any]],
+) -> None:
+    """Each follower: live bars, one notice, the missed bars marked and in order, live bars."""
+    for i in range(len(SYMBOLS)):
+        items = deployment.reports.items[i]
+        kinds = [item[0] for item in items]
+        n_before, n_missed = len(_mine(i, before)), len(_mine(i, missed))
+        n_after = len(_mine(i, after))
+        assert kinds == ["bar"] * n_before + ["notice"] + ["bar"] * (n_missed + n_after), i
+        notice = items[n_before]
+        assert notice[1:] == (True, None, {}), f"follower {i}: {notice}"
+        bars = [item for item in items if item[0] == "bar"]
+        live_before, filled = bars[:n_before], bars[n_before : n_before + n_missed]
+        live_after = bars[n_before + n_missed :]
+        assert not any(bar[3] for bar in live_before + live_after), f"follower {i}"
+        assert all(bar[3] for bar in filled), f"follower {i}: backfilled bars are marked"
+        wanted = {_bar_key(bar): bar["c"] for bar in _mine(i, missed)}
+        assert {(bar[1], bar[2]): bar[4] for bar in filled} == wanted, f"follower {i}"
+        stamps = [bar[2] for bar in filled]
+        assert stamps == sorted(stamps), f"follower {i}: in time order"
+        assert sorted((bar[1], bar[2]) for bar in live_after) == sorted(
+            map(_bar_key, _mine(i, after))
+        )
+        keys = [(bar[1], bar[2]) for bar in bars]
+        assert len(keys) == len(set(keys)), f"follower {i}: a bar twice"
+
+
+def test_a_bar_published_right_after_the_restore_follows_the_backfill_everywhere(
+    clocked_emu: AlpacaEmulator, deployment: Deployment
+) -> None:
+    before = deployment.bars_reach_everyone(minutes=1)
+    requests = clocked_emu.stats().market_data_requests
+    missed = deployment.outage(close_frame=False, minutes=2)
+    # The leader's new session has subscribed: the next bar goes out right behind its ack.
+    clocked_emu.wait_until(
+        lambda: clocked_emu.subscriptions(KEY, IEX).get("bars") == set(UNION),
+        DEADLINE,
+        message="the leader subscribed again",
+    )
+    after = clocked_emu.advance(minutes=1, symbols=UNION)
+    deployment.wait_for(
+        {i: len(_mine(i, before + missed + after)) for i in range(len(SYMBOLS))}, "bar"
+    )
+    _check_sequence(deployment, before, missed, after)
+    assert clocked_emu.stats().market_data_requests - requests == 1
+
+
 def test_rest_down_at_the_leader_tells_every_follower_and_releases_the_live_bars(
     clocked_emu: AlpacaEmulator, deployment: Deployment
 ) -> None:
