@@ -14,10 +14,16 @@ dropped and every run delivers every message: the figure is the delivery rate.
 The CPU rows divide this process's CPU time (``time.process_time()``, every
 thread; the emulator is another process) over the burst by the message count:
 unlike the rates they barely move when other programs compete for the cores.
+
+The ``floor_100`` row measures no client: the CPU per message of 100 bare
+``await handler(message)`` calls in a loop, the least any asyncio fan-out to 100
+async handlers can cost in this interpreter. The 100-consumer rows cannot go
+below alpaca-di's 1-consumer cost plus that floor.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -33,7 +39,7 @@ from benchmarks._common import (
     new_key,
 )
 
-__all__ = ["Finish", "counting_handler", "measure_di", "measure_py", "run"]
+__all__ = ["Finish", "counting_handler", "fanout_floor", "measure_di", "measure_py", "run"]
 
 
 class Finish:
@@ -138,6 +144,23 @@ def _sync_version(handler: Callable[[Any], Any]) -> Callable[[Any], None]:
     return sync_handler
 
 
+def fanout_floor(consumers: int, total: int) -> float:
+    """CPU µs per message of ``consumers`` bare ``await handler(message)`` calls (no client)."""
+    finish = Finish(consumers)
+    handlers = [counting_handler(total, finish) for _ in range(consumers)]
+    messages = [object()] * total
+
+    async def fan_out() -> None:
+        for message in messages:
+            for handler in handlers:
+                await handler(message)
+
+    with gc_collected():
+        cpu0 = time.process_time()
+        asyncio.run(fan_out())
+        return (time.process_time() - cpu0) / total * 1e6
+
+
 def _burst(ctx: Context, key: str, total: int, finish: Finish) -> dict[str, Any]:
     ctx.emu.prepare(total)
     with gc_collected():
@@ -210,7 +233,16 @@ def run(ctx: Context) -> list[Row]:
                 for name, result in measured.items()
             )
         )
-    rows = [*rates.values(), *cpus.values()]
+    floor = Row(
+        1,
+        "ingest_cpu_floor_100",
+        "ingest floor: 100 bare awaits per message, no client: CPU per message",
+        "us",
+        "lower",
+        note="the least a fan-out to 100 async handlers costs here (alpaca-di alone)",
+    )
+    floor.di = [fanout_floor(100, total // 10) for _ in range(ctx.runs)]
+    rows = [*rates.values(), *cpus.values(), floor]
     for row in rows:
         row.extra["messages"] = total
         row.extra["emulator_cpu_fraction"] = emu_cpu

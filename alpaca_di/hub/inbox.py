@@ -151,7 +151,10 @@ class Inbox:
         # deliveries are checked against it: nothing of a removed pair reaches the
         # consumer after remove() returned, even if it was queued already.
         self.held: frozenset[Pair] = frozenset(held)
+        # True once a pair was removed or the inbox closed: each delivery is then
+        # checked (closed? still wanted?). Drains test this one flag per message.
         self.filtering = False
+        self.sleepers = 0  # threads blocked in ``ready.wait()`` (get()): pushes notify only them
         # Owned by the hub's loop:
         self.pairs: frozenset[Pair] = frozenset()  # replaced whole, never mutated
         self.unconfirmed: set[Pair] = set()
@@ -196,7 +199,8 @@ class Inbox:
                 self._queue.extend(items)
             else:
                 overflowed = not self._push_bounded(items)
-            self.ready.notify()
+            if self.sleepers:
+                self.ready.notify()
         if overflowed:
             self.close(
                 SubscriptionOverflowError(
@@ -450,6 +454,7 @@ class Inbox:
             if self.closed:
                 return False
             self.closed = True
+            self.filtering = True
             self.error = error
             self._queue.clear()
             self._latest.clear()

@@ -227,19 +227,16 @@ class Router:
                     uniform = False
             if needs_struct:
                 struct = structs[index] if structs is not None else _UNPARSED
+                error: Exception | None = None
                 if struct is _UNPARSED:
                     try:
                         struct = _struct_of(channel, raw)
                     except (ValueError, TypeError) as exc:  # msgspec's errors are ValueErrors
-                        struct = None
-                        problem = f"invalid {channel} message for {symbol!r}: {exc}"
-                    else:
-                        problem = ""
-                else:
-                    problem = f"invalid {channel} message for {symbol!r}: a value of the wrong type"
+                        struct, error = None, exc
                 if struct is None:
                     if model_item is not _UNPARSED:  # one count per message
-                        on_malformed(problem)
+                        why = error if error is not None else "a value of the wrong type"
+                        on_malformed(f"invalid {channel} message for {symbol!r}: {why}")
                     struct_item = _UNPARSED
                     uniform = False
                 else:

@@ -138,8 +138,9 @@ class Subscription(Generic[M]):
         self._loop = consumer_loop
         self._async_handler = handler is not None and is_async_callable(handler)
         self._drain_scheduled = False  # guarded by the inbox's lock
-        self._wake_pending = False
-        self._event: asyncio.Event | None = None
+        # The async drain, parked on an empty inbox, waits for this future (guarded
+        # by the inbox's lock; taken by the first push or the close that resolves it).
+        self._waiter: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._wakeup: _Wakeup | None = None
         self._pooled = handler is not None and not self._async_handler
@@ -167,7 +168,6 @@ class Subscription(Generic[M]):
 
     def _start(self) -> None:
         """Start the async handler's drain task (on the consumer loop)."""
-        self._event = asyncio.Event()
         self._task = self._loop.create_task(self._drain_async())
 
     # -- public API ----------------------------------------------------------
@@ -285,7 +285,11 @@ class Subscription(Generic[M]):
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError(f"no message within {timeout} s")
-                inbox.ready.wait(remaining)
+                inbox.sleepers += 1
+                try:
+                    inbox.ready.wait(remaining)
+                finally:
+                    inbox.sleepers -= 1
 
     def __iter__(self) -> Iterator[M]:
         """Yield messages until the subscription is closed."""
@@ -358,11 +362,7 @@ class Subscription(Generic[M]):
     def inbox_ready(self) -> None:
         """Items arrived: schedule a drain (called by the inbox, outside its lock)."""
         if self._async_handler:
-            event = self._event
-            if event is not None and not self._wake_pending:
-                self._wake_pending = True
-                if not _set_soon(self._loop, event) and self._inbox.close():
-                    self._feed.abandon(self._inbox)  # its loop is closed: nobody will read
+            self._wake()
             return
         with self._inbox.lock:
             if self._drain_scheduled:
@@ -374,11 +374,18 @@ class Subscription(Generic[M]):
         """The inbox closed: wake the drain so it ends; release the worker pool."""
         if error is not None:
             _log.error("subscription.failed", kind=self._feed.kind.value, error=str(error))
-        event = self._event
-        if event is not None:
-            _set_soon(self._loop, event)
+        if self._async_handler:
+            self._wake()
         if self._pooled:
             HandlerPool.shared().release()
+
+    def _wake(self) -> None:
+        """Resume the parked async drain (any thread); at most one wake-up per park."""
+        inbox = self._inbox
+        with inbox.lock:
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None and not _resolve_soon(self._loop, waiter) and inbox.close():
+            self._feed.abandon(inbox)  # its loop is closed: nobody will read
 
     # -- drains --------------------------------------------------------------------
 
@@ -393,10 +400,11 @@ class Subscription(Generic[M]):
             if batch and latency_observer() is not None:
                 self._sample(batch)
             for item in batch:
-                if inbox.closed:
-                    break
-                if inbox.filtering and not inbox.wants(item):
-                    continue
+                if inbox.filtering:
+                    if inbox.closed:
+                        break
+                    if not inbox.wants(item):
+                        continue
                 try:
                     handler(item[2])
                 except Exception:
@@ -416,28 +424,29 @@ class Subscription(Generic[M]):
 
     async def _drain_async(self) -> None:
         handler = self._handler
-        event = self._event
         inbox = self._inbox
+        loop = self._loop
         assert handler is not None
-        assert event is not None
-        while not inbox.closed:
+        while True:
             with inbox.lock:
-                self._wake_pending = False
-                event.clear()
                 batch = inbox.take_all()
+                if not batch:
+                    if inbox.closed:
+                        return
+                    waiter = self._waiter = loop.create_future()
             if not batch:
-                if not inbox.closed:
-                    await event.wait()
+                await waiter
                 continue
             delivered = 0
             try:
                 if latency_observer() is not None:
                     self._sample(batch)
                 for item in batch:
-                    if inbox.closed:
-                        return
-                    if inbox.filtering and not inbox.wants(item):
-                        continue
+                    if inbox.filtering:  # a pair was removed, or the inbox closed
+                        if inbox.closed:
+                            return
+                        if not inbox.wants(item):
+                            continue
                     try:
                         await handler(item[2])  # type: ignore[misc]
                     except Exception:
@@ -520,6 +529,23 @@ class _Wakeup:
 
     def inbox_closed(self, error: BaseException | None) -> None:
         _set_soon(self.loop, self.event)
+
+
+def _resolve_soon(loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[None]) -> bool:
+    """Resolve ``waiter`` on its loop; ``False`` if that loop is closed."""
+    if running_loop() is loop:
+        _resolve(waiter)
+        return True
+    try:
+        loop.call_soon_threadsafe(_resolve, waiter)
+    except RuntimeError:
+        return False
+    return True
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():  # cancelled with its drain task (loop shutdown)
+        waiter.set_result(None)
 
 
 def _set_soon(loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> bool:
