@@ -197,6 +197,7 @@ class Router:
         them structs and models are made from the dicts.
         """
         routes = self._routes
+        build, parse = self._build, self._parse
         entries: list[tuple[Any, Any, Any, Any]] = []  # (targets, raw, model, struct)
         shared: tuple[Inbox, ...] | None = None
         uniform = True
@@ -216,9 +217,9 @@ class Router:
                 source = sources[index] if sources is not None else None
                 try:
                     if source is not None:  # the fast path: no validation needed
-                        model_item = (channel, symbol, self._build(channel, source))
+                        model_item = (channel, symbol, build(channel, source))
                     else:  # a value only validation can judge (or no source decoded)
-                        model_item = (channel, symbol, self._parse(channel, symbol, raw))
+                        model_item = (channel, symbol, parse(channel, symbol, raw))
                     parsed += 1
                 except ProtocolError as exc:
                     # No model can be built; raw subscribers still get the message.
