@@ -23,7 +23,7 @@ import datetime as _dt
 import enum
 import functools
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, TypeAlias, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, Union, get_args, get_origin
 
 import msgspec
 from alpaca.data.mappings import (
@@ -51,12 +51,18 @@ from pydantic import BaseModel, ValidationError
 
 from alpaca_di.errors import ProtocolError
 
+if TYPE_CHECKING:
+    from alpaca_di.protocol.channels import StreamKind
+    from alpaca_di.protocol.structs import Decoders
+
 __all__ = [
     "BackfilledBar",
     "Lenient",
     "ModelMessage",
     "ReconciledTradeUpdate",
+    "build",
     "is_lenient",
+    "model_sources",
     "parse",
 ]
 
@@ -474,9 +480,7 @@ def build(channel: str, source: Any) -> object:
     (:class:`Lenient` for an exchange alpaca-py does not know) are those of
     :func:`parse`::
 
-        from alpaca_di.protocol.sources import sources_for
-
-        [source] = sources_for("stock").frame.decode(frame)
+        [source] = model_sources("stock").frame.decode(frame)
         quote = build("quotes", source)      # alpaca.data.models.Quote
 
     Raises:
@@ -694,7 +698,7 @@ _BUILDERS: dict[tuple[str, type[Any]], _Convert] = {}
 
 
 @functools.cache
-def model_sources(kind: Any) -> Any:
+def model_sources(kind: StreamKind | str) -> Decoders:
     """The decoders of the model sources :func:`build` takes, for a stream kind (cached).
 
     Their fields come in the models' order, so :func:`build` never reorders::
