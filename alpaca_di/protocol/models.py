@@ -631,6 +631,9 @@ def _builder_of(cls: type[BaseModel], source_type: type[Any] | None) -> _Convert
     every_field = frozenset(present)
     lenient = _lenient_class(cls)
     asdict = msgspec.structs.asdict
+    # Market data has one timestamp: converted without a loop (news has two).
+    time, times = (times[0], ()) if len(times) == 1 else (None, times)
+    to_datetime = _ext_to_datetime
 
     def build_model(source: Any) -> object:
         values = asdict(source)
@@ -644,8 +647,10 @@ def _builder_of(cls: type[BaseModel], source_type: type[Any] | None) -> _Convert
                 if values[name] is _UNSET:  # not in the message: the default, as validated
                     values[name] = default
                     fields_set.discard(name)
+        if time is not None:
+            values[time] = to_datetime(time, values[time])
         for name in times:
-            values[name] = _ext_to_datetime(name, values[name])
+            values[name] = to_datetime(name, values[name])
         for name, convert in converted:
             value = values[name]
             if value is not None:
