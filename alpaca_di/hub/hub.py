@@ -565,8 +565,9 @@ class StreamHub(Subscriber):
     def _routes_changed(self) -> None:
         """On the loop: forget cached routes; decode only the forms the consumers need now."""
         self._router.changed()
-        # A direct connection decodes what is asked for (no dicts for struct-only
-        # consumers); other upstreams hand dicts over and structs are made from them.
+        # A direct connection decodes what is asked for (no dicts for struct-only or
+        # model-only consumers); other upstreams hand dicts over, and structs and
+        # models are made from them.
         decode_forms = getattr(self._connection, "decode_forms", None)
         if decode_forms is not None:
             decode_forms(self._router.forms())
@@ -619,9 +620,13 @@ class StreamHub(Subscriber):
     # -- the connection's listener interface (runs on the loop) ---------------------------
 
     def on_batch(
-        self, messages: list[tuple[str, str, dict[str, Any]]], structs: list[Any] | None = None
+        self,
+        messages: list[tuple[str, str, dict[str, Any]]],
+        structs: list[Any] | None = None,
+        sources: list[Any] | None = None,
     ) -> None:
-        for sub in self._router.dispatch(messages, self._connection.count_malformed, structs):
+        malformed = self._connection.count_malformed
+        for sub in self._router.dispatch(messages, malformed, structs, sources):
             self._forget(sub)  # overflowed under "error": closed
 
     def on_ack(self, channels: Mapping[str, tuple[str, ...]]) -> None:

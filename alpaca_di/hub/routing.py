@@ -40,6 +40,16 @@ def _struct_of(channel: str, raw: Any) -> Any:
 _NOBODY: frozenset[Inbox] = frozenset()
 
 
+def _any_form(index: int, raw: Any, structs: list[Any] | None, sources: list[Any] | None) -> Any:
+    """The message in a form it came in (routing news reads its ``symbols``)."""
+    if raw is not None:
+        return raw
+    for column in (structs, sources):
+        if column is not None and column[index] is not None:
+            return column[index]
+    return None
+
+
 class Router:
     """The index of a hub's inboxes by channel and symbol, with a route cache. Loop-only.
 
@@ -53,9 +63,10 @@ class Router:
     def __init__(self) -> None:
         # alpaca-py (and pandas) load with the first hub, never on its loop at the
         # first message, and not at all for an application that imports alpaca-di only.
-        from alpaca_di.protocol.models import parse
+        from alpaca_di.protocol.models import build, parse
 
         self._parse = parse
+        self._build = build
         self._index: dict[str, dict[str, frozenset[Inbox]]] = {}
         # Each distinct set of holders -> [the one shared object, how many symbols use it].
         self._holder_sets: dict[frozenset[Inbox], list[Any]] = {}
@@ -157,12 +168,12 @@ class Router:
     def forms(self) -> frozenset[str]:
         """What the decoder must build for the inboxes routed to now.
 
-        ``"raw"`` (dicts: raw consumers', and what models are built from) and/or
-        ``"struct"``; ``{"raw"}`` when nobody is routed to::
+        The consumers' forms: ``"raw"`` dicts, ``"struct"``s, ``"model"`` sources
+        (what alpaca-py models are built from); ``{"raw"}`` when nobody is routed to::
 
             router.forms()   # frozenset({"struct"}) with only struct consumers
         """
-        wanted = {"struct" if inbox.form == "struct" else "raw" for inbox in self._members}
+        wanted = {inbox.form for inbox in self._members}
         return frozenset(wanted) if wanted else _RAW_FORMS
 
     def symbols_per_channel(self) -> dict[str, int]:
@@ -177,13 +188,16 @@ class Router:
         messages: list[tuple[str, str, Any]],
         on_malformed: Callable[[str], None],
         structs: list[Any] | None = None,
+        sources: list[Any] | None = None,
     ) -> list[Inbox]:
         """Push every message to the inboxes that want it; returns those that overflowed.
 
-        ``structs``, when the decoder built them, is parallel to ``messages`` (``None``
-        for a message that has none); without it structs are made from the dicts.
+        ``structs`` and ``sources`` (model sources), when the decoder built them,
+        are parallel to ``messages`` (``None`` for a message that has none); without
+        them structs and models are made from the dicts.
         """
         routes = self._routes
+        build, parse = self._build, self._parse
         entries: list[tuple[Any, Any, Any, Any]] = []  # (targets, raw, model, struct)
         shared: tuple[Inbox, ...] | None = None
         uniform = True
@@ -191,9 +205,7 @@ class Router:
         for index, (channel, symbol, raw) in enumerate(messages):
             route = routes.get((channel, symbol))
             if route is None:
-                route = self._route(
-                    channel, symbol, raw if raw is not None or structs is None else structs[index]
-                )
+                route = self._route(channel, symbol, _any_form(index, raw, structs, sources))
             targets, needs_model, needs_struct = route
             if not targets:
                 self.unrouted += 1
@@ -202,8 +214,12 @@ class Router:
             model_item: Any = raw_item
             struct_item: Any = raw_item
             if needs_model:
+                source = sources[index] if sources is not None else None
                 try:
-                    model_item = (channel, symbol, self._parse(channel, symbol, raw))
+                    if source is not None:  # the fast path: no validation needed
+                        model_item = (channel, symbol, build(channel, source))
+                    else:  # a value only validation can judge (or no source decoded)
+                        model_item = (channel, symbol, parse(channel, symbol, raw))
                     parsed += 1
                 except ProtocolError as exc:
                     # No model can be built; raw subscribers still get the message.

@@ -67,9 +67,10 @@ several collections, and the promoted survivors of one 150,000-message frame
 set off 7-10 full collections of ~100 ms each)."""
 SLICE_FRAME_BYTES = 256 * 1024
 """Frames at least this large are decoded in slices; smaller ones at once."""
-FORMS = frozenset({"raw", "struct"})
+FORMS = frozenset({"raw", "struct", "model"})
 """What a data stream's messages can be decoded into (see ``DataStreamProtocol.forms``)."""
 _RAW_ONLY = frozenset({"raw"})
+_TYPED = ("struct", "model")  # the forms decoded by msgspec, in DataBatch's order
 
 # Fields a data message must carry (Alpaca's short keys), by ``T`` code. They are the
 # fields alpaca-py's models require, plus ``S`` (news has ``symbols`` instead).
@@ -183,17 +184,23 @@ class DataStreamProtocol:
         self.unknown_types: Counter[str] = Counter()
         self._specs = _specs_for(self.kind)
         self._forms = _RAW_ONLY
-        self._decoders: Decoders | None = None
+        self._decoders: dict[str, Decoders] = {}  # typed form -> its decoders, once asked for
+        self._typed: tuple[tuple[str, Decoders], ...] = ()  # the typed forms asked for now
 
     @property
     def forms(self) -> frozenset[str]:
-        """What data messages are decoded into: ``"raw"`` dicts, ``"struct"``s, or both.
+        """What data messages are decoded into: ``"raw"`` dicts, ``"struct"``s, ``"model"`` sources.
 
         ``{"raw"}`` by default. With ``"struct"``, every :class:`DataBatch` also
         carries the typed structs of :mod:`alpaca_di.protocol.structs`, decoded
-        straight from the frame; without ``"raw"``, no dict is built at all (each
-        message's raw slot is ``None``). Read at every frame (and every slice of a
-        large one), so it may change between frames::
+        straight from the frame; with ``"model"``, the model sources of
+        :mod:`alpaca_di.protocol.sources` alpaca-py models are built from
+        (:func:`alpaca_di.protocol.models.build`; asking for it loads alpaca-py),
+        and the dict of each message that has no source (a value only
+        validation can judge, a LULD band), so a model can still be validated
+        from it. Without ``"raw"``, no other dict is built at all (each
+        message's raw slot is ``None``). Read at every frame (and every slice of
+        a large one), so it may change between frames::
 
             protocol.forms = frozenset({"struct"})
             [batch] = protocol.receive(frame)
@@ -206,10 +213,16 @@ class DataStreamProtocol:
         forms = frozenset(forms)
         if not forms or not forms <= FORMS:
             raise ValueError(f"forms must be a non-empty subset of {sorted(FORMS)}, got {forms!r}")
-        if "struct" in forms and self._decoders is None:
+        decoders = self._decoders
+        if "struct" in forms and "struct" not in decoders:
             from alpaca_di.protocol.structs import decoders_for  # msgspec, when first asked
 
-            self._decoders = decoders_for(self.kind)
+            decoders["struct"] = decoders_for(self.kind)
+        if "model" in forms and "model" not in decoders:
+            from alpaca_di.protocol.models import model_sources  # alpaca-py: models are wanted
+
+            decoders["model"] = model_sources(self.kind)
+        self._typed = tuple((form, decoders[form]) for form in _TYPED if form in forms)
         self._forms = forms
 
     def __repr__(self) -> str:
@@ -279,8 +292,8 @@ class DataStreamProtocol:
             events = protocol.receive(msgpack.packb([{"T": "success", "msg": "connected"}]))
             assert events == [Welcome()]
         """
-        if "struct" in self._forms and not isinstance(frame, str):
-            return self._receive_structs(frame)
+        if self._typed and not isinstance(frame, str):
+            return self._receive_typed(frame)
         return self._receive_raw(frame)
 
     def _receive_raw(self, frame: bytes | str) -> list[Event]:
@@ -323,8 +336,8 @@ class DataStreamProtocol:
         if isinstance(frame, str) or len(frame) < SLICE_FRAME_BYTES:
             yield self.receive(frame)
             return
-        if "struct" in self._forms:
-            yield from self._struct_slices(frame)
+        if self._typed:
+            yield from self._typed_slices(frame)
             return
         unpacker = msgpack.Unpacker(max_buffer_size=max(len(frame), 1))
         unpacker.feed(frame)
@@ -352,28 +365,24 @@ class DataStreamProtocol:
             yield self._read(elements, offset=index)
             index += len(elements)
 
-    # -- the struct form -------------------------------------------------------------------
+    # -- the typed forms (structs, model sources) --------------------------------------------
 
-    def _struct_decoders(self) -> Decoders:
-        decoders = self._decoders
-        assert decoders is not None  # set with the "struct" form
-        return decoders
-
-    def _receive_structs(
-        self, frame: bytes | bytearray | memoryview, offset: int = 0
-    ) -> list[Event]:
-        """The fast path: the whole frame in one msgspec call, when it is all data."""
-        decoders = self._struct_decoders()
-        try:
-            structs = decoders.frame.decode(frame)
-        except decoders.error:
-            # A control message, an unknown type or a bad value somewhere: element by element.
+    def _receive_typed(self, frame: bytes | bytearray | memoryview, offset: int = 0) -> list[Event]:
+        """The fast path: one msgspec call per typed form for the whole frame, if it is all data."""
+        decoded: dict[str, list[Any]] = {}
+        for form, decoders in self._typed:
             try:
-                elements = decoders.elements.decode(frame)
+                decoded[form] = decoders.frame.decode(frame)
             except decoders.error:
-                return self._receive_raw(bytes(frame))  # names what is wrong with the frame
-            return self._read_elements(elements, offset)
-        if not structs:
+                # A control message, an unknown type or a bad value somewhere: element by element.
+                try:
+                    elements = decoders.elements.decode(frame)
+                except decoders.error:
+                    return self._receive_raw(bytes(frame))  # names what is wrong with the frame
+                return self._read_elements(elements, offset)
+        form, decoders = self._typed[0]
+        typed = decoded[form]
+        if not typed:
             return []
         raws: list[Any] | None = None
         if "raw" in self._forms:
@@ -382,21 +391,19 @@ class DataStreamProtocol:
             except Exception:  # msgspec read it, msgpack did not: let the slow path tell
                 return self._read_elements(decoders.elements.decode(frame), offset)
         channels = decoders.channels
-        if self.kind is StreamKind.NEWS:
-            if raws is None:
-                return [DataBatch([("news", "", None) for _ in structs], structs)]
-            return [DataBatch([("news", "", raw) for raw in raws], structs)]
-        if raws is None:
-            messages = [(channels[type(struct)], struct.symbol, None) for struct in structs]
+        messages: list[tuple[str, str, Any]]
+        if self.kind is StreamKind.NEWS:  # routed by the article's symbols, not by one symbol
+            messages = [("news", "", raw) for raw in (raws or [None] * len(typed))]
+        elif raws is None:
+            messages = [(channels[type(one)], one.symbol, None) for one in typed]
         else:
             messages = [
-                (channels[type(struct)], struct.symbol, raw)
-                for struct, raw in zip(structs, raws, strict=True)
+                (channels[type(one)], one.symbol, raw) for one, raw in zip(typed, raws, strict=True)
             ]
-        return [DataBatch(messages, structs)]
+        return [DataBatch(messages, decoded.get("struct"), decoded.get("model"))]
 
-    def _struct_slices(self, frame: bytes | bytearray | memoryview) -> Iterator[list[Event]]:
-        """A large frame ``SLICE`` elements at a time, each slice in one msgspec call.
+    def _typed_slices(self, frame: bytes | bytearray | memoryview) -> Iterator[list[Event]]:
+        """A large frame ``SLICE`` elements at a time, each slice in one msgspec call per form.
 
         msgspec has no streaming decoder, so a streaming unpacker only finds where
         each slice's elements end (``skip()``, no objects built); the slice's bytes
@@ -425,7 +432,7 @@ class DataStreamProtocol:
                 for _ in range(good):
                     rescan.skip()
                 end = start + rescan.tell()
-                events = self._receive_structs(_array(good, view[start:end]), offset=index)
+                events = self._receive_typed(_array(good, view[start:end]), offset=index)
                 events.append(
                     Malformed(
                         f"undecodable MessagePack frame of {len(frame)} bytes at element "
@@ -435,46 +442,60 @@ class DataStreamProtocol:
                 yield events
                 return
             end = unpacker.tell()
-            yield self._receive_structs(_array(size, view[start:end]), offset=index)
+            yield self._receive_typed(_array(size, view[start:end]), offset=index)
             start, index = end, index + size
 
     def _read_elements(self, elements: list[msgspec.Raw], offset: int = 0) -> list[Event]:
-        """Element by element, in the forms asked for now; the dict rules judge the rest."""
+        """Element by element, in the forms asked for now; the dict rules judge the rest.
+
+        A message the model form has no source for keeps its dict (the model is
+        validated from it), whether or not the raw form is wanted.
+        """
         forms = self._forms
-        want_raw, want_struct = "raw" in forms, "struct" in forms
-        decoders = self._struct_decoders() if want_struct else None
+        typed = self._typed
+        want_raw, want_model = "raw" in forms, "model" in forms
         news = self.kind is StreamKind.NEWS
         events: list[Event] = []
         batch: list[tuple[str, str, Any]] = []
-        structs: list[Any] = []
+        columns: dict[str, list[Any]] = {form: [] for form, _ in typed}
+
+        def flush() -> None:
+            nonlocal batch, columns
+            events.append(DataBatch(batch, columns.get("struct"), columns.get("model")))
+            batch, columns = [], {form: [] for form, _ in typed}
+
         for index, element in enumerate(elements, offset):
-            struct: Any = None
+            found: dict[str, Any] = {}
+            first: tuple[Decoders, Any] | None = None
             problem = ""
-            if decoders is not None:
+            for form, decoders in typed:
                 try:
-                    struct = decoders.one.decode(element)
+                    found[form] = one = decoders.one.decode(element)
                 except decoders.error as exc:
-                    problem = str(exc)[:160]
+                    found[form] = None
+                    problem = problem or str(exc)[:160]
                 else:
-                    if not want_raw:
-                        channel = decoders.channels[type(struct)]
-                        batch.append((channel, "" if news else struct.symbol, None))
-                        structs.append(struct)
-                        continue
-            try:
-                msg = msgpack.unpackb(element)
-            except Exception as exc:
-                events.append(Malformed(f"element {index}: undecodable: {_explain(exc)}"))
-                continue
-            if struct is not None:
-                batch.append((decoders.channels[type(struct)], "" if news else struct.symbol, msg))  # type: ignore[union-attr]
-                structs.append(struct)
+                    first = first or (decoders, one)
+            keep_dict = want_raw or (want_model and found["model"] is None)
+            msg: Any = None
+            if keep_dict or first is None:
+                try:
+                    msg = msgpack.unpackb(element)
+                except Exception as exc:
+                    events.append(Malformed(f"element {index}: undecodable: {_explain(exc)}"))
+                    continue
+            if first is not None:
+                decoders, one = first
+                batch.append((decoders.channels[type(one)], "" if news else one.symbol, msg))
+                for form, column in columns.items():
+                    column.append(found[form])
                 continue
             for event in self._read([msg], offset=index):
                 if isinstance(event, DataBatch):
-                    if want_raw:
+                    if want_raw or want_model:
                         batch.extend(event.messages)
-                        structs.extend([None] * len(event.messages))
+                        for column in columns.values():
+                            column.extend([None] * len(event.messages))
                     else:  # the struct form alone, and this message has none
                         channel, symbol, _ = event.messages[0]
                         where = f" for {_clip(symbol)}" if symbol else ""
@@ -483,11 +504,10 @@ class DataStreamProtocol:
                         )
                     continue
                 if batch and not isinstance(event, Malformed):
-                    events.append(DataBatch(batch, structs if want_struct else None))
-                    batch, structs = [], []
+                    flush()
                 events.append(event)
         if batch:
-            events.append(DataBatch(batch, structs if want_struct else None))
+            flush()
         return events
 
     def _read(self, decoded: list[Any], offset: int = 0) -> list[Event]:

@@ -105,12 +105,16 @@ class DataBatch:
     (:attr:`DataStreamProtocol.forms <alpaca_di.protocol.codec.DataStreamProtocol.forms>`),
     ``structs`` is a list parallel to ``messages``: each message's struct of
     :mod:`alpaca_di.protocol.structs`, or ``None`` where the message has none (a
-    value of the wrong type: raw consumers still get it). Without the raw form,
-    each ``raw`` is ``None``.
+    value of the wrong type: raw consumers still get it). Likewise ``sources``
+    with the model form: each message's model source of
+    :mod:`alpaca_di.protocol.sources`, or ``None`` where the message has none
+    (its ``raw`` is then the dict, even without the raw form). Without the raw
+    form, every other ``raw`` is ``None``.
     """
 
     messages: list[tuple[str, str, Any]]
     structs: list[Any] | None = None
+    sources: list[Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

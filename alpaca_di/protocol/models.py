@@ -23,8 +23,9 @@ import datetime as _dt
 import enum
 import functools
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, TypeAlias, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, Union, get_args, get_origin
 
+import msgspec
 from alpaca.data.mappings import (
     BAR_MAPPING,
     ORDERBOOK_MAPPING,
@@ -50,12 +51,18 @@ from pydantic import BaseModel, ValidationError
 
 from alpaca_di.errors import ProtocolError
 
+if TYPE_CHECKING:
+    from alpaca_di.protocol.channels import StreamKind
+    from alpaca_di.protocol.structs import Decoders
+
 __all__ = [
     "BackfilledBar",
     "Lenient",
     "ModelMessage",
     "ReconciledTradeUpdate",
+    "build",
     "is_lenient",
+    "model_sources",
     "parse",
 ]
 
@@ -101,10 +108,9 @@ class _BadTime(TypeError):
 _last_second: tuple[int | None, int, int, int, int, int, int] = (None, 1970, 1, 1, 0, 0, 0)
 
 
-def _stamp_to_datetime(stamp: Timestamp) -> _dt.datetime:
-    """``Timestamp.to_datetime()``, equal to it to the microsecond, at a fraction of its cost."""
+def _utc(seconds: int, nanoseconds: int) -> _dt.datetime:
+    """``Timestamp(seconds, nanoseconds).to_datetime()``: truncated to the microsecond, cheaply."""
     global _last_second
-    seconds = stamp.seconds
     last = _last_second
     if last[0] != seconds:
         moment = _EPOCH + _timedelta(seconds=seconds)
@@ -118,7 +124,12 @@ def _stamp_to_datetime(stamp: Timestamp) -> _dt.datetime:
             moment.second,
         )
     _, year, month, day, hour, minute, second = last
-    return _datetime(year, month, day, hour, minute, second, stamp.nanoseconds // 1000, _UTC)
+    return _datetime(year, month, day, hour, minute, second, nanoseconds // 1000, _UTC)
+
+
+def _stamp_to_datetime(stamp: Timestamp) -> _dt.datetime:
+    """``Timestamp.to_datetime()``, equal to it to the microsecond, at a fraction of its cost."""
+    return _utc(stamp.seconds, stamp.nanoseconds)
 
 
 def _to_datetime(key: str, value: Any) -> Any:
@@ -355,16 +366,31 @@ def _trade_update() -> _Parser:
     return parse_trade_update
 
 
+# The alpaca-py model of each market-data channel (bars: a live bar's; backfilled
+# bars come as dicts).
+_MODEL_OF_CHANNEL: dict[str, type[BaseModel]] = {
+    "trades": Trade,
+    "quotes": Quote,
+    "bars": Bar,
+    "updated_bars": Bar,
+    "daily_bars": Bar,
+    "statuses": TradingStatus,
+    "corrections": TradeCorrection,
+    "cancel_errors": TradeCancel,
+    "orderbooks": Orderbook,
+    "news": News,
+}
+_M = _MODEL_OF_CHANNEL
 _PARSERS: dict[str, _Parser] = {
-    "trades": _mapped(Trade, TRADE_MAPPING),
-    "quotes": _mapped(Quote, QUOTE_MAPPING),
+    "trades": _mapped(_M["trades"], TRADE_MAPPING),
+    "quotes": _mapped(_M["quotes"], QUOTE_MAPPING),
     "bars": _bars(),
-    "updated_bars": _mapped(Bar, BAR_MAPPING),
+    "updated_bars": _mapped(_M["updated_bars"], BAR_MAPPING),
     "daily_bars": _bars(),
-    "statuses": _mapped(TradingStatus, TRADING_STATUS_MAPPING),
-    "corrections": _mapped(TradeCorrection, TRADE_CORRECTION_MAPPING),
-    "cancel_errors": _mapped(TradeCancel, TRADE_CANCEL_MAPPING),
-    "orderbooks": _mapped(Orderbook, ORDERBOOK_MAPPING),
+    "statuses": _mapped(_M["statuses"], TRADING_STATUS_MAPPING),
+    "corrections": _mapped(_M["corrections"], TRADE_CORRECTION_MAPPING),
+    "cancel_errors": _mapped(_M["cancel_errors"], TRADE_CANCEL_MAPPING),
+    "orderbooks": _mapped(_M["orderbooks"], ORDERBOOK_MAPPING),
     "lulds": _luld,
     "news": _news(),
     "trade_updates": _trade_update(),
@@ -422,10 +448,270 @@ def parse(channel: str, symbol: str, raw: Mapping[str, Any]) -> object:
         raise ValueError(f"unknown channel {channel!r}; valid channels: {valid}")
     try:
         return parser(symbol, raw)
-    except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
-        if isinstance(symbol, str):
-            shown = repr(symbol if len(symbol) <= 40 else symbol[:37] + "...")
+    except _INVALID as exc:
+        raise _invalid(channel, symbol, exc) from None
+
+
+# What building a model raises for a message no model can be built from.
+_INVALID = (ValueError, TypeError, KeyError, AttributeError, OverflowError)
+
+
+def _invalid(channel: str, symbol: object, exc: BaseException) -> ProtocolError:
+    if isinstance(symbol, str):
+        shown = repr(symbol if len(symbol) <= 40 else symbol[:37] + "...")
+    else:
+        shown = f"<{type(symbol).__name__}>"
+    # Raised ``from None``: the pydantic error would quote parts of the payload.
+    return ProtocolError(f"invalid {channel} message for {shown}: {_describe(exc)}")
+
+
+# -- models from model sources (alpaca_di.protocol.sources), without validation -------------
+
+
+def build(channel: str, source: Any) -> object:
+    """The alpaca-py model of a model source: equal to :func:`parse` of the same message.
+
+    The codec's ``"model"`` form decodes a message into a source only when every
+    value is one alpaca-py's validators would take as it is (a float for a float,
+    a str for a str...); so here each value is only converted as the validator
+    would convert it (timestamps truncated to the microsecond, tuples to lists,
+    enum values to their members) and the model is put together without
+    validating again. Values, field types, ``model_fields_set`` and the class
+    (:class:`Lenient` for an exchange alpaca-py does not know) are those of
+    :func:`parse`::
+
+        [source] = model_sources("stock").frame.decode(frame)
+        quote = build("quotes", source)      # alpaca.data.models.Quote
+
+    Raises:
+        ProtocolError: no model can be built (a timestamp that is not one, or
+            out of ``datetime``'s range), worded as :func:`parse` words it.
+        ValueError: ``channel`` has no model (``lulds``, ``trade_updates``).
+    """
+    builder = _BUILDERS.get((channel, type(source)))
+    if builder is None:
+        builder = _builder(channel, type(source))
+    try:
+        return builder(source)
+    except _INVALID as exc:
+        raise _invalid(channel, getattr(source, "symbol", ""), exc) from None
+
+
+class _BadExtension(TypeError):
+    def __init__(self, key: str, code: int, size: int) -> None:
+        super().__init__(
+            f"{key!r} is a MessagePack extension of type {code} and {size} bytes, "
+            "expected a timestamp"
+        )
+
+
+def _ext_to_datetime(key: str, ext: Any) -> _dt.datetime:
+    """A MessagePack timestamp extension -> what ``msgpack.Timestamp.to_datetime`` gives."""
+    data: bytes = ext.data
+    size = len(data)
+    if ext.code == -1:
+        if size == 8:  # 30 bits of nanoseconds, then 34 of seconds: the common form
+            value = int.from_bytes(data, "big")
+            seconds, nanoseconds = value & 0x3_FFFF_FFFF, value >> 34
+            last = _last_second
+            if last[0] == seconds and nanoseconds < 1_000_000_000:  # _utc's cache, inlined
+                _, year, month, day, hour, minute, second = last
+                micro = nanoseconds // 1000
+                return _datetime(year, month, day, hour, minute, second, micro, _UTC)
+        elif size == 4:
+            seconds, nanoseconds = int.from_bytes(data, "big"), 0
+        elif size == 12:
+            nanoseconds = int.from_bytes(data[:4], "big")
+            seconds = int.from_bytes(data[4:], "big", signed=True)
         else:
-            shown = f"<{type(symbol).__name__}>"
-        # ``from None``: the pydantic error would quote parts of the payload.
-        raise ProtocolError(f"invalid {channel} message for {shown}: {_describe(exc)}") from None
+            raise _BadExtension(key, ext.code, size)
+        if nanoseconds < 1_000_000_000:
+            return _utc(seconds, nanoseconds)
+        raise ValueError(f"{key!r} is a timestamp of {nanoseconds} nanoseconds past its second")
+    raise _BadExtension(key, ext.code, size)
+
+
+_Convert = Callable[[Any], Any]
+
+
+def _as_list(value: Any) -> Any:
+    return list(value) if type(value) is tuple else value
+
+
+_UNSET: Any = msgspec.UNSET
+# Annotations whose validator returns a value of the source's type as it is.
+_AS_IS = frozenset({str, float, int, bool})
+# BaseModel's slots, set as model_construct sets them (through the descriptors: faster).
+_SLOTS = BaseModel.__dict__
+_set_dict = _SLOTS["__dict__"].__set__
+_set_fields = _SLOTS["__pydantic_fields_set__"].__set__
+_set_extra = _SLOTS["__pydantic_extra__"].__set__
+_set_private = _SLOTS["__pydantic_private__"].__set__
+
+
+def _converter(annotation: Any, name: str) -> Any:
+    """How alpaca-py's validator turns a source's value of one field into the model's.
+
+    ``None``: the value as it is; ``_MISSING``: no rule here (the model is then validated).
+    """
+    if annotation is _dt.datetime:
+        return functools.partial(_ext_to_datetime, name)
+    if annotation in _AS_IS:
+        return None
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Union:
+        options = [arg for arg in args if arg is not type(None)]
+        if len(options) == 1:  # Optional[x]: None stays None
+            return _converter(options[0], name)
+        others = [arg for arg in options if arg is not str]
+        if len(others) < len(options):  # str is an option: a str input matches it exactly
+            if all(isinstance(arg, type) and issubclass(arg, enum.Enum) for arg in others):
+                return None  # Union[str, Exchange]: the str stays a str (smart mode)
+            if [(get_origin(arg), get_args(arg)) for arg in others] == [(list, (str,))]:
+                return _as_list  # Union[List[str], str]
+        return _MISSING
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        members = {member.value: member for member in annotation}
+        return lambda value: members.get(value, value)  # unknown: kept, in a Lenient model
+    if origin is list and args == (str,):
+        return list
+    if origin is list and isinstance(args[0], type) and issubclass(args[0], BaseModel):
+        level = _builder_of(args[0], None)
+        return lambda levels: [level(one) for one in levels]
+    return _MISSING
+
+
+def _is_enum(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, enum.Enum)
+
+
+def _builder_of(cls: type[BaseModel], source_type: type[Any] | None) -> _Convert:
+    """A function building ``cls`` from a source of ``source_type`` without validation.
+
+    ``source_type`` ``None``: a nested struct carrying every field (an order book
+    level). Falls back to the model's validator when a field has no rule in
+    :func:`_converter` or the source lacks a field it needs (an alpaca-py
+    version with a new kind of field).
+    """
+    fields = cls.model_fields
+    source_fields: tuple[Any, ...] = ()
+    if source_type is None:
+        present = list(fields)
+        optional: tuple[tuple[str, Any], ...] = ()
+    else:
+        source_fields = msgspec.structs.fields(source_type)
+        present = [name for name in fields if name in {f.name for f in source_fields}]
+        optional = tuple(
+            (f.name, fields[f.name].default)
+            for f in source_fields
+            if f.name in fields and not f.required
+        )
+    absent = {name: field.default for name, field in fields.items() if name not in present}
+    if any(field.is_required() for name, field in fields.items() if name in absent) or list(
+        fields
+    ) != present + list(absent):  # a needed field, or not the model's order: validate
+        return _validating_builder(cls)
+    converters = {name: _converter(field.annotation, name) for name, field in fields.items()}
+    if _MISSING in converters.values():
+        return _validating_builder(cls)
+    times = tuple(name for name, field in fields.items() if field.annotation is _dt.datetime)
+    converted = tuple(
+        (name, convert)
+        for name, convert in converters.items()
+        if convert is not None and name not in times and name in present
+    )
+    enums = tuple(name for name, field in fields.items() if _is_enum(field.annotation))
+    # ``__dict__`` in the model's field order, as validation fills it (``str(model)``,
+    # iteration); the source's differs where msgspec wants required fields first.
+    order: tuple[str, ...] | None = tuple(present)
+    extra: tuple[str, ...] = ()  # source fields the model has not (crypto's taker_side)
+    declared = tuple(f.name for f in source_fields)
+    if source_type is not None and declared[: len(present)] == order:
+        order, extra = None, declared[len(present) :]
+    every_field = frozenset(present)
+    lenient = _lenient_class(cls)
+    asdict = msgspec.structs.asdict
+    # Market data has one timestamp: converted without a loop (news has two).
+    time, times = (times[0], ()) if len(times) == 1 else (None, times)
+    to_datetime = _ext_to_datetime
+
+    def build_model(source: Any) -> object:
+        values = asdict(source)
+        if order is not None:
+            values = {name: values[name] for name in order}
+        for name in extra:
+            del values[name]
+        fields_set = set(every_field)
+        if _UNSET in values.values():  # one C loop; most messages carry every field
+            for name, default in optional:
+                if values[name] is _UNSET:  # not in the message: the default, as validated
+                    values[name] = default
+                    fields_set.discard(name)
+        if time is not None:
+            values[time] = to_datetime(time, values[time])
+        for name in times:
+            values[name] = to_datetime(name, values[name])
+        for name, convert in converted:
+            value = values[name]
+            if value is not None:
+                values[name] = convert(value)
+        if absent:
+            values.update(absent)
+        made = cls
+        for name in enums:
+            if type(values[name]) is str:  # a value the enum does not list
+                made = lenient
+        instance = _new(made)
+        _set_dict(instance, values)
+        _set_fields(instance, fields_set)
+        _set_extra(instance, None)
+        _set_private(instance, None)
+        return instance
+
+    return build_model
+
+
+def _validating_builder(cls: type[BaseModel]) -> _Convert:
+    """Validate the source's values into ``cls`` (nested structs as their wire maps)."""
+    validate_python = cls.__pydantic_validator__.validate_python
+    names = tuple(cls.model_fields)
+
+    def build_validated(source: Any) -> object:
+        data: dict[str, Any] = {}
+        for name in names:
+            value = getattr(source, name, _UNSET)
+            if value is _UNSET:
+                continue
+            if type(value) is msgspec.msgpack.Ext:
+                data[name] = _ext_to_datetime(name, value)
+            else:
+                data[name] = msgspec.to_builtins(value)
+        return _validate_or_lenient(cls, validate_python, data)
+
+    return build_validated
+
+
+def _builder(channel: str, source_type: type[Any]) -> _Convert:
+    model = _MODEL_OF_CHANNEL.get(channel)
+    if model is None:
+        raise ValueError(f"channel {channel!r} has no model to build from a source")
+    builder = _BUILDERS[(channel, source_type)] = _builder_of(model, source_type)
+    return builder
+
+
+_BUILDERS: dict[tuple[str, type[Any]], _Convert] = {}
+
+
+@functools.cache
+def model_sources(kind: StreamKind | str) -> Decoders:
+    """The decoders of the model sources :func:`build` takes, for a stream kind (cached).
+
+    Their fields come in the models' order, so :func:`build` never reorders::
+
+        [source] = model_sources("stock").frame.decode(frame)
+        build("quotes", source)
+    """
+    from alpaca_di.protocol.sources import sources_for
+
+    orders = {channel: tuple(model.model_fields) for channel, model in _MODEL_OF_CHANNEL.items()}
+    return sources_for(kind, orders)

@@ -16,7 +16,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from urllib.parse import urlsplit
 
 import structlog
@@ -53,7 +53,14 @@ from alpaca_di.transport.backoff import Backoff, ExponentialBackoff
 from alpaca_di.transport.options import ConnectionOptions
 from alpaca_di.transport.states import ConnectionState, StateHistory
 
-__all__ = ["Connection", "ConnectionFactory", "ConnectionListener", "Upstream", "check_url"]
+__all__ = [
+    "Connection",
+    "ConnectionFactory",
+    "ConnectionListener",
+    "ModelFormListener",
+    "Upstream",
+    "check_url",
+]
 
 _USER_AGENT = "alpaca-di/0.1"
 _FATAL = (AuthenticationError, InsufficientSubscriptionError, ConfigurationError)
@@ -75,7 +82,8 @@ class ConnectionListener(Protocol):
         """Decoded data messages of one frame, in wire order. Must not block.
 
         ``structs`` only when :meth:`Connection.decode_forms` asked for them (see
-        :class:`~alpaca_di.protocol.events.DataBatch`).
+        :class:`~alpaca_di.protocol.events.DataBatch`). A listener that asks for
+        the ``"model"`` form is a :class:`ModelFormListener`.
         """
 
     def on_ack(self, channels: Mapping[str, tuple[str, ...]]) -> None:
@@ -89,6 +97,23 @@ class ConnectionListener(Protocol):
 
     def on_unsubscribing(self, channels: Mapping[str, list[str]]) -> None:
         """An unsubscribe of ``channels`` went out: the last ack no longer covers them."""
+
+
+class ModelFormListener(ConnectionListener, Protocol):
+    """A listener that asks for the ``"model"`` form (``decode_forms``): the hub.
+
+    It also takes each batch's model sources (``None`` for a message that has none)::
+
+        def on_batch(self, messages, structs=None, sources=None): ...
+    """
+
+    def on_batch(
+        self,
+        messages: list[tuple[str, str, dict[str, Any]]],
+        structs: list[Any] | None = None,
+        sources: list[Any] | None = None,
+    ) -> None:
+        """Like :meth:`ConnectionListener.on_batch`, with the model sources."""
 
 
 class Upstream(Protocol):
@@ -470,10 +495,13 @@ class Connection:
                 if self._cause is not None:  # data flows again: that error is history
                     self._cause = None
                 self.messages_received += len(event.messages)
-                if event.structs is None:
-                    listener.on_batch(event.messages)
-                else:
+                if event.sources is not None:  # only a listener that asked for them (the hub)
+                    on_batch = cast("ModelFormListener", listener).on_batch
+                    on_batch(event.messages, event.structs, event.sources)
+                elif event.structs is not None:
                     listener.on_batch(event.messages, event.structs)
+                else:
+                    listener.on_batch(event.messages)
                 self._backoff.reset()
             elif isinstance(event, SubscriptionAck):
                 if self._pending_replies:
@@ -510,8 +538,9 @@ class Connection:
     def decode_forms(self, forms: frozenset[str]) -> None:
         """Decode data frames into ``forms`` from the next frame on (``DataStreamProtocol.forms``).
 
-        The hub asks for what its consumers need: ``{"struct"}`` alone builds no
-        dict at all. The trading stream's JSON has one form: ignored there::
+        The hub asks for what its consumers need: ``{"struct"}`` or ``{"model"}``
+        alone builds no dict for a message that decodes into them. The trading
+        stream's JSON has one form: ignored there::
 
             connection.decode_forms(frozenset({"raw", "struct"}))
         """

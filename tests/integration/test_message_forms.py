@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 
+import msgpack
 from _integration_support import wait_until
+from alpaca.data.live.websocket import DataStream
 from alpaca.data.models import Quote as ModelQuote
 
 from alpaca_di.protocol.structs import Quote, Trade
@@ -12,6 +15,8 @@ from alpaca_di.testing.messages import quote, trade
 from alpaca_di.testing.recorder import Recorder
 
 IEX = "/v2/iex"
+_CAST = DataStream.__new__(DataStream)
+_CAST._raw_data = False  # alpaca-py's own message -> model step (DataStream._cast)
 
 
 def test_each_form_is_delivered_and_shared_by_its_consumers(stock_lease, emulator):
@@ -28,7 +33,7 @@ def test_each_form_is_delivered_and_shared_by_its_consumers(stock_lease, emulato
     ]
     for sub in subs:
         sub.wait_confirmed(10)
-    assert hub._connection.decoded_forms == {"raw", "struct"}
+    assert hub._connection.decoded_forms == {"raw", "struct", "model"}
 
     emulator.publish(IEX, [quote("AAPL", bid=10.0), trade("AAPL", price=11.0)])
     [model], [model2] = models.wait_for(1), models2.wait_for(1)
@@ -92,3 +97,50 @@ def test_struct_only_hub_counts_a_bad_value_without_dicts(stock_lease, emulator)
     emulator.publish(IEX, [bad, quote("AAPL", bid=2.0)])
     assert [q.bid_price for q in fast.wait_for(1)] == [2.0]
     wait_until(lambda: hub.health().malformed == 1, 10, "the bad quote counted")
+
+
+def test_model_consumers_alone_get_alpaca_pys_own_models_without_dicts(stock_lease, emulator):
+    hub = stock_lease.hub
+    models = Recorder()
+    sub = hub.subscribe(models, quotes=["AAPL"], trades=["AAPL"])
+    sub.wait_confirmed(10)
+    assert hub._connection.decoded_forms == {"model"}
+    # 999 ns past the microsecond: msgspec would round up, alpaca-py truncates.
+    stamp = msgpack.Timestamp(1_760_000_000, 123_456_999)
+    sent = [
+        {**quote("AAPL", bid=10.0), "t": stamp},
+        {**trade("AAPL", price=11.0), "t": stamp, "x": "ZZ"},  # an exchange alpaca-py lacks
+        {**quote("AAPL", bid=12.0), "t": stamp, "bp": 12},  # an int where a float belongs
+        {**quote("AAPL", bid=13.0), "t": stamp, "bp": "13.5"},  # only validation takes it
+    ]
+    emulator.send_raw(IEX, msgpack.packb(sent))
+    received = models.wait_for(4)
+    for got, message in zip(received, sent, strict=True):
+        expected = _CAST._cast(copy.deepcopy(message))
+        assert type(got) is type(expected)
+        assert got == expected
+        assert got.model_dump() == expected.model_dump()
+        assert {k: type(v) for k, v in got.__dict__.items()} == {
+            k: type(v) for k, v in expected.__dict__.items()
+        }
+    assert received[0].timestamp.microsecond == 123_456
+    assert received[2].bid_price == 12.0
+    assert type(received[2].bid_price) is float
+    assert received[3].bid_price == 13.5  # from the dict, validated as before
+    assert hub.health().malformed == 0
+    sub.close()
+
+
+def test_model_only_hub_counts_a_bad_value_once(stock_lease, emulator):
+    hub = stock_lease.hub
+    models = Recorder()
+    hub.subscribe(models, quotes=["AAPL"]).wait_confirmed(10)
+    assert hub._connection.decoded_forms == {"model"}
+    bad_price = {**quote("AAPL", bid=1.0), "bp": "not a price"}
+    bad_time = {**quote("AAPL", bid=2.0), "t": msgpack.Timestamp(2**40, 0)}  # past year 9999
+    emulator.send_raw(
+        IEX,
+        msgpack.packb([bad_price, bad_time, quote("AAPL", bid=3.0)], datetime=True),
+    )
+    assert [q.bid_price for q in models.wait_for(1)] == [3.0]
+    wait_until(lambda: hub.health().malformed == 2, 10, "both bad quotes counted")

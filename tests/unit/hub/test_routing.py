@@ -120,7 +120,7 @@ def test_forms_follow_the_inboxes_routed_to() -> None:
     assert router.forms() == {"struct"}
     model = inbox(("quotes", "AAPL"))
     router.add(model, ("quotes", "AAPL"))
-    assert router.forms() == {"raw", "struct"}
+    assert router.forms() == {"model", "struct"}  # model sources, not dicts, for models
     router.remove(model, ("quotes", "AAPL"))
     assert router.forms() == {"struct"}
 

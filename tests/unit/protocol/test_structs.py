@@ -254,7 +254,7 @@ def test_from_raw_builds_the_struct_of_a_dict():
 def test_forms_are_checked():
     protocol = DataStreamProtocol(StreamKind.STOCK)
     with pytest.raises(ValueError, match="subset"):
-        protocol.forms = frozenset({"model"})
+        protocol.forms = frozenset({"dict"})
 
 
 def test_a_truncated_large_frame_delivers_what_precedes_the_break():
