@@ -279,10 +279,12 @@ def test_a_bar_published_right_after_the_restore_follows_the_backfill_everywhere
 ) -> None:
     before = deployment.bars_reach_everyone(minutes=1)
     requests = clocked_emu.stats().market_data_requests
+    subscribes = clocked_emu.counters(KEY, IEX).subscribe_messages
     missed = deployment.outage(close_frame=False, minutes=2)
-    # The leader's new session has subscribed: the next bar goes out right behind its ack.
+    # The leader's new session sent its subscribe: the emulator answers it on its loop
+    # before it runs advance(), so the next bar goes out right behind the ack.
     clocked_emu.wait_until(
-        lambda: clocked_emu.subscriptions(KEY, IEX).get("bars") == set(UNION),
+        lambda: clocked_emu.counters(KEY, IEX).subscribe_messages > subscribes,
         DEADLINE,
         message="the leader subscribed again",
     )
@@ -290,7 +292,24 @@ def test_a_bar_published_right_after_the_restore_follows_the_backfill_everywhere
     deployment.wait_for(
         {i: len(_mine(i, before + missed + after)) for i in range(len(SYMBOLS))}, "bar"
     )
-    _check_sequence(deployment, before, missed, after)
+    for i in range(len(SYMBOLS)):
+        items = deployment.reports.items[i]
+        n_before = len(_mine(i, before))
+        assert [item[0] for item in items[: n_before + 1]] == ["bar"] * n_before + ["notice"]
+        assert items[n_before][1:] == (True, None, {}), f"follower {i}"
+        rest = items[n_before + 1 :]
+        assert all(item[0] == "bar" for item in rest), f"follower {i}: one notice"
+        # The missed bars, marked; then the new bars (fetched too when the leader's REST
+        # answer came before the socket brought them: marked then, never twice).
+        assert sorted((bar[1], bar[2]) for bar in rest) == sorted(
+            map(_bar_key, _mine(i, missed + after))
+        ), f"follower {i}"
+        missed_keys = set(map(_bar_key, _mine(i, missed)))
+        assert all(bar[3] for bar in rest if (bar[1], bar[2]) in missed_keys), f"follower {i}"
+        stamps = [bar[2] for bar in rest]
+        assert stamps == sorted(stamps), f"follower {i}: in time order"
+        marks = [bar[3] for bar in rest]
+        assert marks == sorted(marks, reverse=True), f"follower {i}: backfilled ones first"
     assert clocked_emu.stats().market_data_requests - requests == 1
 
 
