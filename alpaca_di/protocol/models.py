@@ -22,8 +22,9 @@ import copy
 import datetime as _dt
 import enum
 import functools
+import operator
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, TypeAlias, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, Union, get_args, get_origin
 
 import msgspec
 from alpaca.data.mappings import (
@@ -51,12 +52,18 @@ from pydantic import BaseModel, ValidationError
 
 from alpaca_di.errors import ProtocolError
 
+if TYPE_CHECKING:
+    from alpaca_di.protocol.channels import StreamKind
+    from alpaca_di.protocol.structs import Decoders
+
 __all__ = [
     "BackfilledBar",
     "Lenient",
     "ModelMessage",
     "ReconciledTradeUpdate",
+    "build",
     "is_lenient",
+    "model_sources",
     "parse",
 ]
 
@@ -474,9 +481,7 @@ def build(channel: str, source: Any) -> object:
     (:class:`Lenient` for an exchange alpaca-py does not know) are those of
     :func:`parse`::
 
-        from alpaca_di.protocol.sources import sources_for
-
-        [source] = sources_for("stock").frame.decode(frame)
+        [source] = model_sources("stock").frame.decode(frame)
         quote = build("quotes", source)      # alpaca.data.models.Quote
 
     Raises:
@@ -627,6 +632,12 @@ def _builder_of(cls: type[BaseModel], source_type: type[Any] | None) -> _Convert
     every_field = frozenset(present)
     lenient = _lenient_class(cls)
     asdict = msgspec.structs.asdict
+    # Market data has one timestamp: converted without a loop (news has two).
+    time, times = (times[0], ()) if len(times) == 1 else (None, times)
+    to_datetime = _ext_to_datetime
+    # The optional fields' values, to look for UNSET among them only (``in`` compares
+    # with ``==``: half the cost of looking through every value).
+    optional_values = _values_of(tuple(name for name, _ in optional))
 
     def build_model(source: Any) -> object:
         values = asdict(source)
@@ -635,13 +646,15 @@ def _builder_of(cls: type[BaseModel], source_type: type[Any] | None) -> _Convert
         for name in extra:
             del values[name]
         fields_set = set(every_field)
-        if _UNSET in values.values():  # one C loop; most messages carry every field
+        if optional_values is not None and _UNSET in optional_values(values):  # rare
             for name, default in optional:
                 if values[name] is _UNSET:  # not in the message: the default, as validated
                     values[name] = default
                     fields_set.discard(name)
+        if time is not None:
+            values[time] = to_datetime(time, values[time])
         for name in times:
-            values[name] = _ext_to_datetime(name, values[name])
+            values[name] = to_datetime(name, values[name])
         for name, convert in converted:
             value = values[name]
             if value is not None:
@@ -660,6 +673,17 @@ def _builder_of(cls: type[BaseModel], source_type: type[Any] | None) -> _Convert
         return instance
 
     return build_model
+
+
+def _values_of(names: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[Any, ...]] | None:
+    """A function giving the values of ``names`` in a dict, as a tuple (``None``: no names)."""
+    if not names:
+        return None
+    if len(names) == 1:
+        (name,) = names
+        return lambda values: (values[name],)
+    read: Callable[[dict[str, Any]], tuple[Any, ...]] = operator.itemgetter(*names)
+    return read
 
 
 def _validating_builder(cls: type[BaseModel]) -> _Convert:
@@ -694,7 +718,7 @@ _BUILDERS: dict[tuple[str, type[Any]], _Convert] = {}
 
 
 @functools.cache
-def model_sources(kind: Any) -> Any:
+def model_sources(kind: StreamKind | str) -> Decoders:
     """The decoders of the model sources :func:`build` takes, for a stream kind (cached).
 
     Their fields come in the models' order, so :func:`build` never reorders::
