@@ -85,7 +85,9 @@ class AsyncDrains:
     _pid: ClassVar[int] = os.getpid()
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        # Weakly: the registry maps loops to their drains weakly, and a drains object
+        # that held its loop would keep every loop ever used (one per test) alive.
+        self._loop = weakref.ref(loop)
         self._ready: deque[Deliverable] = deque()
         self._idle: dict[asyncio.Task[None], asyncio.Future[None]] = {}  # parked tasks
         self._woken: set[asyncio.Task[None]] = set()  # on their way to the queue
@@ -128,8 +130,11 @@ class AsyncDrains:
             self._inbound.append(sub)
             if len(self._inbound) > 1:
                 return  # the hop that carries the first one is on its way
+        loop = self._loop()
         try:
-            self._loop.call_soon_threadsafe(self._take_inbound)
+            if loop is None:
+                raise RuntimeError("the loop is gone")
+            loop.call_soon_threadsafe(self._take_inbound)
         except RuntimeError:  # the loop is closed
             with self._inbound_lock:
                 stranded, self._inbound = self._inbound, []
@@ -152,7 +157,7 @@ class AsyncDrains:
                 parked.set_result(None)
                 self._woken.add(task)
                 return
-        task = self._loop.create_task(self._drain(), name="alpaca-di drain")
+        task = asyncio.get_running_loop().create_task(self._drain(), name="alpaca-di drain")
         self._woken.add(task)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -166,6 +171,7 @@ class AsyncDrains:
     async def _drain(self) -> None:
         me = asyncio.current_task()
         assert me is not None
+        loop = me.get_loop()
         ready = self._ready
         try:
             while True:
@@ -174,11 +180,11 @@ class AsyncDrains:
                     sub = ready.popleft()
                     if ready and not self._check_pending:
                         self._check_pending = True
-                        self._loop.call_soon(self._check)
+                        loop.call_soon(self._check)
                     await sub.deliver_ready()
                 if len(self._idle) >= 2:
                     return
-                parked = self._loop.create_future()
+                parked = loop.create_future()
                 self._idle[me] = parked
                 await parked
         finally:

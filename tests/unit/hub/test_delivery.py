@@ -249,3 +249,26 @@ def test_a_push_after_the_consumer_loop_closed_closes_the_subscription():
     loop.close()
     sub._inbox.push(frame(0))  # from this thread: the hop to the closed loop fails
     assert sub.closed
+
+
+def test_loops_that_delivered_are_not_kept_alive_by_their_drains():
+    """pytest-asyncio runs each test on its own loop: none may outlive its test."""
+    import gc
+    import weakref
+
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def main() -> None:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        hub = new_hub(asyncio.get_running_loop())
+        recorder = Recorder(pause=True)
+        sub = hub.subscribe(recorder, quotes=["AAPL"], maxsize=None)
+        sub._inbox.push(frame(0))
+        await until(lambda: len(recorder.seen) == 10, "a frame")
+        sub.close()
+        hub.start_close()
+
+    for _ in range(10):
+        asyncio.run(main())
+    gc.collect()
+    assert [ref for ref in loops if ref() is not None] == []
