@@ -1,7 +1,10 @@
-"""How messages leave an inbox: the handler pool, and inline drains for services.
+"""How messages leave an inbox: async drains, the handler pool, inline drains for services.
 
-:class:`HandlerPool` runs sync handlers on daemon worker threads, so none runs
-on the reader's loop. :class:`InlineDrain` delivers on the producer's own
+:class:`AsyncDrains` delivers to the async handlers of one event loop with a few
+shared tasks instead of one task per subscription: a frame that reaches a hundred
+consumers wakes one task, not a hundred. :class:`HandlerPool` runs sync handlers
+on daemon worker threads, so none runs on the reader's loop. :class:`InlineDrain`
+delivers on the producer's own
 thread instead, for O(1) consumers inside the library (the
 :class:`~alpaca_di.services.TradingService`'s bookkeeping): it never waits for a
 worker, so no number of blocked user handlers can delay it.
@@ -15,17 +18,20 @@ threads end with the last one. Releasing never waits for a handler that is busy
 
 from __future__ import annotations
 
+import asyncio
 import os
 import queue
 import threading
+import weakref
+from collections import deque
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import structlog
 
 from alpaca_di.hub.inbox import Inbox
 
-__all__ = ["MAX_HANDLER_THREADS", "HandlerPool", "InlineDrain"]
+__all__ = ["MAX_HANDLER_THREADS", "AsyncDrains", "Deliverable", "HandlerPool", "InlineDrain"]
 
 MAX_HANDLER_THREADS = 256
 """The most worker threads the shared pool starts for sync handlers.
@@ -37,6 +43,153 @@ services never use the pool).
 
 _log = structlog.get_logger("alpaca_di.workers")
 _STOP = object()
+
+
+class Deliverable(Protocol):
+    """A subscription whose inbox :class:`AsyncDrains` empties."""
+
+    async def deliver_ready(self) -> None:
+        """Deliver everything queued, in order; return once the inbox is empty."""
+        ...
+
+    def loop_closed(self) -> None:
+        """Its loop closed before delivering: nobody ever will (close the inbox)."""
+        ...
+
+
+class AsyncDrains:
+    """The tasks that run one event loop's async handlers, shared by its subscriptions.
+
+    A subscription with items is queued here (:meth:`schedule`, any thread) and a
+    drain task delivers them (:meth:`Deliverable.deliver_ready`); a subscription is
+    never queued twice, so its handler never runs concurrently with itself. A frame
+    that reaches a hundred consumers wakes one task, not a hundred.
+
+    A handler that suspends (awaits I/O) holds only the task running it: after each
+    subscription a task takes, a check on the next loop turn wakes (or starts)
+    another task for whatever is still queued, so a slow consumer never delays
+    another. A handler runs inside a drain task, so ``asyncio.timeout()`` and
+    ``asyncio.current_task()`` work in it as in any task. Idle tasks park on a
+    future; past two idle ones they end.
+
+    Example::
+
+        drains = AsyncDrains.of(loop)
+        drains.schedule(subscription, on_loop=False)   # from another thread
+    """
+
+    _by_loop: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncDrains]] = (
+        weakref.WeakKeyDictionary()
+    )
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+    _pid: ClassVar[int] = os.getpid()
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Weakly: the registry maps loops to their drains weakly, and a drains object
+        # that held its loop would keep every loop ever used (one per test) alive.
+        self._loop = weakref.ref(loop)
+        self._ready: deque[Deliverable] = deque()
+        self._idle: dict[asyncio.Task[None], asyncio.Future[None]] = {}  # parked tasks
+        self._woken: set[asyncio.Task[None]] = set()  # on their way to the queue
+        self._check_pending = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        # Scheduled from other threads: one hop to the loop carries them all, so a
+        # frame read on the runtime thread for a hundred consumers of an app's loop
+        # costs one wake-up of that loop, not a hundred.
+        self._inbound: list[Deliverable] = []
+        self._inbound_lock = threading.Lock()
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> AsyncDrains:
+        """The drains of ``loop`` (made at first use; forgotten with the loop)."""
+        if cls._pid != os.getpid():  # a forked child: the parent's lock may be held
+            cls._pid = os.getpid()
+            cls._lock = threading.Lock()
+            cls._by_loop = weakref.WeakKeyDictionary()
+        with cls._lock:
+            drains = cls._by_loop.get(loop)
+            if drains is None:
+                drains = cls._by_loop[loop] = cls(loop)
+            return drains
+
+    @property
+    def tasks(self) -> int:
+        """How many drain tasks exist now (parked ones included)."""
+        return len(self._tasks)
+
+    def schedule(self, sub: Deliverable, *, on_loop: bool) -> None:
+        """Have ``sub`` delivered soon (or told :meth:`~Deliverable.loop_closed`).
+
+        ``on_loop``: the caller runs on this loop's thread (no thread hop needed).
+        """
+        if on_loop:
+            self._ready.append(sub)
+            self._call_one()
+            return
+        with self._inbound_lock:
+            self._inbound.append(sub)
+            if len(self._inbound) > 1:
+                return  # the hop that carries the first one is on its way
+        loop = self._loop()
+        try:
+            if loop is None:
+                raise RuntimeError("the loop is gone")
+            loop.call_soon_threadsafe(self._take_inbound)
+        except RuntimeError:  # the loop is closed
+            with self._inbound_lock:
+                stranded, self._inbound = self._inbound, []
+            for each in stranded:
+                each.loop_closed()
+
+    def _take_inbound(self) -> None:
+        with self._inbound_lock:
+            arrived, self._inbound = self._inbound, []
+        self._ready.extend(arrived)
+        self._call_one()
+
+    def _call_one(self) -> None:
+        """Make sure a drain task is on its way to the queue."""
+        if self._woken:
+            return
+        while self._idle:
+            task, parked = self._idle.popitem()
+            if not parked.done():  # its task may have been cancelled meanwhile
+                parked.set_result(None)
+                self._woken.add(task)
+                return
+        task = asyncio.get_running_loop().create_task(self._drain(), name="alpaca-di drain")
+        self._woken.add(task)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _check(self) -> None:
+        """Next loop turn after a task took a subscription: is anything left waiting?"""
+        self._check_pending = False
+        if self._ready:
+            self._call_one()  # the task that took the last one is still in its handler
+
+    async def _drain(self) -> None:
+        me = asyncio.current_task()
+        assert me is not None
+        loop = me.get_loop()
+        ready = self._ready
+        try:
+            while True:
+                self._woken.discard(me)
+                while ready:
+                    sub = ready.popleft()
+                    if ready and not self._check_pending:
+                        self._check_pending = True
+                        loop.call_soon(self._check)
+                    await sub.deliver_ready()
+                if len(self._idle) >= 2:
+                    return
+                parked = loop.create_future()
+                self._idle[me] = parked
+                await parked
+        finally:
+            self._woken.discard(me)
+            self._idle.pop(me, None)
 
 
 class HandlerPool:

@@ -36,7 +36,7 @@ from typing_extensions import TypeVar
 
 from alpaca_di._aio import is_async_callable, running_loop
 from alpaca_di.errors import ConnectionClosedError, describe_error
-from alpaca_di.hub.delivery import HandlerPool
+from alpaca_di.hub.delivery import AsyncDrains, HandlerPool
 from alpaca_di.hub.inbox import Inbox, Item, MessageForm, Pair, SubscriptionStats
 from alpaca_di.hub.latency import SAMPLE_EVERY, latency_observer, sample
 from alpaca_di.protocol import StreamKind
@@ -137,11 +137,7 @@ class Subscription(Generic[M]):
         self._handler = handler
         self._loop = consumer_loop
         self._async_handler = handler is not None and is_async_callable(handler)
-        self._drain_scheduled = False  # guarded by the inbox's lock
-        # The async drain, parked on an empty inbox, waits for this future (guarded
-        # by the inbox's lock; taken by the first push or the close that resolves it).
-        self._waiter: asyncio.Future[None] | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._drain_scheduled = False  # queued or being drained; guarded by the inbox's lock
         self._wakeup: _Wakeup | None = None
         self._pooled = handler is not None and not self._async_handler
         self._until_sample = 1  # messages until the next latency sample (when sampling)
@@ -153,22 +149,12 @@ class Subscription(Generic[M]):
             return
         if self._pooled:
             HandlerPool.shared().acquire()
-        inbox.listener = self
         if self._async_handler:
-            if running_loop() is consumer_loop:
-                self._start()
-            else:
-                try:
-                    consumer_loop.call_soon_threadsafe(self._start)
-                except RuntimeError:
-                    inbox.close()
-                    raise ConnectionClosedError(
-                        f"the {feed.kind.value} stream's event loop is closed"
-                    ) from None
-
-    def _start(self) -> None:
-        """Start the async handler's drain task (on the consumer loop)."""
-        self._task = self._loop.create_task(self._drain_async())
+            if consumer_loop.is_closed():
+                inbox.close()
+                raise ConnectionClosedError(f"the {feed.kind.value} stream's event loop is closed")
+            self._drains = AsyncDrains.of(consumer_loop)
+        inbox.listener = self
 
     # -- public API ----------------------------------------------------------
 
@@ -361,31 +347,27 @@ class Subscription(Generic[M]):
 
     def inbox_ready(self) -> None:
         """Items arrived: schedule a drain (called by the inbox, outside its lock)."""
-        if self._async_handler:
-            self._wake()
-            return
-        with self._inbox.lock:
+        inbox = self._inbox
+        with inbox.lock:
             if self._drain_scheduled:
                 return
             self._drain_scheduled = True
-        HandlerPool.shared().submit(self._drain_sync)
+        if not self._async_handler:
+            HandlerPool.shared().submit(self._drain_sync)
+            return
+        self._drains.schedule(self, on_loop=running_loop() is self._loop)
+
+    def loop_closed(self) -> None:
+        """The consumer loop closed with messages queued: nobody will read them."""
+        if self._inbox.close():
+            self._feed.abandon(self._inbox)
 
     def inbox_closed(self, error: BaseException | None) -> None:
-        """The inbox closed: wake the drain so it ends; release the worker pool."""
+        """The inbox closed: release the worker pool (a drain in progress stops by itself)."""
         if error is not None:
             _log.error("subscription.failed", kind=self._feed.kind.value, error=str(error))
-        if self._async_handler:
-            self._wake()
         if self._pooled:
             HandlerPool.shared().release()
-
-    def _wake(self) -> None:
-        """Resume the parked async drain (any thread); at most one wake-up per park."""
-        inbox = self._inbox
-        with inbox.lock:
-            waiter, self._waiter = self._waiter, None
-        if waiter is not None and not _resolve_soon(self._loop, waiter) and inbox.close():
-            self._feed.abandon(inbox)  # its loop is closed: nobody will read
 
     # -- drains --------------------------------------------------------------------
 
@@ -422,21 +404,21 @@ class Subscription(Generic[M]):
         if more:  # yield the worker so other subscriptions get their turn
             HandlerPool.shared().submit(self._drain_sync)
 
-    async def _drain_async(self) -> None:
+    async def deliver_ready(self) -> None:
+        """Deliver what is queued to the async handler, until the inbox is empty.
+
+        Run by one of the loop's :class:`~alpaca_di.hub.delivery.AsyncDrains` tasks,
+        never by two at once.
+        """
         handler = self._handler
         inbox = self._inbox
-        loop = self._loop
         assert handler is not None
         while True:
             with inbox.lock:
                 batch = inbox.take_all()
                 if not batch:
-                    if inbox.closed:
-                        return
-                    waiter = self._waiter = loop.create_future()
-            if not batch:
-                await waiter
-                continue
+                    self._drain_scheduled = False
+                    return
             delivered = 0
             try:
                 if latency_observer() is not None:
@@ -452,7 +434,11 @@ class Subscription(Generic[M]):
                     except Exception:
                         self._handler_failed()
                     except asyncio.CancelledError:
-                        raise  # the drain itself is being cancelled (close, loop shutdown)
+                        if _cancelled():
+                            with inbox.lock:  # the loop shuts down: leave it drainable
+                                self._drain_scheduled = False
+                            raise
+                        self._handler_failed()  # the handler's own, not the drain's
                     except BaseException as exc:  # sys.exit(), KeyboardInterrupt... in a handler
                         self._handler_exited(exc)
                         return
@@ -531,21 +517,11 @@ class _Wakeup:
         _set_soon(self.loop, self.event)
 
 
-def _resolve_soon(loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[None]) -> bool:
-    """Resolve ``waiter`` on its loop; ``False`` if that loop is closed."""
-    if running_loop() is loop:
-        _resolve(waiter)
-        return True
-    try:
-        loop.call_soon_threadsafe(_resolve, waiter)
-    except RuntimeError:
-        return False
-    return True
-
-
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():  # cancelled with its drain task (loop shutdown)
-        waiter.set_result(None)
+def _cancelled() -> bool:
+    """Whether the running task is being cancelled (not a handler's own CancelledError)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)  # Python 3.11+
+    return cancelling is None or cancelling() > 0
 
 
 def _set_soon(loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> bool:

@@ -22,6 +22,7 @@ import copy
 import datetime as _dt
 import enum
 import functools
+import operator
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, Union, get_args, get_origin
 
@@ -634,6 +635,9 @@ def _builder_of(cls: type[BaseModel], source_type: type[Any] | None) -> _Convert
     # Market data has one timestamp: converted without a loop (news has two).
     time, times = (times[0], ()) if len(times) == 1 else (None, times)
     to_datetime = _ext_to_datetime
+    # The optional fields' values, to look for UNSET among them only (``in`` compares
+    # with ``==``: half the cost of looking through every value).
+    optional_values = _values_of(tuple(name for name, _ in optional))
 
     def build_model(source: Any) -> object:
         values = asdict(source)
@@ -642,7 +646,7 @@ def _builder_of(cls: type[BaseModel], source_type: type[Any] | None) -> _Convert
         for name in extra:
             del values[name]
         fields_set = set(every_field)
-        if _UNSET in values.values():  # one C loop; most messages carry every field
+        if optional_values is not None and _UNSET in optional_values(values):  # rare
             for name, default in optional:
                 if values[name] is _UNSET:  # not in the message: the default, as validated
                     values[name] = default
@@ -669,6 +673,17 @@ def _builder_of(cls: type[BaseModel], source_type: type[Any] | None) -> _Convert
         return instance
 
     return build_model
+
+
+def _values_of(names: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[Any, ...]] | None:
+    """A function giving the values of ``names`` in a dict, as a tuple (``None``: no names)."""
+    if not names:
+        return None
+    if len(names) == 1:
+        (name,) = names
+        return lambda values: (values[name],)
+    read: Callable[[dict[str, Any]], tuple[Any, ...]] = operator.itemgetter(*names)
+    return read
 
 
 def _validating_builder(cls: type[BaseModel]) -> _Convert:

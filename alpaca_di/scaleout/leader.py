@@ -657,7 +657,10 @@ class _Tap:
             self._group.upstream_state(state, error)
 
     def on_batch(
-        self, messages: list[tuple[str, str, dict[str, Any]]], structs: list[Any] | None = None
+        self,
+        messages: list[tuple[str, str, dict[str, Any]]],
+        structs: list[Any] | None = None,
+        sources: list[Any] | None = None,
     ) -> None:
         # The leader's connection decodes dicts only (they are what it publishes).
         if self._current():

@@ -16,7 +16,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Mapping
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import structlog
@@ -57,7 +57,6 @@ __all__ = [
     "Connection",
     "ConnectionFactory",
     "ConnectionListener",
-    "ModelFormListener",
     "Upstream",
     "check_url",
 ]
@@ -77,13 +76,16 @@ class ConnectionListener(Protocol):
         """The connection moved to ``state``."""
 
     def on_batch(
-        self, messages: list[tuple[str, str, dict[str, Any]]], structs: list[Any] | None = None
+        self,
+        messages: list[tuple[str, str, dict[str, Any]]],
+        structs: list[Any] | None = None,
+        sources: list[Any] | None = None,
     ) -> None:
         """Decoded data messages of one frame, in wire order. Must not block.
 
-        ``structs`` only when :meth:`Connection.decode_forms` asked for them (see
-        :class:`~alpaca_di.protocol.events.DataBatch`). A listener that asks for
-        the ``"model"`` form is a :class:`ModelFormListener`.
+        ``structs`` and ``sources`` (model sources) only when
+        :meth:`Connection.decode_forms` asked for them, each parallel to
+        ``messages`` (see :class:`~alpaca_di.protocol.events.DataBatch`).
         """
 
     def on_ack(self, channels: Mapping[str, tuple[str, ...]]) -> None:
@@ -97,23 +99,6 @@ class ConnectionListener(Protocol):
 
     def on_unsubscribing(self, channels: Mapping[str, list[str]]) -> None:
         """An unsubscribe of ``channels`` went out: the last ack no longer covers them."""
-
-
-class ModelFormListener(ConnectionListener, Protocol):
-    """A listener that asks for the ``"model"`` form (``decode_forms``): the hub.
-
-    It also takes each batch's model sources (``None`` for a message that has none)::
-
-        def on_batch(self, messages, structs=None, sources=None): ...
-    """
-
-    def on_batch(
-        self,
-        messages: list[tuple[str, str, dict[str, Any]]],
-        structs: list[Any] | None = None,
-        sources: list[Any] | None = None,
-    ) -> None:
-        """Like :meth:`ConnectionListener.on_batch`, with the model sources."""
 
 
 class Upstream(Protocol):
@@ -495,13 +480,7 @@ class Connection:
                 if self._cause is not None:  # data flows again: that error is history
                     self._cause = None
                 self.messages_received += len(event.messages)
-                if event.sources is not None:  # only a listener that asked for them (the hub)
-                    on_batch = cast("ModelFormListener", listener).on_batch
-                    on_batch(event.messages, event.structs, event.sources)
-                elif event.structs is not None:
-                    listener.on_batch(event.messages, event.structs)
-                else:
-                    listener.on_batch(event.messages)
+                listener.on_batch(event.messages, event.structs, event.sources)
                 self._backoff.reset()
             elif isinstance(event, SubscriptionAck):
                 if self._pending_replies:

@@ -26,6 +26,7 @@ from pydantic import BaseModel
 
 from alpaca_di.errors import ProtocolError
 from alpaca_di.protocol import DataBatch, DataStreamProtocol, Malformed, StreamKind
+from alpaca_di.protocol.codec import SLICE, SLICE_FRAME_BYTES
 from alpaca_di.protocol.models import build, model_sources, parse
 from alpaca_di.protocol.sources import source_class
 from alpaca_di.protocol.structs import Luld
@@ -297,3 +298,37 @@ def test_a_timestamp_out_of_range_is_a_protocol_error() -> None:
         build("quotes", source)
     with pytest.raises(ProtocolError, match="invalid quotes message for 'AAPL'"):
         parse("quotes", "AAPL", quote)
+
+
+def _quote(index: int) -> dict[str, Any]:
+    stamp = msgpack.Timestamp(1_760_000_000, 123_456_000 + index)
+    return {"T": "q", "S": "AAPL", "bp": float(index), "bs": 1, "ap": 2.0, "as": 3, "t": stamp}
+
+
+def test_a_large_frame_is_decoded_in_slices_of_sources() -> None:
+    protocol = DataStreamProtocol(StreamKind.STOCK)
+    protocol.forms = frozenset({"model"})
+    messages = [_quote(index) for index in range(5000)]
+    frame = msgpack.packb(messages)
+    assert len(frame) >= SLICE_FRAME_BYTES
+    slices = list(protocol.receive_slices(frame))
+    assert len(slices) == 5000 // SLICE
+    batches = [event for events in slices for event in events]
+    assert all(isinstance(batch, DataBatch) and batch.sources for batch in batches)
+    sources = [source for batch in batches for source in batch.sources]  # type: ignore[union-attr]
+    models = [build("quotes", source) for source in sources]
+    assert [model.bid_price for model in models] == [float(i) for i in range(5000)]  # type: ignore[attr-defined]
+    assert_same(models[-1], _CAST._cast(copy.deepcopy(messages[-1])))
+
+
+def test_a_truncated_large_frame_delivers_the_sources_before_the_break() -> None:
+    protocol = DataStreamProtocol(StreamKind.STOCK)
+    protocol.forms = frozenset({"model"})
+    frame = msgpack.packb([_quote(index) for index in range(6010)])[:-30]
+    assert len(frame) >= SLICE_FRAME_BYTES
+    slices = list(protocol.receive_slices(frame))
+    batches = [event for events in slices for event in events if isinstance(event, DataBatch)]
+    assert sum(len(batch.sources or ()) for batch in batches) == 6009
+    last = slices[-1][-1]
+    assert isinstance(last, Malformed)
+    assert "at element 6009 of 6010" in last.reason
