@@ -140,13 +140,4 @@ def sources_for(
         for cls in _MODELLED
         if _CHANNEL_OF[cls] in valid
     }
-    classes = tuple(channels)
-    if not classes:
-        raise ValueError(f"the {kind.value} stream has no market-data messages")
-    union: Any = Union[classes]  # noqa: UP007 (a runtime union of classes)
-    return Decoders(
-        frame=msgspec.msgpack.Decoder(list[union]),
-        one=msgspec.msgpack.Decoder(union),
-        elements=msgspec.msgpack.Decoder(list[msgspec.Raw]),
-        channels=channels,
-    )
+    return Decoders.of(kind, channels)

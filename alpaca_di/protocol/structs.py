@@ -309,6 +309,20 @@ class Decoders:
     channels: Mapping[type[Any], str]
     error: type[Exception] = msgspec.DecodeError
 
+    @classmethod
+    def of(cls, kind: StreamKind, channels: Mapping[type[Any], str]) -> Decoders:
+        """Decoders of ``channels``' classes (each mapped to its channel) for ``kind``."""
+        classes = tuple(channels)
+        if not classes:
+            raise ValueError(f"the {kind.value} stream has no market-data messages")
+        union: Any = Union[classes]  # noqa: UP007 (a runtime union of classes)
+        return cls(
+            frame=msgspec.msgpack.Decoder(list[union]),
+            one=msgspec.msgpack.Decoder(union),
+            elements=msgspec.msgpack.Decoder(list[msgspec.Raw]),
+            channels=channels,
+        )
+
 
 @functools.cache
 def decoders_for(kind: StreamKind | str) -> Decoders:
@@ -320,16 +334,8 @@ def decoders_for(kind: StreamKind | str) -> Decoders:
     """
     kind = _kind(kind)
     valid = CHANNELS[kind]
-    classes = tuple(cls for code, cls in _BY_CODE.items() if CHANNEL_BY_TYPE[code] in valid)
-    if not classes:
-        raise ValueError(f"the {kind.value} stream has no market-data messages")
-    union: Any = Union[classes]  # noqa: UP007 (a runtime union of classes)
-    return Decoders(
-        frame=msgspec.msgpack.Decoder(list[union]),
-        one=msgspec.msgpack.Decoder(union),
-        elements=msgspec.msgpack.Decoder(list[msgspec.Raw]),
-        channels={cls: _CHANNEL_OF[cls] for cls in classes},
-    )
+    classes = [cls for code, cls in _BY_CODE.items() if CHANNEL_BY_TYPE[code] in valid]
+    return Decoders.of(kind, {cls: _CHANNEL_OF[cls] for cls in classes})
 
 
 @functools.cache
