@@ -203,7 +203,6 @@ class _Loss:
     lost_at: datetime
     pairs: frozenset[Pair]
     last_item: Item | None
-    last_bars: dict[Pair, Item]
 
 
 @dataclass
@@ -272,7 +271,7 @@ class GapTracker:
             affected = frozenset(sub.pairs - sub.unconfirmed)
             if affected:
                 with sub.lock:
-                    sub.loss = _Loss(now, affected, sub.last_item, dict(sub.last_bars))
+                    sub.loss = _Loss(now, affected, sub.last_item)
 
     def restored(self, subs: Iterable[Inbox]) -> None:
         """The server confirmed the restored subscriptions: notify, and start backfills."""
@@ -322,6 +321,10 @@ class GapTracker:
     def _plan(
         sub: Inbox, loss: _Loss, pairs: frozenset[Pair], last: datetime | None
     ) -> tuple[dict[Pair, datetime], set[Pair]]:
+        # The bars it has now, not only those it had when the loss was noticed: behind
+        # the Redis scale-out, a bar read before the loss can reach this process after
+        # the status that announced it, and the backfill must start after that bar.
+        last_bars = sub.last_bars
         wanted: list[Pair] = []
         skipped: set[Pair] = set()
         for channel, symbol in sorted(pairs):
@@ -329,14 +332,14 @@ class GapTracker:
                 continue
             if symbol == "*":  # the symbols it had bars of; the rest it never knew
                 skipped.add((channel, "*"))
-                wanted.extend(sorted(p for p in loss.last_bars if p[0] == channel))
+                wanted.extend(sorted(p for p in last_bars if p[0] == channel))
             else:
                 wanted.append((channel, symbol))
         wanted = list(dict.fromkeys(wanted))
         skipped.update(wanted[MAX_BACKFILL_SYMBOLS:])
         starts: dict[Pair, datetime] = {}
         for pair in wanted[:MAX_BACKFILL_SYMBOLS]:
-            seen = loss.last_bars.get(pair)
+            seen = last_bars.get(pair)
             stamp = message_time(seen[2]) if seen is not None else None
             starts[pair] = window_start(pair[0], stamp, last or loss.lost_at)
         return starts, skipped
