@@ -29,8 +29,6 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import structlog
-
 __all__ = ["Command", "build_parser", "commands", "main", "register"]
 
 
@@ -92,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _configure_logging(level: str) -> None:
+    import structlog  # here, not at the top: ``--help`` never needs it (a fifth of a second)
+
     structlog.configure(
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),

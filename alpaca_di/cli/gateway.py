@@ -24,14 +24,11 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
-import structlog
-
 if TYPE_CHECKING:
     from alpaca_di.settings import AlpacaSettings
 
 __all__ = ["configure", "run", "run_gateway"]
 
-_log = structlog.get_logger(__name__)
 
 # The settings field naming each data kind's feed (the other kinds have none).
 _FEED_FIELDS: dict[str, str] = {"stock": "feed", "crypto": "crypto_feed", "option": "option_feed"}
@@ -124,7 +121,11 @@ def run_gateway(
         print(f"ready {gateway.identity}", flush=True)
         for line in lines:
             print(line, flush=True)
-        _log.info("gateway.serving", identity=gateway.identity, kinds=[k.value for k in parsed])
+        import structlog  # with the command, not at ``--help``
+
+        structlog.get_logger(__name__).info(
+            "gateway.serving", identity=gateway.identity, kinds=[k.value for k in parsed]
+        )
         stop.wait()
     finally:
         gateway.close()

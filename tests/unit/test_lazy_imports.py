@@ -48,6 +48,13 @@ def test_importing_the_package_or_the_cli_loads_neither_alpaca_py_nor_pandas() -
     assert "websockets" not in _modules_after("from alpaca_di import AlpacaSettings")
 
 
+def test_the_command_line_parser_loads_no_logging_library_nor_rich() -> None:
+    """``alpaca-di --help`` is fast: structlog (and the rich it pulls in) load with a command."""
+    loaded = _modules_after("from alpaca_di.cli.commands import build_parser; build_parser()")
+    assert "structlog" not in loaded
+    assert "rich" not in loaded
+
+
 def test_lazy_package_names_still_resolve() -> None:
     from alpaca_di.protocol import parse
     from alpaca_di.transport import Connection, check_url
