@@ -18,6 +18,7 @@ the protocol becomes a :class:`~alpaca_di.protocol.events.Malformed` event.
 
 from __future__ import annotations
 
+import io
 import json
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
@@ -130,6 +131,16 @@ def _clip(value: object, limit: int = 40) -> str:
 
 def _explain(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc)[:120]}"
+
+
+def _streaming(frame: bytes | bytearray | memoryview) -> msgpack.Unpacker:
+    """An unpacker that reads ``frame`` in small chunks as it goes.
+
+    ``feed()`` would copy the whole frame into the unpacker at once: 2 to 11 ms for
+    10 MiB here, one step no slice could interrupt. Read through a file it copies
+    a chunk at a time, and ``tell()`` still counts from the frame's start.
+    """
+    return msgpack.Unpacker(io.BytesIO(frame), max_buffer_size=max(len(frame), 1))
 
 
 def _array(count: int, elements: memoryview) -> bytes:
@@ -339,8 +350,7 @@ class DataStreamProtocol:
         if self._typed:
             yield from self._typed_slices(frame)
             return
-        unpacker = msgpack.Unpacker(max_buffer_size=max(len(frame), 1))
-        unpacker.feed(frame)
+        unpacker = _streaming(frame)
         try:
             count = unpacker.read_array_header()
         except Exception:
@@ -409,8 +419,7 @@ class DataStreamProtocol:
         each slice's elements end (``skip()``, no objects built); the slice's bytes
         behind an array header of its own are then decoded like a small frame.
         """
-        unpacker = msgpack.Unpacker(max_buffer_size=max(len(frame), 1))
-        unpacker.feed(frame)
+        unpacker = _streaming(frame)
         try:
             count = unpacker.read_array_header()
         except Exception:
@@ -427,8 +436,7 @@ class DataStreamProtocol:
                     unpacker.skip()
             except Exception as exc:
                 good = done - 1  # the elements before the broken one, found again
-                rescan = msgpack.Unpacker(max_buffer_size=max(len(frame), 1))
-                rescan.feed(view[start:])
+                rescan = _streaming(view[start:])
                 for _ in range(good):
                     rescan.skip()
                 end = start + rescan.tell()
