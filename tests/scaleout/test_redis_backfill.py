@@ -218,27 +218,7 @@ def test_every_follower_gets_the_gap_backfilled_from_one_fetch_by_the_leader(
     )
     after = deployment.bars_reach_everyone(minutes=1)
 
-    for i in range(len(SYMBOLS)):
-        items = deployment.reports.items[i]
-        kinds = [item[0] for item in items]
-        n_before, n_missed = len(_mine(i, before)), len(_mine(i, missed))
-        assert kinds == ["bar"] * n_before + ["notice"] + ["bar"] * (n_missed + len(SYMBOLS[i]))
-        notice = items[n_before]
-        assert notice[1:] == (True, None, {}), f"follower {i}: {notice}"
-        bars = [item for item in items if item[0] == "bar"]
-        live_before, filled = bars[:n_before], bars[n_before : n_before + n_missed]
-        live_after = bars[n_before + n_missed :]
-        assert not any(bar[3] for bar in live_before + live_after), f"follower {i}"
-        assert all(bar[3] for bar in filled), f"follower {i}: backfilled bars are marked"
-        wanted = {_bar_key(bar): bar["c"] for bar in _mine(i, missed)}
-        assert {(bar[1], bar[2]): bar[4] for bar in filled} == wanted, f"follower {i}"
-        stamps = [bar[2] for bar in filled]
-        assert stamps == sorted(stamps), f"follower {i}: in time order"
-        assert sorted((bar[1], bar[2]) for bar in live_after) == sorted(
-            map(_bar_key, _mine(i, after))
-        )
-        keys = [(bar[1], bar[2]) for bar in bars]
-        assert len(keys) == len(set(keys)), f"follower {i}: a bar twice"
+    _check_sequence(deployment, before, missed, after)
     # One fetch of the window for the whole group (three symbols, one window start).
     assert clocked_emu.stats().market_data_requests - requests == 1
 

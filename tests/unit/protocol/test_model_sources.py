@@ -26,6 +26,7 @@ from pydantic import BaseModel
 
 from alpaca_di.errors import ProtocolError
 from alpaca_di.protocol import DataBatch, DataStreamProtocol, Malformed, StreamKind
+from alpaca_di.protocol.channels import CHANNEL_BY_TYPE
 from alpaca_di.protocol.codec import SLICE, SLICE_FRAME_BYTES
 from alpaca_di.protocol.models import build, model_sources, parse
 from alpaca_di.protocol.sources import source_class
@@ -161,23 +162,10 @@ def _reference(message: dict[str, Any]) -> object:
     try:
         return _CAST._cast(copy.deepcopy(message))
     except Exception:
-        channel = _CHANNEL[message["T"]]
+        channel = CHANNEL_BY_TYPE[message["T"]]
         return parse(channel, "" if channel == "news" else message["S"], message)
 
 
-_CHANNEL = {
-    "t": "trades",
-    "q": "quotes",
-    "b": "bars",
-    "u": "updated_bars",
-    "d": "daily_bars",
-    "s": "statuses",
-    "l": "lulds",
-    "c": "corrections",
-    "x": "cancel_errors",
-    "o": "orderbooks",
-    "n": "news",
-}
 
 
 def _models(protocol: DataStreamProtocol, frame: bytes, reference: bool) -> tuple[list[Any], int]:
