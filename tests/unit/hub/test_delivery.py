@@ -62,6 +62,14 @@ class Recorder:
             self.inside = False
 
 
+async def each_got_in_order(recorders: list[Recorder], count: int) -> None:
+    """Wait until every recorder saw ``count`` messages; each in order, never re-entered."""
+    await until(lambda: all(len(r.seen) == count for r in recorders), "every message")
+    for recorder in recorders:
+        assert recorder.seen == list(range(count))
+        assert not recorder.reentered
+
+
 def test_a_handler_suspended_forever_delays_no_other_consumer_on_its_loop():
     async def main() -> None:
         hub = new_hub(asyncio.get_running_loop())
@@ -102,10 +110,7 @@ def test_handlers_that_suspend_keep_their_order_and_never_run_concurrently_with_
                 sub._inbox.push(frame(n))
             if n % 50 == 0:
                 await asyncio.sleep(0)  # let some frames land mid-delivery
-        await until(lambda: all(len(r.seen) == 200 for r in recorders), "every message")
-        for recorder in recorders:
-            assert recorder.seen == list(range(200))
-            assert not recorder.reentered
+        await each_got_in_order(recorders, 200)
         for sub in subs:
             sub.close()
 
@@ -224,11 +229,8 @@ def test_pushes_from_another_thread_reach_every_consumer_of_an_app_loop():
 
         thread = threading.Thread(target=reader)
         thread.start()
-        await until(lambda: all(len(r.seen) == 500 for r in recorders), "every message")
+        await each_got_in_order(recorders, 500)
         thread.join(WAIT)
-        for recorder in recorders:
-            assert recorder.seen == list(range(500))
-            assert not recorder.reentered
         for sub in subs:
             sub.close()
 

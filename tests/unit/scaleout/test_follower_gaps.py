@@ -10,52 +10,22 @@ from typing import Any
 import msgpack
 import pytest
 
-from alpaca_di.credentials import Credentials
-from alpaca_di.protocol import StreamKind, SubscriptionState
 from alpaca_di.scaleout.backfill import BackfillUnavailableError, SharedBarSource
 from alpaca_di.scaleout.follower import RedisUpstream
 from alpaca_di.scaleout.wire import GapRecord, LeaderStatus, decode_wants, encode_wants
-from alpaca_di.transport import ConnectionOptions
 from alpaca_di.transport.states import ConnectionState
 
-URL = "wss://stream.data.alpaca.markets/v2/iex"
+from ._upstream_support import RecordingListener, live_upstream
+
 ACK = {"bars": ("AAPL",)}
 T0 = datetime(2024, 3, 4, 14, 30, tzinfo=timezone.utc)
 
 
-class _Listener:
-    def __init__(self) -> None:
-        self.states: list[ConnectionState] = []
-        self.acks: list[Any] = []
-
-    def on_state(self, state: ConnectionState, previous: Any, error: Any) -> None:
-        self.states.append(state)
-
-    def on_ack(self, channels: Any) -> None:
-        self.acks.append(dict(channels))
-
-    def on_batch(self, messages: Any) -> None: ...
-    def on_rejected(self, pairs: Any, error: Any) -> None: ...
-    def on_malformed(self, reason: str) -> None: ...
-    def on_unsubscribing(self, channels: Any) -> None: ...
-
-
 @pytest.fixture
-def mirror() -> Iterator[tuple[RedisUpstream, _Listener]]:
+def mirror() -> Iterator[tuple[RedisUpstream, RecordingListener]]:
     loop = asyncio.new_event_loop()
-    listener = _Listener()
-    upstream = RedisUpstream(
-        URL,
-        kind=StreamKind.STOCK,
-        credentials=Credentials("PKGAPS000001", "gaps-secret"),
-        options=ConnectionOptions(),
-        subscriptions=SubscriptionState(),
-        listener=listener,
-        loop=loop,
-        redis_url="redis://127.0.0.1:1/0",
-    )
-    upstream._redis_up = True  # as inside a live Redis session
-    yield upstream, listener
+    listener = RecordingListener()
+    yield live_upstream(loop, listener, "PKGAPS000001"), listener
     loop.close()
 
 
@@ -69,7 +39,7 @@ def _status(
 
 
 def test_a_drop_no_status_showed_is_a_loss_and_a_restore_of_that_gap(
-    mirror: tuple[RedisUpstream, _Listener],
+    mirror: tuple[RedisUpstream, RecordingListener],
 ) -> None:
     upstream, listener = mirror
     upstream._apply_status(_status(upstream, "connected"))
@@ -82,7 +52,7 @@ def test_a_drop_no_status_showed_is_a_loss_and_a_restore_of_that_gap(
 
 
 def test_after_the_leaders_loss_the_restore_waits_for_the_status_counting_the_gap(
-    mirror: tuple[RedisUpstream, _Listener],
+    mirror: tuple[RedisUpstream, RecordingListener],
 ) -> None:
     upstream, listener = mirror
     upstream._apply_status(_status(upstream, "connected"))
@@ -96,7 +66,7 @@ def test_after_the_leaders_loss_the_restore_waits_for_the_status_counting_the_ga
 
 
 def test_a_loss_of_this_process_alone_or_a_new_term_is_not_the_leaders_gap(
-    mirror: tuple[RedisUpstream, _Listener],
+    mirror: tuple[RedisUpstream, RecordingListener],
 ) -> None:
     upstream, listener = mirror
     upstream._apply_status(_status(upstream, "connected"))
@@ -112,7 +82,7 @@ def test_a_loss_of_this_process_alone_or_a_new_term_is_not_the_leaders_gap(
 
 
 def test_an_older_leader_that_counts_no_gaps_still_restores_on_its_ack(
-    mirror: tuple[RedisUpstream, _Listener],
+    mirror: tuple[RedisUpstream, RecordingListener],
 ) -> None:
     upstream, listener = mirror
     upstream._apply_status(_status(upstream, "connected"))

@@ -5,49 +5,16 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from alpaca_di.credentials import Credentials
 from alpaca_di.errors import (
     AuthenticationError,
     ConnectionClosedError,
     ConnectionLimitError,
     InsufficientSubscriptionError,
 )
-from alpaca_di.protocol import StreamKind, SubscriptionState
-from alpaca_di.scaleout.follower import RedisUpstream
 from alpaca_di.scaleout.wire import LeaderStatus, error_record, is_permanent
-from alpaca_di.transport import ConnectionOptions
 from alpaca_di.transport.states import ConnectionState
 
-URL = "wss://stream.data.alpaca.markets/v2/iex"
-
-
-class _Listener:
-    def __init__(self) -> None:
-        self.states: list[ConnectionState] = []
-
-    def on_state(self, state: ConnectionState, previous: Any, error: Any) -> None:
-        self.states.append(state)
-
-    def on_batch(self, messages: Any, structs: Any = None, sources: Any = None) -> None: ...
-    def on_ack(self, channels: Any) -> None: ...
-    def on_rejected(self, pairs: Any, error: Any) -> None: ...
-    def on_malformed(self, reason: str) -> None: ...
-    def on_unsubscribing(self, channels: Any) -> None: ...
-
-
-def _upstream(loop: asyncio.AbstractEventLoop, listener: _Listener) -> RedisUpstream:
-    upstream = RedisUpstream(
-        URL,
-        kind=StreamKind.STOCK,
-        credentials=Credentials("PKMIRROR0001", "mirror-secret"),
-        options=ConnectionOptions(),
-        subscriptions=SubscriptionState(),
-        listener=listener,
-        loop=loop,
-        redis_url="redis://127.0.0.1:1/0",
-    )
-    upstream._redis_up = True  # as inside a live Redis session
-    return upstream
+from ._upstream_support import RecordingListener, live_upstream
 
 
 def _status(state: str, error: BaseException | None, epoch: int = 5, **kw: Any) -> LeaderStatus:
@@ -57,8 +24,8 @@ def _status(state: str, error: BaseException | None, epoch: int = 5, **kw: Any) 
 def test_a_406_retried_by_the_leader_is_transient_with_the_reason_and_count() -> None:
     loop = asyncio.new_event_loop()
     try:
-        listener = _Listener()
-        upstream = _upstream(loop, listener)
+        listener = RecordingListener()
+        upstream = live_upstream(loop, listener, "PKMIRROR0001")
         upstream._apply_status(_status("connected", None))
         limit = ConnectionLimitError(406, "connection limit exceeded")
         upstream._apply_status(_status("reconnecting", limit, limit_rejections=11))
@@ -82,7 +49,7 @@ def test_a_406_retried_by_the_leader_is_transient_with_the_reason_and_count() ->
 def test_only_what_cannot_heal_makes_the_follower_fail() -> None:
     loop = asyncio.new_event_loop()
     try:
-        upstream = _upstream(loop, _Listener())
+        upstream = live_upstream(loop, RecordingListener(), "PKMIRROR0001")
         upstream._apply_status(_status("failed", AuthenticationError(402, "auth failed")))
         assert isinstance(upstream._fatal, AuthenticationError)
     finally:
